@@ -1,0 +1,54 @@
+#!/usr/bin/env bun
+// Builds dist/man8s (the single binary) and dist/man8s-init/ (the bundle injected into containers):
+//   man8s        the binary, interpreter and rpath patched to /man8s-init/lib
+//   init         static launcher (init/launcher.c) that blocks signals until the init can handle them
+//   00-init.sh   -> init, so .nspawn files written by mbctl 0.4.x keep working
+//   lib/         the glibc loader and the libraries the binary needs
+import { $ } from "zx";
+import { cpSync, existsSync, mkdirSync, rmSync, symlinkSync } from "node:fs";
+
+$.verbose = false;
+const root = import.meta.dir;
+const dist = `${root}/dist`;
+const bundle = `${dist}/man8s-init`;
+const BUNDLE_PATH = "/man8s-init";
+const t0 = performance.now();
+
+mkdirSync(dist, { recursive: true });
+await $`${process.execPath} build --compile --minify --bytecode --format=esm --no-compile-autoload-dotenv --no-compile-autoload-bunfig ${root}/main.ts --outfile ${dist}/man8s`;
+
+rmSync(bundle, { recursive: true, force: true });
+mkdirSync(`${bundle}/lib`, { recursive: true });
+
+// libraries: what ldd lists, plus libgcc_s which glibc dlopens for unwinding (pthread_cancel, exit)
+const ldd = (await $`ldd ${dist}/man8s`).stdout;
+const libs = new Set<string>();
+for (const m of ldd.matchAll(/(\/\S+\.so[.\d]*)/g)) libs.add(m[1]!);
+for (const extra of ["libgcc_s.so.1"]) {
+  const p = (await $`ldconfig -p`).stdout.match(new RegExp(`${extra.replace(/\./g, "\\.")} \\(libc6,x86-64\\) => (\\S+)`));
+  if (p) libs.add(p[1]!);
+}
+let loader = "";
+for (const lib of libs) {
+  const name = lib.split("/").pop()!;
+  cpSync(lib, `${bundle}/lib/${name}`, { dereference: true });
+  if (name.startsWith("ld-linux")) loader = name;
+}
+if (!loader) throw new Error("build: no ELF loader found in ldd output");
+// libdl/libpthread are stubs in glibc >= 2.34 but Bun's dlopen of them must still resolve
+for (const stub of ["libdl.so.2", "libpthread.so.0", "libm.so.6"]) {
+  if (!existsSync(`${bundle}/lib/${stub}`)) {
+    const p = (await $`ldconfig -p`).stdout.match(new RegExp(`${stub.replace(/\./g, "\\.")} \\(libc6,x86-64\\) => (\\S+)`));
+    if (p) cpSync(p[1]!, `${bundle}/lib/${stub}`, { dereference: true });
+  }
+}
+
+cpSync(`${dist}/man8s`, `${bundle}/man8s`);
+await $`patchelf --set-interpreter ${BUNDLE_PATH}/lib/${loader} --set-rpath ${BUNDLE_PATH}/lib ${bundle}/man8s`;
+
+const cc = (await $`command -v musl-gcc`.nothrow()).exitCode === 0 ? "musl-gcc" : "gcc";
+await $`${cc} -static -Os -s -Wall -Werror -o ${bundle}/init ${root}/init/launcher.c`;
+symlinkSync("init", `${bundle}/00-init.sh`);
+
+const size = (await $`du -sh ${bundle}`).stdout.split("\t")[0];
+console.log(`built dist/man8s and dist/man8s-init/ (${size}, ${cc}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

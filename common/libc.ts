@@ -1,0 +1,76 @@
+// The one place where libc is bound through bun:ffi and where C struct layouts live.
+// Layouts are glibc x86_64 (the bundle always ships glibc, whatever libc the image has);
+// each carries its source. Other modules read and write structs only through the helpers here.
+import { dlopen, ptr, read, type Pointer } from "bun:ffi";
+
+const proc = dlopen("libc.so.6", {
+  eventfd: { args: ["u32", "i32"], returns: "i32" },
+  dup3: { args: ["i32", "i32", "i32"], returns: "i32" },
+  close: { args: ["i32"], returns: "i32" },
+  fcntl: { args: ["i32", "i32", "i32"], returns: "i32" },
+  dlsym: { args: ["ptr", "cstring"], returns: "ptr" },
+  sigaction: { args: ["i32", "ptr", "ptr"], returns: "i32" },
+  sigprocmask: { args: ["i32", "ptr", "ptr"], returns: "i32" },
+  prctl: { args: ["i32", "u64", "u64", "u64", "u64"], returns: "i32" },
+  waitid: { args: ["i32", "u32", "ptr", "i32"], returns: "i32" },
+  waitpid: { args: ["i32", "ptr", "i32"], returns: "i32" },
+  kill: { args: ["i32", "i32"], returns: "i32" },
+  getpid: { args: [], returns: "i32" },
+  getppid: { args: [], returns: "i32" },
+  read: { args: ["i32", "ptr", "u64"], returns: "i64" },
+  __errno_location: { args: [], returns: "ptr" },
+}).symbols;
+
+export const libc = proc;
+
+/** errno of the last failed libc call on this thread. */
+export function errno(): number {
+  return read.i32(proc.__errno_location() as Pointer, 0);
+}
+
+// <asm-generic/errno-base.h>
+export const ENOENT = 2, ESRCH = 3, EINTR = 4, EAGAIN = 11, EACCES = 13, ECHILD = 10;
+// <fcntl.h>, <sys/eventfd.h>
+export const F_GETFD = 1, O_CLOEXEC = 0o2000000, EFD_NONBLOCK = 0o4000, EFD_CLOEXEC = 0o2000000;
+// <sys/prctl.h>
+export const PR_SET_CHILD_SUBREAPER = 36;
+// <sys/wait.h>
+export const P_ALL = 0, WNOHANG = 1, WEXITED = 4, WNOWAIT = 0x01000000;
+// <signal.h>: how for sigprocmask; sa_flags
+export const SIG_BLOCK = 0, SIG_UNBLOCK = 1, SIG_SETMASK = 2;
+export const SA_SIGINFO = 4, SA_RESTART = 0x10000000;
+
+/**
+ * struct sigaction, glibc x86_64 (sysdeps/unix/sysv/linux/bits/sigaction.h), 152 bytes:
+ *   0  sa_handler / sa_sigaction (8)
+ *   8  sa_mask: sigset_t = 1024 bits (128)
+ * 136  sa_flags (int, padded to 8)
+ * 144  sa_restorer (8)
+ */
+export function sigactionStruct(handler: Pointer | bigint, flags: number): BigUint64Array {
+  const sa = new BigUint64Array(19);
+  sa[0] = BigInt(handler);
+  sa[17] = BigInt(flags);
+  return sa;
+}
+
+/** glibc sigset_t: 1024 bits; bit (signo-1) set means member. */
+export function sigset(all: boolean): BigUint64Array {
+  const s = new BigUint64Array(16);
+  if (all) s.fill(0xffffffffffffffffn);
+  return s;
+}
+
+/**
+ * siginfo_t for SIGCHLD as filled by waitid (include/uapi/asm-generic/siginfo.h), 128 bytes:
+ *   0 si_signo, 4 si_errno, 8 si_code, 16 si_pid, 20 si_uid, 24 si_status
+ * si_code: CLD_EXITED=1, CLD_KILLED=2, CLD_DUMPED=3.
+ */
+export const SIGINFO_SIZE = 128;
+export const siginfo = {
+  pid: (dv: DataView) => dv.getInt32(16, true),
+  code: (dv: DataView) => dv.getInt32(8, true),
+  status: (dv: DataView) => dv.getInt32(24, true),
+};
+
+export { ptr };

@@ -1,0 +1,54 @@
+// Which command the init runs, and how it is signalled (DESIGN §3.1 step 6).
+import { existsSync } from "node:fs";
+import { basename } from "node:path";
+import { ExitError, EXIT } from "../common/log.ts";
+import { splitWords } from "./shellwords.ts";
+
+export interface AppCommand {
+  argv: string[];
+  /** where it came from, for the log */
+  source: string;
+  /** signal the app's process group rather than its pid (shell-form commands leave children behind) */
+  group: boolean;
+}
+
+const SHELLS = new Set(["sh", "bash", "ash", "dash", "zsh", "ksh", "mksh", "busybox"]);
+
+/** `sh -c ...` and friends: the shell stays in front of the real work, so signal the whole group. */
+export function isShellForm(argv: readonly string[]): boolean {
+  return argv.length >= 2 && SHELLS.has(basename(argv[0]!)) && argv.slice(1).some((a) => a === "-c" || /^-[a-z]*c[a-z]*$/.test(a));
+}
+
+export function resolveApp(override: string[] | null, env: Record<string, string | undefined>, shell = "/bin/sh"): AppCommand {
+  const wantGroup = env.MAN8S_SIGNAL_GROUP === "1" || env.MAN8S_SIGNAL_GROUP === "true";
+  if (override && override.length) return { argv: override, source: "command line", group: wantGroup || isShellForm(override) };
+
+  const json = env.MAN8S_APPLICATION_ARGV;
+  if (json !== undefined && json !== "") {
+    let argv: unknown;
+    try {
+      argv = JSON.parse(json);
+    } catch (e) {
+      throw new ExitError(EXIT.badEnv, `MAN8S_APPLICATION_ARGV: not valid JSON (${(e as Error).message})`);
+    }
+    if (!Array.isArray(argv) || argv.length === 0 || !argv.every((a) => typeof a === "string"))
+      throw new ExitError(EXIT.badEnv, "MAN8S_APPLICATION_ARGV: must be a non-empty JSON array of strings");
+    if (argv[0] === "") throw new ExitError(EXIT.badEnv, "MAN8S_APPLICATION_ARGV: the program name is empty");
+    return { argv, source: "MAN8S_APPLICATION_ARGV", group: wantGroup || isShellForm(argv) };
+  }
+
+  const line = env.MAN8S_APPLICATION_ARGS;
+  if (line !== undefined && line.trim() !== "") {
+    const words = splitWords(line);
+    if (existsSync(shell)) {
+      // as mbctl's 00-init.sh did: the image's shell parses the line and execs the command
+      const group = wantGroup || !words.ok || isShellForm(words.argv);
+      return { argv: [shell, "-c", `exec ${line}`], source: `MAN8S_APPLICATION_ARGS via ${shell}`, group };
+    }
+    if (!words.ok)
+      throw new ExitError(EXIT.badEnv, `MAN8S_APPLICATION_ARGS: ${words.reason}, and the image has no ${shell}`);
+    if (words.argv.length === 0) throw new ExitError(EXIT.badEnv, "MAN8S_APPLICATION_ARGS: no command");
+    return { argv: words.argv, source: "MAN8S_APPLICATION_ARGS (no /bin/sh: split by man8s)", group: wantGroup };
+  }
+  throw new ExitError(EXIT.usage, "no application to run: set MAN8S_APPLICATION_ARGV or MAN8S_APPLICATION_ARGS in the env file, or pass `-- CMD ARGS...`");
+}

@@ -1,0 +1,67 @@
+// The status record (/run/man8s/status.json): what the init did and why the container stopped.
+// nspawn reports 0 after a stub-driven stop whatever the app returned, so this file is the truth.
+// Written whole to a temp file and renamed, so a reader never sees half a record.
+import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { log } from "../common/log.ts";
+import { VERSION } from "../common/version.ts";
+
+export type Phase =
+  | "signals" | "env" | "protected-dirs" | "network" | "dependencies" | "app" | "running" | "stopping"
+  | "draining" | "exited";
+
+export interface StatusRecord {
+  version: string;
+  pid: number;
+  mode: "pid1" | "pid2" | "subreaper";
+  phase: Phase;
+  startedAt: string;
+  /** duration of each start-up phase in ms */
+  phases: Record<string, number>;
+  app: { argv: string[]; pid: number; startedAt: string; group: boolean } | null;
+  network: unknown;
+  health: unknown;
+  stop: { signal: string; requestedAt: string; sent: string | null; timeoutSec: number } | null;
+  exit: {
+    code: number;
+    reason: string;
+    app: { code: number | null; signal: string | null } | null;
+    killedAfterTimeout: boolean;
+    drained: number;
+    orphansReaped: number;
+    at: string;
+  } | null;
+}
+
+export class StatusFile {
+  private warned = false;
+  private dirMade = false;
+  constructor(
+    readonly path: string,
+    readonly record: StatusRecord,
+    private readonly onWrite?: (r: StatusRecord) => void,
+  ) {}
+
+  write(): void {
+    try {
+      if (!this.dirMade) {
+        mkdirSync(dirname(this.path), { recursive: true });
+        this.dirMade = true;
+      }
+      const tmp = `${this.path}.${process.pid}.tmp`;
+      writeFileSync(tmp, `${JSON.stringify(this.record, null, 2)}\n`);
+      renameSync(tmp, this.path);
+    } catch (e) {
+      if (!this.warned) log(`cannot write status record ${this.path}: ${(e as Error).message}`);
+      this.warned = true;
+    }
+    this.onWrite?.(this.record);
+  }
+}
+
+export function newRecord(mode: StatusRecord["mode"]): StatusRecord {
+  return {
+    version: VERSION, pid: process.pid, mode, phase: "signals", startedAt: new Date().toISOString(), phases: {},
+    app: null, network: null, health: null, stop: null, exit: null,
+  };
+}

@@ -1,0 +1,243 @@
+// Runs the app and owns everything after: signal forwarding, the stop sequence, the drain of what the
+// app left behind, escalation to SIGKILL and the exit code (DESIGN §3.2–§3.4).
+import type { Subprocess } from "bun";
+import { constants } from "node:os";
+import { log } from "../common/log.ts";
+import { libc } from "../common/libc.ts";
+import { parseSignal, signalName } from "../common/signals.ts";
+import { descendants } from "./proctree.ts";
+import { reap, reapStats, trackBunChild, untrackBunChild } from "./reaper.ts";
+import type { StatusFile } from "./status.ts";
+
+const SIGHUP = 1, SIGINT = 2, SIGKILL = 9, SIGTERM = 15, SIGCHLD = 17;
+/** poweroff group (SIGTERM, SIGRTMIN+3/+4) and reboot group (SIGINT, SIGRTMIN+5/+6) */
+const STOP_SIGNALS = new Set([SIGTERM, 37, 38, SIGINT, 39, 40]);
+const REBOOT_SIGNALS = new Set([SIGINT, 39, 40]);
+/** nspawn's stub sends TERM, CONT, HUP back to back and the kernel hands over HUP first. */
+const HUP_WINDOW_MS = 50;
+const DRAIN_POLL_MS = 20;
+
+export interface SupervisorOptions {
+  stopSignal: number;
+  stopTimeoutMs: number;
+  pid1: boolean;
+  status: StatusFile;
+}
+
+export interface AppExit {
+  code: number;
+  signal: number | null;
+}
+
+export class Supervisor {
+  private app: Subprocess | null = null;
+  private group = false;
+  private appDone = false;
+  private stopRequest: { signo: number; at: number } | null = null;
+  private stopDeadline = 0;
+  private stopTimer: ReturnType<typeof setTimeout> | null = null;
+  private pendingHup: ReturnType<typeof setTimeout> | null = null;
+  private killedAfterTimeout = false;
+  /** pids that already got the stop signal: the drain does not send it twice */
+  private readonly signalled = new Set<number>();
+  private readonly stopListeners: Array<() => void> = [];
+
+  constructor(private readonly opts: SupervisorOptions) {}
+
+  /** Stop settings come from the env file, read after signal intake is already running. */
+  configureStop(signal: number, timeoutMs: number): void {
+    this.opts.stopSignal = signal;
+    this.opts.stopTimeoutMs = timeoutMs;
+    if (this.stopRequest) this.stopDeadline = this.stopRequest.at + timeoutMs;
+  }
+
+  get stopping(): boolean {
+    return this.stopRequest !== null;
+  }
+
+  /** Called when a stop is requested, so start-up phases can give up waiting. */
+  onStop(fn: () => void): void {
+    if (this.stopRequest) fn();
+    else this.stopListeners.push(fn);
+  }
+
+  handleSignal(signo: number): void {
+    if (signo === SIGCHLD) {
+      reap();
+      return;
+    }
+    if (STOP_SIGNALS.has(signo)) {
+      this.requestStop(signo);
+      return;
+    }
+    if (signo === SIGHUP) {
+      if (this.stopRequest) {
+        log("SIGHUP during the stop sequence: swallowed");
+        return;
+      }
+      if (this.pendingHup) return; // still deciding about the previous one
+      this.pendingHup = setTimeout(() => {
+        this.pendingHup = null;
+        if (!this.stopRequest) this.forward(SIGHUP);
+      }, HUP_WINDOW_MS);
+      return;
+    }
+    this.forward(signo);
+  }
+
+  private forward(signo: number): void {
+    const app = this.app;
+    if (!app || this.appDone) {
+      log(`${signalName(signo)} received with no app running: ignored`);
+      return;
+    }
+    libc.kill(this.group ? -app.pid : app.pid, signo);
+  }
+
+  requestStop(signo: number): void {
+    if (this.pendingHup) {
+      clearTimeout(this.pendingHup);
+      this.pendingHup = null;
+      log("SIGHUP next to a stop request: swallowed (part of nspawn's stop sequence)");
+    }
+    if (this.stopRequest) {
+      log(`${signalName(signo)}: stop already in progress, not resent`);
+      return;
+    }
+    this.stopRequest = { signo, at: Date.now() };
+    this.stopDeadline = Date.now() + this.opts.stopTimeoutMs;
+    const rec = this.opts.status.record;
+    const running = this.app !== null && !this.appDone;
+    rec.stop = {
+      signal: signalName(signo),
+      requestedAt: new Date().toISOString(),
+      sent: running ? signalName(this.opts.stopSignal) : null,
+      timeoutSec: this.opts.stopTimeoutMs / 1000,
+    };
+    if (running) {
+      log(`${signalName(signo)}: stopping the app with ${signalName(this.opts.stopSignal)} (timeout ${this.opts.stopTimeoutMs / 1000} s)`);
+      rec.phase = "stopping";
+      this.sendStopSignal();
+      this.stopTimer = setTimeout(() => this.escalate(), this.opts.stopTimeoutMs);
+    } else {
+      log(`${signalName(signo)}: stop requested before the app started`);
+    }
+    this.opts.status.write();
+    for (const fn of this.stopListeners.splice(0)) fn();
+  }
+
+  private sendStopSignal(): void {
+    const app = this.app!;
+    if (this.group) {
+      for (const p of descendants()) if (p.pgid === app.pid) this.signalled.add(p.pid);
+      libc.kill(-app.pid, this.opts.stopSignal);
+    } else {
+      libc.kill(app.pid, this.opts.stopSignal);
+    }
+    this.signalled.add(app.pid);
+  }
+
+  /** The stop timeout ran out with the app still there: SIGKILL the app and everything under us. */
+  private escalate(): void {
+    if (this.appDone || !this.app) return;
+    log(`stop timeout (${this.opts.stopTimeoutMs / 1000} s): killing the app and its descendants`);
+    this.killedAfterTimeout = true;
+    if (this.group) libc.kill(-this.app.pid, SIGKILL);
+    for (const p of descendants()) libc.kill(p.pid, SIGKILL);
+  }
+
+  /** Start the app; returns null (and logs) when exec fails, with the 126/127 code. */
+  spawn(argv: string[], env: Record<string, string>, group: boolean): { pid: number } | { failed: number } {
+    this.group = group;
+    let proc: Subprocess;
+    try {
+      proc = Bun.spawn(argv, { env, stdio: ["inherit", "inherit", "inherit"], detached: group });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      const why = code === "ENOENT" ? "not found" : code === "EACCES" ? "permission denied (not executable?)" : (e as Error).message;
+      log(`cannot execute ${argv[0]}: ${why}`);
+      return { failed: code === "ENOENT" ? 127 : 126 };
+    }
+    trackBunChild(proc.pid);
+    this.app = proc;
+    return { pid: proc.pid };
+  }
+
+  /** Wait for the app, drain the rest, and compute the exit code (DESIGN §3.4). */
+  async waitAndDrain(): Promise<{ code: number; reason: string; app: AppExit | null; drained: number }> {
+    const status = this.opts.status;
+    let app: AppExit | null = null;
+    if (this.app) {
+      await this.app.exited.catch(() => undefined);
+      this.appDone = true;
+      untrackBunChild(this.app.pid);
+      app = exitOf(this.app);
+      log(`app (pid ${this.app.pid}) ${app.signal ? `killed by ${signalName(app.signal)}` : `exited with ${app.code}`}`);
+    }
+    status.record.phase = "draining";
+    status.write();
+    const drained = await this.drain();
+    if (this.stopTimer) clearTimeout(this.stopTimer);
+    reap();
+
+    let code: number;
+    let reason: string;
+    if (!app) {
+      code = 0;
+      reason = `stop requested (${signalName(this.stopRequest?.signo ?? SIGTERM)}) before the app started`;
+    } else if (this.killedAfterTimeout) {
+      code = 137;
+      reason = `app ignored ${signalName(this.opts.stopSignal)} for ${this.opts.stopTimeoutMs / 1000} s and was killed`;
+    } else {
+      code = app.signal ? 128 + app.signal : app.code;
+      reason = app.signal ? `app killed by ${signalName(app.signal)}` : `app exited with ${app.code}`;
+      if (this.stopRequest) reason += ` after stop request ${signalName(this.stopRequest.signo)}`;
+    }
+    if (this.opts.pid1 && this.stopRequest && REBOOT_SIGNALS.has(this.stopRequest.signo)) {
+      code = 133;
+      reason += "; exit 133 asks nspawn to restart (reboot request)";
+    }
+    return { code, reason, app, drained };
+  }
+
+  /** Stop signal to every remaining descendant, wait until the deadline, then SIGKILL what is left. */
+  private async drain(): Promise<number> {
+    let left = descendants();
+    if (left.length === 0) return 0;
+    const total = left.length;
+    const deadline = this.stopRequest ? Math.max(this.stopDeadline, Date.now()) : Date.now() + this.opts.stopTimeoutMs;
+    const fresh = left.filter((p) => !this.signalled.has(p.pid));
+    log(`draining ${total} remaining process(es): ${signalName(this.opts.stopSignal)} to ${fresh.length}, deadline ${((deadline - Date.now()) / 1000).toFixed(1)} s`);
+    for (const p of fresh) {
+      libc.kill(p.pid, this.opts.stopSignal);
+      this.signalled.add(p.pid);
+    }
+    while (left.length && Date.now() < deadline) {
+      await Bun.sleep(DRAIN_POLL_MS);
+      reap();
+      left = descendants();
+    }
+    if (left.length) {
+      log(`drain timeout: SIGKILL to ${left.length} process(es)`);
+      while (left.length) {
+        for (const p of left) libc.kill(p.pid, SIGKILL);
+        await Bun.sleep(DRAIN_POLL_MS);
+        reap();
+        left = descendants();
+      }
+    }
+    return total;
+  }
+
+  orphansReaped(): number {
+    return reapStats.reaped;
+  }
+}
+
+function exitOf(proc: Subprocess): AppExit {
+  if (proc.signalCode) {
+    const n = constants.signals[proc.signalCode as keyof typeof constants.signals] ?? parseSignal(String(proc.signalCode));
+    if (n) return { code: 128 + n, signal: n };
+  }
+  return { code: proc.exitCode ?? 0, signal: null };
+}

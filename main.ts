@@ -1,0 +1,53 @@
+// Entry point of the single man8s binary: picks the role from the first argument or the name it was
+// started as. Roles are imported lazily so the init's start-up loads only the init.
+import { basename } from "node:path";
+import { VERSION } from "./common/version.ts";
+import { installSignalIntake } from "./init/signals.ts";
+
+const INIT_NAMES = new Set(["init", "man8s-init", "00-init.sh"]);
+
+const HELP = `man8s ${VERSION}: init and networking agent of Man8S
+
+usage:
+  man8s init [-- CMD ARGS...]   run as a container's init (also when started as init, man8s-init, 00-init.sh)
+  man8s netctl COMMAND ...      networking: up, status, check, probe, address
+  man8s hostagent serve         the host daemon on a unix socket
+  man8s agent COMMAND ...       a client of the host daemon
+  man8s --version | help        this text; every command takes --help
+`;
+
+/** Signal intake comes first, before the init module even loads: nothing may arrive unhandled. */
+async function startInit(args: string[]): Promise<number> {
+  installSignalIntake();
+  return (await import("./init/main.ts")).runInit(args);
+}
+
+async function main(): Promise<number> {
+  const args = process.argv.slice(2);
+  if (INIT_NAMES.has(basename(process.argv0))) return startInit(args);
+  const [role, ...rest] = args;
+  switch (role) {
+    case "init":
+      return startInit(rest);
+    case "netctl":
+      return (await import("./netctl/cli.ts")).runNetctl(rest);
+    case "hostagent":
+      return (await import("./hostagent/cli.ts")).runHostagent(rest);
+    case "agent":
+      return (await import("./hostagent/client-cli.ts")).runAgent(rest);
+    case "--version":
+    case "version":
+      process.stdout.write(`man8s ${VERSION}\n`);
+      return 0;
+    case "help":
+    case "--help":
+    case "-h":
+      process.stdout.write(HELP);
+      return 0;
+    default:
+      process.stderr.write(role === undefined ? HELP : `man8s: unknown command '${role}'\n\n${HELP}`);
+      return 64;
+  }
+}
+
+process.exit(await main());
