@@ -32,5 +32,5 @@ export function parseSignal(text: string): number | null {
 export function signalName(n: number): string {
   if (n >= SIGRTMIN && n <= SIGRTMAX) return n === SIGRTMIN ? "SIGRTMIN" : `SIGRTMIN+${n - SIGRTMIN}`;
   const name = BY_NUMBER.get(n);
-  return name ? `SIG${name}` : `signal ${n}`;
+  return name ? `SIG${name}` : String(n); // 32 and 33 have no name (glibc keeps them for threads)
 }

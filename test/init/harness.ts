@@ -56,6 +56,8 @@ async function buildRootfs(r: string, opts: { withShell?: boolean; busybox?: boo
   mkdirSync(`${r}/usr/local/bin`, { recursive: true });
   mkdirSync(`${r}/etc`, { recursive: true });
   mkdirSync(`${r}/m8`, { recursive: true });
+  // mount points must exist on a read-only root
+  for (const d of ["man8s-init", "tmp", "run", "proc", "sys", "dev"]) mkdirSync(`${r}/${d}`, { recursive: true });
   writeFileSync(`${r}/usr/lib/os-release`, 'ID=m8i\nNAME="man8s test rootfs"\n');
   await $`ln -sf ../usr/lib/os-release ${r}/etc/os-release`;
   if (opts.busybox !== false) {
@@ -72,13 +74,15 @@ export const MODES: Mode[] = ["subreaper", "pid1", "nspawn"];
 
 export interface RunOptions {
   /** env file contents (written to a file the init reads as MAN8S_ENV_FILE / /man8env.env) */
-  envFile?: string;
+  envFile?: string | Buffer;
   /** extra environment for the init */
   env?: Record<string, string>;
   rootfs?: string;
   readOnly?: boolean;
   /** use the bundle's launcher (default) or dist/man8s directly */
   launcher?: boolean;
+  /** nspawn: bind the bundle read-only (default) or expect it copied into the rootfs already */
+  inject?: "bind" | "copy";
 }
 
 export interface Running {
@@ -122,13 +126,14 @@ export async function runInit(mode: Mode, cmd: (r: { bin: (n: string) => string;
   if (opts.envFile !== undefined) writeFileSync(`${dir}/env`, opts.envFile);
 
   let argv: string[];
+  const dashdash = args.length ? ["--"] : []; // no command: the env file's MAN8S_APPLICATION_ARGV/ARGS
   const init = opts.launcher === false ? [BIN, "init"] : [`${BUNDLE}/init`];
   if (mode === "subreaper") {
-    argv = [...init, "--", ...args];
+    argv = [...init, ...dashdash, ...args];
     env.MAN8S_STATUS_FILE = `${dir}/status.json`;
     env.MAN8S_ENV_FILE = `${dir}/env`;
   } else if (mode === "pid1") {
-    argv = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", ...init, "--", ...args];
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", ...init, ...dashdash, ...args];
     env.MAN8S_STATUS_FILE = `${dir}/status.json`;
     env.MAN8S_ENV_FILE = `${dir}/env`;
   } else {
@@ -136,11 +141,11 @@ export async function runInit(mode: Mode, cmd: (r: { bin: (n: string) => string;
     argv = [
       "systemd-nspawn", "--register=no", "--keep-unit", "-q", "-M", `m8i${id}`.slice(0, 60), "-D", rootfs, "--as-pid2",
       "--kill-signal=SIGRTMIN+3", "--console=pipe", "--resolv-conf=off", "--timezone=off", "--link-journal=no",
-      `--bind-ro=${BUNDLE}:/man8s-init`, `--bind=${dir}:/m8`, `--bind=${dir}:/run/man8s`,
+      ...(opts.inject === "copy" ? [] : [`--bind-ro=${BUNDLE}:/man8s-init`]), `--bind=${dir}:/m8`, `--bind=${dir}:/run/man8s`,
       ...(opts.readOnly ? ["--read-only"] : []),
       ...(opts.envFile !== undefined ? [`--bind-ro=${dir}/env:/man8env.env`] : []),
       ...Object.entries(opts.env ?? {}).map(([k, v]) => `--setenv=${k}=${v}`),
-      "/man8s-init/init", "--", ...args,
+      "/man8s-init/init", ...dashdash, ...args,
     ];
   }
   const proc = Bun.spawn(argv, { env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });

@@ -1,0 +1,54 @@
+// Pure logic: signal names, the POSIX word splitter, the env-file parser. (Behaviour in real processes
+// is in the other init tests.)
+import { describe, expect, test } from "bun:test";
+import { parseSignal, signalName } from "../../common/signals.ts";
+import { isShellForm } from "../../init/app.ts";
+import { parseEnv } from "../../init/env.ts";
+import { splitWords } from "../../init/shellwords.ts";
+
+describe("signal names", () => {
+  test.each([
+    ["SIGQUIT", 3], ["QUIT", 3], ["quit", 3], ["3", 3], ["SIGRTMIN+3", 37], ["RTMIN+3", 37], ["SIGRTMIN", 34],
+    ["SIGRTMAX-1", 63], ["RTMAX", 64], ["SIGWINCH", 28], ["64", 64],
+  ])("%s is %i", (name, n) => expect(parseSignal(name as string)).toBe(n as number));
+  test.each(["SIGBOGUS", "0", "65", "RTMIN+31", "RTMAX+1", "", "SIG"])("%p is refused", (name) => expect(parseSignal(name)).toBeNull());
+  test("names round-trip", () => {
+    for (let n = 1; n <= 64; n++) expect(parseSignal(signalName(n))).toBe(n);
+  });
+});
+
+describe("word splitter", () => {
+  // the lines are what Python's shlex.quote (mbctl) produces
+  test.each([
+    ["/entrypoint.sh /etc/x.yml 'it'\"'\"'s $HOME'", ["/entrypoint.sh", "/etc/x.yml", "it's $HOME"]],
+    ["a  b\tc", ["a", "b", "c"]],
+    ["'' x", ["", "x"]],
+    ['"a \\" \\\\ b"', ['a " \\ b']],
+    ["a\\ b", ["a b"]],
+    ["x # comment", ["x"]],
+    ["a#b", ["a#b"]],
+    ["", []],
+  ])("%p", (line, argv) => expect(splitWords(line as string)).toEqual({ ok: true, argv: argv as string[] }));
+  test.each(["a | b", "a; b", "echo $HOME", "echo `x`", "'open", '"open', "x > y", 'echo "$X"'])("%p needs a shell", (line) => {
+    expect(splitWords(line).ok).toBe(false);
+  });
+});
+
+describe("shell form", () => {
+  test.each([
+    [["sh", "-c", "x"], true], [["/bin/bash", "-ec", "x"], true], [["/usr/bin/nginx", "-c", "x"], false],
+    [["sh", "script.sh"], false], [["python3"], false],
+  ])("%p → %p", (argv, want) => expect(isShellForm(argv as string[])).toBe(want as boolean));
+});
+
+describe("env parser", () => {
+  test("keys, values, comments, CR, duplicates", () => {
+    const e = parseEnv("# c\n\n  A=1\nB= x = y \r\nA=2\n", "f");
+    expect([...e.vars]).toEqual([["A", "2"], ["B", " x = y "]]);
+    expect(e.duplicates).toEqual(["A"]);
+  });
+  test("errors name file and line", () => {
+    expect(() => parseEnv("A=1\n\nB\n", "/x.env")).toThrow("/x.env:3: expected KEY=VALUE");
+    expect(() => parseEnv("1A=1\n", "/x.env")).toThrow('/x.env:1: invalid key "1A"');
+  });
+});
