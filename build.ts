@@ -6,6 +6,7 @@
 //   lib/         the glibc loader and the libraries the binary needs
 import { $ } from "zx";
 import { cpSync, existsSync, mkdirSync, rmSync, symlinkSync } from "node:fs";
+import { LAZY } from "./lazy.ts";
 
 $.verbose = false;
 const root = import.meta.dir;
@@ -15,7 +16,9 @@ const BUNDLE_PATH = "/man8s-init";
 const t0 = performance.now();
 
 mkdirSync(dist, { recursive: true });
-await $`${process.execPath} build --compile --minify --bytecode --format=esm --no-compile-autoload-dotenv --no-compile-autoload-bunfig ${root}/main.ts --outfile ${dist}/man8s`;
+// lazy modules are extra entry points, loaded only by the role that needs them (see lazy.ts)
+const entries = [`${root}/main.ts`, ...Object.values(LAZY).map((m) => `${root}/${m}`)];
+await $`${process.execPath} build --compile --minify --bytecode --format=esm --no-compile-autoload-dotenv --no-compile-autoload-bunfig ${entries} --outfile ${dist}/man8s`;
 
 rmSync(bundle, { recursive: true, force: true });
 mkdirSync(`${bundle}/lib`, { recursive: true });

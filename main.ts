@@ -3,6 +3,7 @@
 import { basename } from "node:path";
 import { VERSION } from "./common/version.ts";
 import { installSignalIntake } from "./init/signals.ts";
+import { load } from "./lazy.ts";
 
 const INIT_NAMES = new Set(["init", "man8s-init", "00-init.sh"]);
 
@@ -30,11 +31,11 @@ async function main(): Promise<number> {
     case "init":
       return startInit(rest);
     case "netctl":
-      return (await import("./netctl/cli.ts")).runNetctl(rest);
+      return (await load("netctl")).runNetctl(rest);
     case "hostagent":
-      return (await import("./hostagent/cli.ts")).runHostagent(rest);
+      return (await load("hostagent")).runHostagent(rest);
     case "agent":
-      return (await import("./hostagent/client-cli.ts")).runAgent(rest);
+      return (await load("agent")).runAgent(rest);
     case "--version":
     case "version":
       process.stdout.write(`man8s ${VERSION}\n`);

@@ -16,12 +16,19 @@ export function log(msg: string): void {
 
 /** A failure with an exit code of DESIGN §3.6; main() turns it into a message and that code. */
 export class ExitError extends Error {
+  /** a brand that survives minification and separate bundling */
+  readonly exitError = true;
   constructor(
     readonly code: number,
     message: string,
   ) {
     super(message);
   }
+}
+
+/** ExitError from any copy of this module (lazy modules are bundled separately: see lazy.ts). */
+export function isExitError(e: unknown): e is ExitError {
+  return e instanceof Error && (e as Partial<ExitError>).exitError === true && typeof (e as Partial<ExitError>).code === "number";
 }
 
 export const EXIT = {

@@ -1,7 +1,7 @@
 // The in-container init: phases of DESIGN §3.1, each logged with its duration. Signal intake was
 // installed by main.ts before this module loaded.
 import { existsSync } from "node:fs";
-import { ExitError, EXIT, log, setLogPrefix } from "../common/log.ts";
+import { ExitError, EXIT, isExitError, log, setLogPrefix } from "../common/log.ts";
 import { libc } from "../common/libc.ts";
 import { parseSignal, signalName } from "../common/signals.ts";
 import { VERSION } from "../common/version.ts";
@@ -57,11 +57,13 @@ export async function runInit(args: string[]): Promise<number> {
   onSignal((s) => sup.handleSignal(s));
   const sweep = setInterval(reap, SWEEP_MS);
 
-  log(`man8s ${VERSION} starting as ${mode} (pid ${process.pid}); ${rtSignalsInstalled().length} RT signals handled`);
+  // performance.now() counts from the process's start: the runtime's own start-up cost, for the record
+  status.record.phases.runtime = Math.round(performance.now() * 100) / 100;
+  log(`man8s ${VERSION} starting as ${mode} (pid ${process.pid}, ${status.record.phases.runtime} ms after exec); ${rtSignalsInstalled().length} RT signals handled`);
   try {
     return await phases(override, sup, status);
   } catch (e) {
-    const err = e instanceof ExitError ? e : new ExitError(EXIT.internal, `internal error: ${(e as Error).stack ?? e}`);
+    const err = isExitError(e) ? e : new ExitError(EXIT.internal, `internal error: ${(e as Error).stack ?? e}`);
     log(err.message);
     status.record.exit = {
       code: err.code, reason: err.message, app: null, killedAfterTimeout: false, drained: 0,
@@ -127,7 +129,10 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
       status.write();
       return started.failed;
     }
-    rec.app = { argv: app.argv, pid: started.pid, startedAt: new Date().toISOString(), group: app.group };
+    rec.app = {
+      argv: app.argv, pid: started.pid, startedAt: new Date().toISOString(), group: app.group,
+      startedAfterMs: Math.round(performance.now() * 100) / 100,
+    };
     rec.phase = "running";
     status.write();
   }

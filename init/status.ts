@@ -16,9 +16,10 @@ export interface StatusRecord {
   mode: "pid1" | "pid2" | "subreaper";
   phase: Phase;
   startedAt: string;
-  /** duration of each start-up phase in ms */
+  /** duration of each start-up phase in ms; "runtime" is exec → the init's first statement */
   phases: Record<string, number>;
-  app: { argv: string[]; pid: number; startedAt: string; group: boolean } | null;
+  /** startedAfterMs: exec of the init → the app's spawn */
+  app: { argv: string[]; pid: number; startedAt: string; group: boolean; startedAfterMs: number } | null;
   network: unknown;
   health: unknown;
   stop: { signal: string; requestedAt: string; sent: string | null; timeoutSec: number } | null;

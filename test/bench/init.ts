@@ -1,0 +1,134 @@
+// Init benchmarks, man8s beside tini and dumb-init measured in the same run:
+// exec → app's first output, idle memory, reaping 1000 orphans, signal forwarding latency.
+import { readFileSync } from "node:fs";
+import { BUNDLE, childrenOf, ensureBuilt, fixture, WORK, zombiesOf } from "../init/harness.ts";
+
+const N_START = Number(process.env.BENCH_N ?? 40);
+const N_SIG = Number(process.env.BENCH_SIGNALS ?? 300);
+
+interface Init {
+  name: string;
+  argv: (cmd: string[]) => string[];
+}
+
+const INITS: Init[] = [
+  { name: "man8s", argv: (cmd) => [`${BUNDLE}/init`, "--", ...cmd] },
+  { name: "tini", argv: (cmd) => ["tini", "-s", "--", ...cmd] },
+  { name: "dumb-init", argv: (cmd) => ["dumb-init", "--", ...cmd] },
+  { name: "(no init)", argv: (cmd) => cmd },
+];
+
+const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", MAN8S_STATUS_FILE: `${WORK}/bench-status.json`, MAN8S_ENV_FILE: `${WORK}/none.env` };
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+}
+const ms = (x: number) => `${x.toFixed(2)} ms`;
+
+/** Spawn → first byte on stdout, with the app being /bin/echo. */
+async function startToApp(init: Init): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < N_START; i++) {
+    const t0 = performance.now();
+    const p = Bun.spawn(init.argv(["/bin/echo", "x"]), { env, stdout: "pipe", stderr: "ignore" });
+    const reader = p.stdout.getReader();
+    await reader.read();
+    out.push(performance.now() - t0);
+    reader.releaseLock();
+    await p.exited;
+  }
+  return out;
+}
+
+function memOf(pid: number): { rss: number; anon: number } {
+  const st = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(st)?.[1] ?? 0);
+  return { rss: kb("VmRSS") / 1024, anon: kb("RssAnon") / 1024 };
+}
+
+async function idleMemory(init: Init): Promise<{ rss: number; anon: number }> {
+  const p = Bun.spawn(init.argv(["sleep", "30"]), { env, stdout: "ignore", stderr: "ignore" });
+  await Bun.sleep(1500);
+  const m = memOf(p.pid);
+  p.kill("SIGKILL");
+  await p.exited;
+  for (const c of childrenOf(p.pid)) process.kill(c, "SIGKILL");
+  return m;
+}
+
+/** As PID 1 of a pid namespace: from the burst's parent exiting to no zombie left, seen from outside. */
+async function reap1000(init: Init, sigapp: string): Promise<number> {
+  const cmd = ["sh", "-c", `${sigapp} orphans 1000; echo done; exec sleep 30`];
+  const p = Bun.spawn(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", ...init.argv(cmd)], { env, stdout: "pipe", stderr: "ignore" });
+  const reader = p.stdout.getReader();
+  let initPid = 0;
+  while (!initPid) {
+    initPid = childrenOf(p.pid)[0] ?? 0;
+    await Bun.sleep(1);
+  }
+  await reader.read(); // "done": the parent of the 1000 has exited, its zombies now belong to the init
+  const t0 = performance.now();
+  while (zombiesOf(initPid).length) await Bun.sleep(0);
+  const took = performance.now() - t0;
+  p.kill("SIGKILL");
+  await p.exited;
+  return took;
+}
+
+/** kill(init, SIGUSR1) → the app's "sig 10" line read back through a pipe. */
+async function forwarding(init: Init, sigapp: string): Promise<number[]> {
+  const p = Bun.spawn(init.argv([sigapp, "-x", "15"]), { env, stdout: "pipe", stderr: "ignore" });
+  const reader = p.stdout.getReader();
+  const dec = new TextDecoder();
+  let buf = "";
+  const next = async (re: RegExp) => {
+    while (!re.test(buf)) buf += dec.decode((await reader.read()).value);
+    buf = "";
+  };
+  await next(/ready/);
+  const lat: number[] = [];
+  for (let i = 0; i < N_SIG; i++) {
+    const t0 = performance.now();
+    process.kill(p.pid, "SIGUSR1");
+    await next(/sig 10 /);
+    lat.push(performance.now() - t0);
+    await Bun.sleep(2);
+  }
+  p.kill("SIGTERM");
+  await p.exited;
+  return lat;
+}
+
+export async function run(): Promise<void> {
+  await ensureBuilt();
+  const sigapp = await fixture("sigapp");
+  console.log("\n## init (man8s beside tini 0.19 and dumb-init 1.2.5, same run)\n");
+
+  const starts = new Map<string, number[]>();
+  for (const init of INITS) starts.set(init.name, await startToApp(init));
+  const tini = pct(starts.get("tini")!, 50);
+  console.log(`exec → app's first output (/bin/echo), n=${N_START}:`);
+  console.log("| init | p50 | p90 | × tini |\n|---|---|---|---|");
+  for (const [name, xs] of starts) console.log(`| ${name} | ${ms(pct(xs, 50))} | ${ms(pct(xs, 90))} | ${(pct(xs, 50) / tini).toFixed(2)} |`);
+
+  console.log("\nidle memory, 1.5 s after start, app = sleep:");
+  console.log("| init | VmRSS | RssAnon |\n|---|---|---|");
+  for (const init of INITS.slice(0, 3)) {
+    const m = await idleMemory(init);
+    console.log(`| ${init.name} | ${m.rss.toFixed(1)} MiB | ${m.anon.toFixed(2)} MiB |`);
+  }
+
+  console.log("\nreaping 1000 orphans as PID 1 (parent exits → no zombie left, polled from outside):");
+  console.log("| init | time |\n|---|---|");
+  for (const init of INITS.slice(0, 3)) console.log(`| ${init.name} | ${ms(await reap1000(init, sigapp))} |`);
+
+  console.log(`\nsignal forwarding latency (kill SIGUSR1 → app logs it), n=${N_SIG}:`);
+  console.log("| init | p50 | p99 |\n|---|---|---|");
+  for (const init of INITS) {
+    const lat = await forwarding(init, sigapp);
+    console.log(`| ${init.name} | ${ms(pct(lat, 50))} | ${ms(pct(lat, 99))} |`);
+  }
+}
+
+if (import.meta.main) await run();
