@@ -6,12 +6,20 @@ export const LAZY = {
   netctl: "netctl/cli.ts",
   hostagent: "hostagent/cli.ts",
   agent: "hostagent/client-cli.ts",
+  network: "netctl/bringup.ts",
+  probes: "init/probes/index.ts",
+  notify: "init/probes/notify.ts",
+  report: "hostagent/report-client.ts",
 } as const;
 
 interface Modules {
   netctl: typeof import("./netctl/cli.ts");
   hostagent: typeof import("./hostagent/cli.ts");
   agent: typeof import("./hostagent/client-cli.ts");
+  network: typeof import("./netctl/bringup.ts");
+  probes: typeof import("./init/probes/index.ts");
+  notify: typeof import("./init/probes/notify.ts");
+  report: typeof import("./hostagent/report-client.ts");
 }
 
 /** import.meta.dir is the project root here, and /$bunfs/root inside the compiled binary. */

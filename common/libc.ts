@@ -18,6 +18,7 @@ const proc = dlopen("libc.so.6", {
   getpid: { args: [], returns: "i32" },
   getppid: { args: [], returns: "i32" },
   read: { args: ["i32", "ptr", "u64"], returns: "i64" },
+  execve: { args: ["ptr", "ptr", "ptr"], returns: "i32" },
   __errno_location: { args: [], returns: "ptr" },
 }).symbols;
 
@@ -72,5 +73,29 @@ export const siginfo = {
   code: (dv: DataView) => dv.getInt32(8, true),
   status: (dv: DataView) => dv.getInt32(24, true),
 };
+
+/**
+ * execve(2) with a NULL-terminated char*[] for argv and envp (kept alive in `keep` until the call).
+ * Returns only on failure, with errno.
+ */
+export function execve(path: string, argv: string[], env: Record<string, string>): number {
+  const keep: Buffer[] = [];
+  const cstr = (s: string) => {
+    const b = Buffer.from(`${s}\0`);
+    keep.push(b);
+    return BigInt(ptr(b));
+  };
+  const array = (items: string[]) => {
+    const a = new BigUint64Array(items.length + 1);
+    items.forEach((s, i) => (a[i] = cstr(s)));
+    return a;
+  };
+  const argvArr = array(argv);
+  const envArr = array(Object.entries(env).map(([k, v]) => `${k}=${v}`));
+  const pathBuf = Buffer.from(`${path}\0`);
+  const rc = proc.execve(pathBuf, argvArr, envArr);
+  keep.length = 0;
+  return rc === -1 ? errno() : 0;
+}
 
 export { ptr };

@@ -1,4 +1,98 @@
-export async function runHostagent(_args: string[]): Promise<number> {
-  process.stderr.write("man8s hostagent: not built yet\n");
-  return 64;
+// `man8s hostagent serve`: runs the daemon until SIGTERM/SIGINT, then removes its sockets.
+import { dirname, resolve } from "node:path";
+import { log, setLogPrefix } from "../common/log.ts";
+import { AgentError } from "./errors.ts";
+import { DEFAULT_SOCKET, checkAbsPath } from "./layout.ts";
+import { AgentServer, PARTIAL_FRAME_TIMEOUT_S } from "./server.ts";
+
+const HELP = `usage: man8s hostagent serve [options]
+
+  --socket PATH      admin socket (default ${DEFAULT_SOCKET}; mode 0600)
+  --root DIR         host root for /var/lib/man8machine_configs and /etc/systemd/nspawn (default /)
+  --bundle DIR       the man8s-init bundle to inject or bind (default: man8s-init next to this binary)
+  --ygg-prefix P     the host's yggdrasil /64, for address and render
+  --allow-uid N      also accept this uid on the admin socket (repeatable; root is always accepted)
+  --frame-timeout S  close a connection that leaves a frame incomplete this long (default ${PARTIAL_FRAME_TIMEOUT_S})
+`;
+
+function value(args: string[], i: number, flag: string): string {
+  const v = args[i + 1];
+  if (v === undefined) throw new AgentError("usage", `${flag} needs a value`);
+  return v;
+}
+
+export async function runHostagent(args: string[]): Promise<number> {
+  setLogPrefix("man8s hostagent");
+  if (args[0] !== "serve") {
+    process.stderr.write(args[0] === "--help" || args[0] === "-h" || args[0] === "help" ? HELP : `man8s hostagent: expected 'serve'\n\n${HELP}`);
+    return args[0] === "--help" || args[0] === "-h" || args[0] === "help" ? 0 : 64;
+  }
+  const opts = {
+    socketPath: DEFAULT_SOCKET,
+    root: "/",
+    bundle: `${dirname(process.execPath)}/man8s-init`,
+    yggPrefix: undefined as string | undefined,
+    allowUids: [0],
+    frameTimeout: PARTIAL_FRAME_TIMEOUT_S,
+  };
+  try {
+    for (let i = 1; i < args.length; i++) {
+      const a = args[i]!;
+      switch (a) {
+        case "--help":
+        case "-h":
+          process.stdout.write(HELP);
+          return 0;
+        case "--socket":
+          opts.socketPath = checkAbsPath(resolve(value(args, i++, a)), "--socket");
+          break;
+        case "--root":
+          opts.root = checkAbsPath(resolve(value(args, i++, a)), "--root");
+          break;
+        case "--bundle":
+          opts.bundle = checkAbsPath(resolve(value(args, i++, a)), "--bundle");
+          break;
+        case "--ygg-prefix":
+          opts.yggPrefix = value(args, i++, a);
+          break;
+        case "--frame-timeout": {
+          const n = Number(value(args, i++, a));
+          if (!Number.isInteger(n) || n < 1 || n > 3600) throw new AgentError("usage", "--frame-timeout needs 1..3600 seconds");
+          opts.frameTimeout = n;
+          break;
+        }
+        case "--allow-uid": {
+          const n = Number(value(args, i++, a));
+          if (!Number.isInteger(n) || n < 0) throw new AgentError("usage", "--allow-uid needs a uid");
+          opts.allowUids.push(n);
+          break;
+        }
+        default:
+          throw new AgentError("usage", `unknown option '${a}'`);
+      }
+    }
+  } catch (e) {
+    process.stderr.write(`man8s hostagent: ${(e as Error).message}\n\n${HELP}`);
+    return 64;
+  }
+  const server = new AgentServer(opts);
+  // the daemon must survive anything one request does; a bug is logged, not fatal
+  process.on("uncaughtException", (e) => log(`uncaught: ${e?.stack ?? String(e)}`));
+  process.on("unhandledRejection", (e) => log(`unhandled rejection: ${(e as Error)?.stack ?? String(e)}`));
+  try {
+    await server.start();
+  } catch (e) {
+    log(`cannot listen on ${opts.socketPath}: ${(e as Error).message}`);
+    return 69;
+  }
+  log(`listening on ${opts.socketPath} (pid ${process.pid})`);
+  return await new Promise<number>((resolve) => {
+    const stop = (sig: string) => {
+      log(`${sig}: shutting down`);
+      server.stop();
+      resolve(0);
+    };
+    process.on("SIGTERM", () => stop("SIGTERM"));
+    process.on("SIGINT", () => stop("SIGINT"));
+  });
 }

@@ -1,4 +1,231 @@
-export async function runAgent(_args: string[]): Promise<number> {
-  process.stderr.write("man8s agent: not built yet\n");
-  return 64;
+// `man8s agent <command>`: a client of the host agent's admin socket. Human-readable output by default,
+// the raw result as JSON with --json. Exit codes: 0 ok, 1 the agent answered with an error,
+// 64 bad usage, 69 the agent cannot be reached.
+import { resolve } from "node:path";
+import { AgentClient } from "./client.ts";
+import { AgentError } from "./errors.ts";
+import { DEFAULT_SOCKET } from "./layout.ts";
+import type { Classification } from "./classify.ts";
+import { type ContainerStatus, isFinal } from "./state.ts";
+
+const HELP = `usage: man8s agent [--socket PATH] [--json] COMMAND ...
+
+  ping | version
+  classify --rootfs DIR --config FILE
+  render NAME --rootfs DIR --config FILE [render options]      (alias: plan)
+  install NAME --rootfs DIR --config FILE [render options] [--force]
+  inject --rootfs DIR [--copy | --bind] [--bundle DIR]
+  address NAME [--prefix P]
+  status [NAME]
+  watch [NAME]
+
+render options:
+  --ygg-prefix P | --ygg-address A   the container's yggdrasil address (or its host's /64)
+  --image-url URL                    recorded as MAN8S_OCI_IMAGE_URL
+  --env KEY=VALUE                    extra env (repeatable, wins over the image's)
+  --stop-timeout SECONDS             MAN8S_STOP_TIMEOUT (default 10)
+  --bridge NAME | --private-network  VirtualEthernet on a bridge (default srvgrp0), or loopback only
+  --no-private-users                 no PrivateUsers=pick / idmap
+  --bundle-mode bind|copy            bind the host bundle read-only (default) or expect a copy
+  --bundle DIR                       the bundle to bind or copy
+  --nspawn | --envfile               render: print only that file
+
+--config takes an OCI image config (skopeo inspect --config), docker inspect output, or umoci's config.json.
+`;
+
+class Usage extends Error {}
+
+interface Parsed {
+  socket: string;
+  json: boolean;
+  cmd: string;
+  pos: string[];
+  opts: Map<string, string[]>;
+}
+
+const VALUE_FLAGS = new Set(["--rootfs", "--config", "--ygg-prefix", "--ygg-address", "--image-url", "--env", "--stop-timeout", "--bridge", "--bundle-mode", "--bundle", "--prefix", "--socket"]);
+const BOOL_FLAGS = new Set(["--json", "--force", "--private-network", "--no-private-users", "--copy", "--bind", "--nspawn", "--envfile"]);
+
+function parse(args: string[]): Parsed {
+  const p: Parsed = { socket: DEFAULT_SOCKET, json: false, cmd: "", pos: [], opts: new Map() };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "--help" || a === "-h") throw new Usage("");
+    const eq = a.startsWith("--") ? a.indexOf("=") : -1;
+    const flag = eq > 0 ? a.slice(0, eq) : a;
+    if (VALUE_FLAGS.has(flag)) {
+      const v = eq > 0 ? a.slice(eq + 1) : args[++i];
+      if (v === undefined) throw new Usage(`${flag} needs a value`);
+      if (flag === "--socket") p.socket = resolve(v);
+      else p.opts.set(flag, [...(p.opts.get(flag) ?? []), v]);
+    } else if (BOOL_FLAGS.has(a)) {
+      if (a === "--json") p.json = true;
+      else p.opts.set(a, ["1"]);
+    } else if (a.startsWith("--")) throw new Usage(`unknown option '${a}'`);
+    else if (!p.cmd) p.cmd = a;
+    else p.pos.push(a);
+  }
+  if (!p.cmd) throw new Usage("no command");
+  return p;
+}
+
+const one = (p: Parsed, f: string) => p.opts.get(f)?.at(-1);
+const path = (p: Parsed, f: string) => {
+  const v = one(p, f);
+  return v === undefined ? undefined : resolve(v);
+};
+
+function renderArgs(p: Parsed): Record<string, unknown> {
+  const name = p.pos[0];
+  if (!name) throw new Usage(`${p.cmd} needs a container NAME`);
+  const env: Record<string, string> = {};
+  for (const kv of p.opts.get("--env") ?? []) {
+    const i = kv.indexOf("=");
+    if (i <= 0) throw new Usage(`--env needs KEY=VALUE, got '${kv}'`);
+    env[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  const st = one(p, "--stop-timeout");
+  return {
+    name,
+    rootfs: path(p, "--rootfs"),
+    configPath: path(p, "--config"),
+    yggPrefix: one(p, "--ygg-prefix"),
+    yggdrasilAddress: one(p, "--ygg-address"),
+    imageUrl: one(p, "--image-url"),
+    env: Object.keys(env).length ? env : undefined,
+    stopTimeout: st === undefined ? undefined : Number(st),
+    bridge: one(p, "--bridge"),
+    privateNetwork: p.opts.has("--private-network") || undefined,
+    privateUsers: p.opts.has("--no-private-users") ? false : undefined,
+    bundleMode: one(p, "--bundle-mode"),
+    bundle: path(p, "--bundle"),
+    force: p.opts.has("--force") || undefined,
+  };
+}
+
+function requestOf(p: Parsed): [string, Record<string, unknown>] {
+  switch (p.cmd) {
+    case "ping":
+    case "version":
+      return [p.cmd, {}];
+    case "classify":
+      return ["classify", { rootfs: path(p, "--rootfs"), configPath: path(p, "--config") }];
+    case "render":
+    case "plan":
+    case "install":
+      return [p.cmd, renderArgs(p)];
+    case "inject":
+      return ["inject", { rootfs: path(p, "--rootfs"), mode: p.opts.has("--bind") ? "bind" : "copy", bundle: path(p, "--bundle") }];
+    case "address":
+      if (!p.pos[0]) throw new Usage("address needs a NAME");
+      return ["address", { name: p.pos[0], prefix: one(p, "--prefix") }];
+    case "status":
+    case "watch":
+      return [p.cmd, { name: p.pos[0] }];
+    default:
+      throw new Usage(`unknown command '${p.cmd}'`);
+  }
+}
+
+const out = (s: string): void => void process.stdout.write(s.endsWith("\n") ? s : `${s}\n`);
+
+function statusLine(s: ContainerStatus): string {
+  const gone = s.initAlive === false && !isFinal(s.phase);
+  const parts = [`${s.name}: ${s.phase}${gone ? " (its init is gone without an exit report)" : ""}`];
+  if (s.appPid !== undefined) parts.push(`app pid ${s.appPid}`);
+  if (s.health) parts.push(`health ${s.health}`);
+  if (s.exit) parts.push(`exit code ${s.exit.code}${s.exit.reason ? ` (${s.exit.reason})` : ""}`);
+  if (s.addresses) parts.push(Object.entries(s.addresses).map(([k, v]) => `${k} ${Array.isArray(v) ? v.join(",") : v}`).join(" "));
+  if (s.updatedAt) parts.push(`at ${new Date(s.updatedAt).toISOString()}`);
+  if (!s.installed) parts.push("(not installed by this agent)");
+  return parts.join(", ");
+}
+
+function human(p: Parsed, r: Record<string, unknown>): void {
+  switch (p.cmd) {
+    case "ping":
+      return out("pong");
+    case "version":
+      return out(`man8s agent ${String(r.version)} (protocol ${String(r.protocol)}, pid ${String(r.pid)})`);
+    case "classify": {
+      const c = r as unknown as Classification;
+      out(`kind: ${c.kind}\nmode: ${c.mode}\nProcessTwo: ${c.processTwo ? "yes" : "no"}\nKillSignal: ${c.killSignal}\nStopSignal: ${c.stopSignal}\nargv: ${JSON.stringify(c.argv)}`);
+      if (c.execInit) out(`exec init: ${JSON.stringify(c.execInit)}`);
+      if (c.nestedInit) out(`nested init: ${c.nestedInit.kind} ${c.nestedInit.flags.join(" ")}`);
+      out("evidence:");
+      for (const e of c.evidence) out(`  - ${e.weak ? "(weak) " : ""}${e.decision} [${e.source}] ${e.detail}`);
+      for (const w of c.warnings) out(`warning: ${w}`);
+      return;
+    }
+    case "render":
+    case "plan":
+      if (!p.opts.has("--envfile")) out(`${p.opts.has("--nspawn") ? "" : "# container.nspawn\n"}${String(r.nspawn)}`);
+      if (!p.opts.has("--nspawn")) out(`${p.opts.has("--envfile") ? "" : "# man8env.env\n"}${String(r.env)}`);
+      return;
+    case "install":
+      out(`installed ${String(r.name)} (${String(r.kind)}, ${String(r.template)})`);
+      for (const f of r.files as string[]) out(`  ${f}`);
+      out(`  ${String(r.link)} -> ${String(r.linkTarget)}\n  report socket ${String(r.reportSocket)}`);
+      return;
+    case "inject":
+      if (r.mode === "bind") return out(String(r.bindLine));
+      return out(`copied ${(r.files as unknown[]).length} entries to ${String(r.path)}, verified`);
+    case "address":
+      return out(r.address ? String(r.address) : `${String(r.suffix)} (no prefix known: suffix only)`);
+    case "status":
+      if (r.container) return out(statusLine(r.container as ContainerStatus));
+      for (const s of r.containers as ContainerStatus[]) out(statusLine(s));
+      return;
+  }
+}
+
+export async function runAgent(args: string[]): Promise<number> {
+  let p: Parsed;
+  let req: [string, Record<string, unknown>];
+  try {
+    p = parse(args);
+    req = requestOf(p);
+  } catch (e) {
+    if (e instanceof Usage) {
+      const msg = e.message ? `man8s agent: ${e.message}\n\n` : "";
+      (msg ? process.stderr : process.stdout).write(msg + HELP);
+      return msg ? 64 : 0;
+    }
+    throw e;
+  }
+  let c: AgentClient;
+  try {
+    c = await AgentClient.connect(p.socket);
+  } catch (e) {
+    process.stderr.write(`man8s agent: cannot connect to ${p.socket}: ${(e as Error).message}\n`);
+    return 69;
+  }
+  try {
+    const r = (await c.request(req[0], req[1])) as Record<string, unknown>;
+    if (p.cmd === "watch") return await watch(c, p, r);
+    if (p.json) out(JSON.stringify(r, null, 2));
+    else human(p, r);
+    return 0;
+  } catch (e) {
+    if (e instanceof AgentError) {
+      process.stderr.write(`man8s agent: ${e.code}: ${e.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`man8s agent: ${(e as Error).message}\n`);
+    return 69;
+  } finally {
+    if (p.cmd !== "watch") c.close();
+  }
+}
+
+/** Print the current state, then one line (or JSON object) per change until the agent goes away. */
+function watch(c: AgentClient, p: Parsed, r: Record<string, unknown>): Promise<number> {
+  for (const s of r.containers as ContainerStatus[]) out(p.json ? JSON.stringify(s) : statusLine(s));
+  c.eventHandler = (_id, ev) => {
+    const e = ev as { status: ContainerStatus };
+    out(p.json ? JSON.stringify(e) : statusLine(e.status));
+  };
+  return new Promise((res) => {
+    c.onClose = () => res(0);
+  });
 }

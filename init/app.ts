@@ -52,3 +52,21 @@ export function resolveApp(override: string[] | null, env: Record<string, string
   }
   throw new ExitError(EXIT.usage, "no application to run: set MAN8S_APPLICATION_ARGV or MAN8S_APPLICATION_ARGS in the env file, or pass `-- CMD ARGS...`");
 }
+
+/**
+ * MAN8S_EXEC_INIT (written by hostagent for s6-overlay, systemd, busybox init, runit, sysvinit images):
+ * the image's own init, which must be PID 1. The man8s init prepares the container and then execs it.
+ */
+export function resolveExecInit(env: Record<string, string | undefined>): string[] | null {
+  const json = env.MAN8S_EXEC_INIT;
+  if (json === undefined || json === "") return null;
+  let argv: unknown;
+  try {
+    argv = JSON.parse(json);
+  } catch (e) {
+    throw new ExitError(EXIT.badEnv, `MAN8S_EXEC_INIT: not valid JSON (${(e as Error).message})`);
+  }
+  if (!Array.isArray(argv) || argv.length === 0 || !argv.every((a) => typeof a === "string") || argv[0] === "")
+    throw new ExitError(EXIT.badEnv, "MAN8S_EXEC_INIT: must be a non-empty JSON array of strings");
+  return argv;
+}

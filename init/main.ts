@@ -2,19 +2,23 @@
 // installed by main.ts before this module loaded.
 import { existsSync } from "node:fs";
 import { ExitError, EXIT, isExitError, log, setLogPrefix } from "../common/log.ts";
-import { libc } from "../common/libc.ts";
+import { ENOENT, execve, libc, sigactionStruct } from "../common/libc.ts";
 import { parseSignal, signalName } from "../common/signals.ts";
 import { VERSION } from "../common/version.ts";
-import { resolveApp } from "./app.ts";
+import { resolveApp, resolveExecInit } from "./app.ts";
 import { loadEnvFile } from "./env.ts";
 import { copyTree, PROTECTED_DIRS } from "./protected.ts";
 import { becomeSubreaper, reap } from "./reaper.ts";
 import { onSignal, rtSignalsInstalled } from "./signals.ts";
 import { newRecord, type Phase, StatusFile } from "./status.ts";
 import { Supervisor } from "./supervisor.ts";
+import { load } from "../lazy.ts";
+import type { HealthHandle, ReadyHandle } from "./probes/index.ts";
 
 const DEFAULT_ENV_FILE = "/man8env.env";
 const DEFAULT_STATUS_FILE = "/run/man8s/status.json";
+/** where hostagent's render binds the container's report socket (hostagent/report-client.ts) */
+const DEFAULT_REPORT_SOCKET = "/run/man8s/agent/report.sock";
 const DEFAULT_STOP_TIMEOUT_S = 10;
 /** nspawn's stub gives up after 90 s; stay well clear of it */
 const MAX_STOP_TIMEOUT_S = 80;
@@ -52,7 +56,16 @@ export async function runInit(args: string[]): Promise<number> {
   const mode = pid1 ? "pid1" : libc.getppid() === 1 ? "pid2" : "subreaper";
   if (!pid1 && !becomeSubreaper()) log("warning: cannot become a child subreaper; orphans will not be reaped here");
 
-  const status = new StatusFile(process.env.MAN8S_STATUS_FILE || DEFAULT_STATUS_FILE, newRecord(mode));
+  // report to the host agent when it bound its per-container socket in (best effort, never blocks)
+  const reportSocket = process.env.MAN8S_REPORT_SOCKET || DEFAULT_REPORT_SOCKET;
+  const rc = existsSync(reportSocket) ? await load("report") : null;
+  const reporter = rc ? new rc.Reporter(reportSocket) : null;
+  const status = new StatusFile(
+    process.env.MAN8S_STATUS_FILE || DEFAULT_STATUS_FILE,
+    newRecord(mode),
+    rc && reporter ? (r) => reporter.send(rc.reportFromStatus(r)) : undefined,
+  );
+  status.write();
   const sup = new Supervisor({ stopSignal: 15, stopTimeoutMs: DEFAULT_STOP_TIMEOUT_S * 1000, pid1, status });
   onSignal((s) => sup.handleSignal(s));
   const sweep = setInterval(reap, SWEEP_MS);
@@ -61,7 +74,7 @@ export async function runInit(args: string[]): Promise<number> {
   status.record.phases.runtime = Math.round(performance.now() * 100) / 100;
   log(`man8s ${VERSION} starting as ${mode} (pid ${process.pid}, ${status.record.phases.runtime} ms after exec); ${rtSignalsInstalled().length} RT signals handled`);
   try {
-    return await phases(override, sup, status);
+    return await phases(override, sup, status, async () => reporter?.flush());
   } catch (e) {
     const err = isExitError(e) ? e : new ExitError(EXIT.internal, `internal error: ${(e as Error).stack ?? e}`);
     log(err.message);
@@ -74,10 +87,11 @@ export async function runInit(args: string[]): Promise<number> {
     return err.code;
   } finally {
     clearInterval(sweep);
+    await reporter?.flush();
   }
 }
 
-async function phases(override: string[] | null, sup: Supervisor, status: StatusFile): Promise<number> {
+async function phases(override: string[] | null, sup: Supervisor, status: StatusFile, flush: () => Promise<void>): Promise<number> {
   const rec = status.record;
   const phase = async <T>(name: Phase, fn: () => T | Promise<T>): Promise<T> => {
     rec.phase = name;
@@ -106,7 +120,8 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   delete env.MAN8S_ENV_FILE;
   const settings = stopSettings(env);
   sup.configureStop(settings.signal, settings.timeoutMs);
-  const app = resolveApp(override, env);
+  const execInit = override ? null : resolveExecInit(env);
+  const app = execInit ? null : resolveApp(override, env);
 
   await phase("protected-dirs", () => {
     for (const [src, dest] of PROTECTED_DIRS) {
@@ -116,7 +131,53 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
     }
   });
 
-  if (!sup.stopping) {
+  // a start-up phase that waits gives up when a stop is requested: the container then exits 0
+  const stopped = new Promise<"stop">((resolve) => sup.onStop(() => resolve("stop")));
+  // probe variables are checked before anything starts; with only NOTIFY_SOCKET (ready when the app has
+  // started) the module can wait until after the app's spawn, off the start-up path
+  let probes = wantsProbes(env) ? await load("probes") : null;
+  probes?.checkProbeEnv(env, log);
+
+  let network: { stop: () => Promise<void> } | null = null;
+  if (wantsNetwork(env) && !sup.stopping) {
+    await phase("network", async () => {
+      const up = (await load("network")).bringUp(env, {
+        log,
+        onChange: (r) => {
+          rec.network = r;
+          status.write();
+        },
+      });
+      const r = await Promise.race([up, stopped]);
+      if (r === "stop") {
+        up.catch(() => undefined);
+        return;
+      }
+      network = r;
+      rec.network = r.result;
+      if (r.result.iface) env.MAN8S_HOST_IFACE = r.result.iface;
+    });
+  }
+
+  const waiter = probes;
+  if (waiter && env.MAN8S_WAIT_FOR?.trim() && !sup.stopping) {
+    await phase("dependencies", async () => {
+      status.write(); // the wait can last MAN8S_WAIT_TIMEOUT (or forever): the record shows it meanwhile
+      const abort = new AbortController();
+      sup.onStop(() => abort.abort(new Error("stop requested")));
+      try {
+        await waiter.waitFor(env, { log, signal: abort.signal, spawnEnv: env });
+      } catch (e) {
+        if (!sup.stopping) throw e;
+      }
+    });
+  }
+
+  if (execInit && !sup.stopping) return execImageInit(execInit, env, status, flush);
+
+  let health: HealthHandle | null = null;
+  let ready: ReadyHandle | null = null;
+  if (app && !sup.stopping) {
     rec.phase = "app";
     log(`starting ${JSON.stringify(app.argv)} (${app.source}${app.group ? ", signals to its process group" : ""}); stop signal ${signalName(settings.signal)}`);
     const started = sup.spawn(app.argv, env, app.group);
@@ -134,10 +195,49 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
       startedAfterMs: Math.round(performance.now() * 100) / 100,
     };
     rec.phase = "running";
+    if (!probes && env.NOTIFY_SOCKET) {
+      // no readiness probe: ready once the app has started (sd_notify alone, not the probe engine)
+      const t = performance.now();
+      const status = `app started (pid ${started.pid})`;
+      const notify = (await load("notify")).sdNotify(["READY=1", `STATUS=${status}`], { env });
+      rec.ready = { via: "start", status, afterMs: Math.round((performance.now() - t) * 100) / 100, at: Date.now(), attempts: 1, notify };
+      if (!notify.sent) log(`READY=1 not sent: ${notify.error}`);
+    }
+    if (probes) {
+      health = probes.startHealth(env, {
+        log, startedAt: performance.now(), spawnEnv: env, cwd: process.cwd(),
+        onChange: (h, prev) => {
+          log(`health: ${prev} -> ${h.status}`);
+          rec.health = h;
+          status.write();
+        },
+        onResult: (h) => {
+          rec.health = h;
+          status.write();
+        },
+      });
+      if (health) rec.health = health.state();
+      ready = probes.startReady(env, {
+        log, health, spawnEnv: env,
+        onReady: (info) => {
+          rec.ready = info;
+          status.write();
+        },
+      });
+    }
     status.write();
   }
 
-  const result = await sup.waitAndDrain();
+  // probes stop with a stop request or the app's exit, before the drain (their processes are ours)
+  let probesStopped: Promise<void> | null = null;
+  const stopProbes = () =>
+    (probesStopped ??= (async () => {
+      await ready?.stop();
+      await health?.stop();
+    })());
+  sup.onStop(() => void stopProbes());
+  const result = await sup.waitAndDrain(stopProbes);
+  await (network as { stop: () => Promise<void> } | null)?.stop();
   rec.phase = "exited";
   rec.exit = {
     code: result.code, reason: result.reason,
@@ -148,6 +248,42 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   status.write();
   log(`exit ${result.code}: ${result.reason}; ${result.drained} drained, ${sup.orphansReaped()} orphans reaped`);
   return result.code;
+}
+
+/**
+ * Replace ourselves with the image's own init (s6-overlay, systemd...), which must be PID 1: the
+ * network is up, the status record and the agent say so; from here on that init owns the container.
+ */
+async function execImageInit(argv: string[], env: Record<string, string>, status: StatusFile, flush: () => Promise<void>): Promise<number> {
+  const path = argv[0]!.includes("/") ? argv[0]! : Bun.which(argv[0]!, { PATH: env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" });
+  if (!path) {
+    log(`cannot execute ${argv[0]}: not found in PATH`);
+    return EXIT.notFound;
+  }
+  if (process.pid !== 1) log(`warning: MAN8S_EXEC_INIT with the init as pid ${process.pid}; the image's init may insist on PID 1 (ProcessTwo=no)`);
+  const rec = status.record;
+  rec.phase = "exec";
+  rec.app = { argv, pid: process.pid, startedAt: new Date().toISOString(), group: false, startedAfterMs: Math.round(performance.now() * 100) / 100 };
+  status.write();
+  await flush();
+  log(`exec ${JSON.stringify(argv)}: the image's init takes over as pid ${process.pid}`);
+  libc.sigaction(13, sigactionStruct(0n, 0), null); // SIGPIPE back to SIG_DFL: Bun ignores it, exec would keep that
+  const err = execve(path, argv, env);
+  log(`cannot execute ${path}: ${err === ENOENT ? "not found" : `errno ${err}`}`);
+  return err === ENOENT ? EXIT.notFound : EXIT.notExecutable;
+}
+
+/** The network phase runs when asked for, or when the env file carries yggdrasil settings (mbctl's). */
+function wantsNetwork(env: Record<string, string>): boolean {
+  const mode = env.MAN8S_NETWORK?.trim();
+  if (mode === "none") return false;
+  return Boolean(mode || env.MAN8S_YGGDRASIL_ADDRESS || env.MAN8S_YGGDRASIL_PREFIX);
+}
+
+/** Any probe variable loads the probes, so that each one is checked at start (exit 65), even one left unused. */
+function wantsProbes(env: Record<string, string>): boolean {
+  return ["MAN8S_WAIT_FOR", "MAN8S_WAIT_TIMEOUT", "MAN8S_WAIT_PROBE_TIMEOUT", "MAN8S_HEALTHCHECK", "MAN8S_READY", "MAN8S_READY_INTERVAL"]
+    .some((k) => Boolean(env[k]));
 }
 
 function stopSettings(env: Record<string, string>): { signal: number; timeoutMs: number } {

@@ -8,7 +8,7 @@ import { VERSION } from "../common/version.ts";
 
 export type Phase =
   | "signals" | "env" | "protected-dirs" | "network" | "dependencies" | "app" | "running" | "stopping"
-  | "draining" | "exited";
+  | "draining" | "exited" | "exec";
 
 export interface StatusRecord {
   version: string;
@@ -21,7 +21,10 @@ export interface StatusRecord {
   /** startedAfterMs: exec of the init → the app's spawn */
   app: { argv: string[]; pid: number; startedAt: string; group: boolean; startedAfterMs: number } | null;
   network: unknown;
+  /** Docker's State.Health: status, failingStreak, log */
   health: unknown;
+  /** when and how READY=1 was sent */
+  ready: unknown;
   stop: { signal: string; requestedAt: string; sent: string | null; timeoutSec: number } | null;
   exit: {
     code: number;
@@ -63,6 +66,6 @@ export class StatusFile {
 export function newRecord(mode: StatusRecord["mode"]): StatusRecord {
   return {
     version: VERSION, pid: process.pid, mode, phase: "signals", startedAt: new Date().toISOString(), phases: {},
-    app: null, network: null, health: null, stop: null, exit: null,
+    app: null, network: null, health: null, ready: null, stop: null, exit: null,
   };
 }

@@ -55,7 +55,7 @@ export class Supervisor {
     return this.stopRequest !== null;
   }
 
-  /** Called when a stop is requested, so start-up phases can give up waiting. */
+  /** Called when a stop is requested (so start-up phases can give up waiting); at once if already stopping. */
   onStop(fn: () => void): void {
     if (this.stopRequest) fn();
     else this.stopListeners.push(fn);
@@ -164,7 +164,7 @@ export class Supervisor {
   }
 
   /** Wait for the app, drain the rest, and compute the exit code (DESIGN §3.4). */
-  async waitAndDrain(): Promise<{ code: number; reason: string; app: AppExit | null; drained: number }> {
+  async waitAndDrain(beforeDrain?: () => Promise<void>): Promise<{ code: number; reason: string; app: AppExit | null; drained: number }> {
     const status = this.opts.status;
     let app: AppExit | null = null;
     if (this.app) {
@@ -174,6 +174,7 @@ export class Supervisor {
       app = exitOf(this.app);
       log(`app (pid ${this.app.pid}) ${app.signal ? `killed by ${signalName(app.signal)}` : `exited with ${app.code}`}`);
     }
+    await beforeDrain?.();
     status.record.phase = "draining";
     status.write();
     const drained = await this.drain();

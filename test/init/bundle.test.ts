@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { $ } from "zx";
 import { lstatSync, mkdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync, chownSync } from "node:fs";
-import { BUNDLE, busyboxRootfs, ensureBuilt, killLeftovers, runInit, WORK } from "./harness.ts";
+import { BUNDLE, busyboxRootfs, childrenOf, ensureBuilt, killLeftovers, runInit, WORK } from "./harness.ts";
 
 beforeAll(ensureBuilt, 120_000);
 afterAll(killLeftovers);
@@ -79,3 +79,25 @@ test("protected dirs are restored into nspawn's fresh /run and /tmp with modes, 
   expect(lstatSync(`${p}/link`).isSymbolicLink()).toBe(true); // the source stays as it was
   expect(readFileSync(`${p}/a.conf`, "utf8")).toBe("config\n");
 }, 60_000);
+
+test("MAN8S_EXEC_INIT: as PID 1 the init prepares the container, then execs the image's init in its place", async () => {
+  const run = await runInit("pid1", () => [], {
+    envFile: `MAN8S_EXEC_INIT=["${WORK}/bin/sigapp","-x","15"]\nMAN8S_NETWORK=none\n`,
+  });
+  const m = await run.waitFor(/^ready pid=(\d+) ppid=\d+ pgid=\d+ sigblk=(\w+) sigign=(\w+)/m);
+  expect(m[1]).toBe("1"); // the same process, now the image's init
+  expect(m[2]).toBe("0000000000000000");
+  expect(m[3]).toBe("0000000000000000"); // SIGPIPE is not left ignored
+  expect(run.status()?.phase).toBe("exec");
+  expect(run.status()?.app?.argv).toEqual([`${WORK}/bin/sigapp`, "-x", "15"]);
+  // now the image's init handles it (sigapp logs it, then exits 100: as PID 1 it cannot die of its own raise)
+  process.kill(childrenOf(run.outer)[0]!, "SIGTERM");
+  expect((await run.exited).code).toBe(100);
+  expect(run.stdout()).toContain("sig 15 from");
+}, 30_000);
+
+test("MAN8S_EXEC_INIT that is not JSON exits 65", async () => {
+  const run = await runInit("subreaper", () => [], { envFile: "MAN8S_EXEC_INIT=/init\n" });
+  expect((await run.exited).code).toBe(65);
+  expect(run.stderr()).toContain("MAN8S_EXEC_INIT: not valid JSON");
+}, 30_000);

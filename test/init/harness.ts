@@ -20,8 +20,13 @@ export async function ensureBuilt(): Promise<void> {
   built = true;
 }
 
-const work = mkdtempSync(`${tmpdir()}/m8i-`);
+const work = mkdtempSync(`${tmpdir()}/m8i-${process.pid}-`);
 process.on("exit", () => rmSync(work, { recursive: true, force: true }));
+// bun test fires neither "exit" nor "beforeExit": each run also removes the dirs of earlier runs whose process is gone
+for (const name of readdirSync(tmpdir())) {
+  const m = /^m8i-(\d+)-/.exec(name);
+  if (m && Number(m[1]) !== process.pid && !existsSync(`/proc/${m[1]}`)) rmSync(`${tmpdir()}/${name}`, { recursive: true, force: true });
+}
 export const WORK = work;
 
 /** Static test helpers from test/fixtures, built with musl-gcc so they run in any rootfs. */
@@ -83,6 +88,12 @@ export interface RunOptions {
   launcher?: boolean;
   /** nspawn: bind the bundle read-only (default) or expect it copied into the rootfs already */
   inject?: "bind" | "copy";
+  /** nspawn: extra arguments, placed before the command (e.g. --notify-ready=yes) */
+  nspawnArgs?: string[];
+  /** nspawn: run the init as the container's PID 1 (no --as-pid2) */
+  asPid1?: boolean;
+  /** environment of the outermost process only (nspawn, unshare or the init), never --setenv'd into a container */
+  hostEnv?: Record<string, string>;
 }
 
 export interface Running {
@@ -122,7 +133,7 @@ export async function runInit(mode: Mode, cmd: (r: { bin: (n: string) => string;
   const bin = (n: string) => (inContainer ? `/usr/local/bin/${n}` : `${fixtures}/${n}`);
   const args = cmd({ bin, dir: appDir });
   // SYSTEMD_NSPAWN_LOCK=0: concurrent containers share one read-mostly rootfs
-  const env: Record<string, string> = { PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", SYSTEMD_NSPAWN_LOCK: "0", ...opts.env };
+  const env: Record<string, string> = { PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", SYSTEMD_NSPAWN_LOCK: "0", ...opts.env, ...opts.hostEnv };
   if (opts.envFile !== undefined) writeFileSync(`${dir}/env`, opts.envFile);
 
   let argv: string[];
@@ -139,12 +150,13 @@ export async function runInit(mode: Mode, cmd: (r: { bin: (n: string) => string;
   } else {
     const rootfs = opts.rootfs ?? (await busyboxRootfs("rootfs-busybox"));
     argv = [
-      "systemd-nspawn", "--register=no", "--keep-unit", "-q", "-M", `m8i${id}`.slice(0, 60), "-D", rootfs, "--as-pid2",
+      "systemd-nspawn", "--register=no", "--keep-unit", "-q", "-M", `m8i${id}`.slice(0, 60), "-D", rootfs, ...(opts.asPid1 ? [] : ["--as-pid2"]),
       "--kill-signal=SIGRTMIN+3", "--console=pipe", "--resolv-conf=off", "--timezone=off", "--link-journal=no",
       ...(opts.inject === "copy" ? [] : [`--bind-ro=${BUNDLE}:/man8s-init`]), `--bind=${dir}:/m8`, `--bind=${dir}:/run/man8s`,
       ...(opts.readOnly ? ["--read-only"] : []),
       ...(opts.envFile !== undefined ? [`--bind-ro=${dir}/env:/man8env.env`] : []),
       ...Object.entries(opts.env ?? {}).map(([k, v]) => `--setenv=${k}=${v}`),
+      ...(opts.nspawnArgs ?? []),
       "/man8s-init/init", ...dashdash, ...args,
     ];
   }
@@ -164,8 +176,8 @@ export async function runInit(mode: Mode, cmd: (r: { bin: (n: string) => string;
   void exited.then(() => running.delete(proc.pid));
 
   const initPid = async (): Promise<number> => {
-    // subreaper: the process we spawned; unshare -> init; nspawn -> (sd-stubinit) -> init
-    const depth = mode === "subreaper" ? 0 : mode === "pid1" ? 1 : 2;
+    // subreaper: the process we spawned; unshare -> init; nspawn -> (sd-stubinit) -> init, or nspawn -> init as PID 1
+    const depth = mode === "subreaper" ? 0 : mode === "pid1" || opts.asPid1 ? 1 : 2;
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline) {
       let pids = [proc.pid];
@@ -216,9 +228,14 @@ export async function runInit(mode: Mode, cmd: (r: { bin: (n: string) => string;
 }
 
 const running = new Set<number>();
-/** Kill whatever a failed test left running (by pid, never by name). */
+/**
+ * Kill whatever a failed test left running (by pid, never by name): each process we started and everything
+ * under it, collected first, since a killed nspawn leaves its container running and a killed subreaper init
+ * leaves the app (SIGKILL of a container's PID 1 ends its whole pid namespace).
+ */
 export function killLeftovers(): void {
-  for (const pid of running) {
+  const tree = (pid: number): number[] => [pid, ...childrenOf(pid).flatMap(tree)];
+  for (const pid of [...running].flatMap(tree)) {
     try {
       process.kill(pid, "SIGKILL");
     } catch {

@@ -1,0 +1,106 @@
+// Socket FFI for netctl: AF_NETLINK (rtnetlink) through libc, plus the struct layouts it needs.
+// Layouts are Linux x86_64 / glibc; each constant and struct names the header it comes from.
+// Bun's own networking has no AF_NETLINK, so this is the only way to talk to the kernel without `ip`.
+import { dlopen, read, type Pointer } from "bun:ffi";
+
+const lib = dlopen("libc.so.6", {
+  socket: { args: ["i32", "i32", "i32"], returns: "i32" },
+  bind: { args: ["i32", "ptr", "u32"], returns: "i32" },
+  send: { args: ["i32", "ptr", "u64", "i32"], returns: "i64" },
+  recv: { args: ["i32", "ptr", "u64", "i32"], returns: "i64" },
+  setsockopt: { args: ["i32", "i32", "i32", "ptr", "u32"], returns: "i32" },
+  close: { args: ["i32"], returns: "i32" },
+  strerror: { args: ["i32"], returns: "cstring" },
+  __errno_location: { args: [], returns: "ptr" },
+}).symbols;
+
+/** errno of the last failed call on this thread. */
+export function errno(): number {
+  return read.i32(lib.__errno_location() as Pointer, 0);
+}
+
+export function strerror(e: number): string {
+  return String(lib.strerror(e));
+}
+
+// <bits/socket.h>, <linux/netlink.h>, <asm-generic/socket.h>
+export const AF_UNSPEC = 0, AF_INET = 2, AF_INET6 = 10, AF_NETLINK = 16;
+export const SOCK_RAW = 3, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
+export const NETLINK_ROUTE = 0;
+export const SOL_SOCKET = 1, SO_RCVBUF = 8, SO_RCVTIMEO = 20, SO_RCVBUFFORCE = 33;
+export const SOL_NETLINK = 270, NETLINK_ADD_MEMBERSHIP = 1, NETLINK_EXT_ACK = 11;
+// <asm-generic/errno-base.h>, <asm-generic/errno.h>
+export const ENOENT = 2, EINTR = 4, EAGAIN = 11, EEXIST = 17, EINVAL = 22, ENOBUFS = 105, ESRCH = 3;
+
+export class SocketError extends Error {
+  constructor(
+    readonly errno: number,
+    readonly what: string,
+  ) {
+    super(`${what}: ${strerror(errno)} (errno ${errno})`);
+  }
+}
+
+/**
+ * struct sockaddr_nl (<linux/netlink.h>), 12 bytes:
+ *   0 nl_family u16, 2 nl_pad u16, 4 nl_pid u32, 8 nl_groups u32
+ */
+function sockaddrNl(groups: number): Uint8Array {
+  const sa = new Uint8Array(12);
+  const dv = new DataView(sa.buffer);
+  dv.setUint16(0, AF_NETLINK, true);
+  dv.setUint32(8, groups >>> 0, true);
+  return sa;
+}
+
+/** Opens and binds a NETLINK_ROUTE socket; `groups` is the legacy RTMGRP_* bitmask. */
+export function netlinkSocket(opts: { groups?: number; nonblock?: boolean; rcvbuf?: number; timeoutMs?: number } = {}): number {
+  const fd = lib.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | (opts.nonblock ? SOCK_NONBLOCK : 0), NETLINK_ROUTE);
+  if (fd < 0) throw new SocketError(errno(), "socket(AF_NETLINK, NETLINK_ROUTE)");
+  try {
+    const one = new Int32Array([1]);
+    // extended ACKs carry the kernel's own error text ("Invalid source address" etc.); older kernels ignore it
+    lib.setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, one, 4);
+    if (opts.rcvbuf) {
+      const v = new Int32Array([opts.rcvbuf]);
+      // FORCE needs CAP_NET_ADMIN (we have it); fall back to the capped variant
+      if (lib.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, v, 4) !== 0) lib.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, v, 4);
+    }
+    if (opts.timeoutMs) {
+      // struct timeval (<bits/types/struct_timeval.h>): i64 tv_sec, i64 tv_usec
+      const tv = new BigInt64Array([BigInt(Math.floor(opts.timeoutMs / 1000)), BigInt((opts.timeoutMs % 1000) * 1000)]);
+      if (lib.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16) !== 0) throw new SocketError(errno(), "setsockopt(SO_RCVTIMEO)");
+    }
+    const sa = sockaddrNl(opts.groups ?? 0);
+    if (lib.bind(fd, sa, sa.length) !== 0) throw new SocketError(errno(), "bind(AF_NETLINK)");
+  } catch (e) {
+    lib.close(fd);
+    throw e;
+  }
+  return fd;
+}
+
+export function sockSend(fd: number, buf: Uint8Array, what: string): void {
+  for (;;) {
+    const n = Number(lib.send(fd, buf, buf.length, 0));
+    if (n === buf.length) return;
+    const e = n < 0 ? errno() : EINVAL;
+    if (e === EINTR) continue;
+    throw new SocketError(e, what);
+  }
+}
+
+/** Blocking recv (bounded by SO_RCVTIMEO); returns the byte count. */
+export function sockRecv(fd: number, buf: Uint8Array, what: string): number {
+  for (;;) {
+    const n = Number(lib.recv(fd, buf, buf.length, 0));
+    if (n >= 0) return n;
+    const e = errno();
+    if (e === EINTR) continue;
+    throw new SocketError(e, what);
+  }
+}
+
+export function sockClose(fd: number): void {
+  lib.close(fd);
+}

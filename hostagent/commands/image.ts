@@ -1,0 +1,86 @@
+// classify, render/plan, install, inject: the commands that read an image and write a container.
+import { lstatSync } from "node:fs";
+import { containerAddress } from "../address.ts";
+import { optBool, optEnum, optInt, optMap, optStr, optStrMap } from "../args.ts";
+import { classify, type Classification } from "../classify.ts";
+import { AgentError, ERR } from "../errors.ts";
+import { loadConfigFile, normaliseConfig, type ImageConfig } from "../image-config.ts";
+import { injectBind, injectCopy } from "../inject.ts";
+import { installFiles } from "../install.ts";
+import { checkAbsPath, checkName } from "../layout.ts";
+import { renderFiles, type Rendered } from "../render.ts";
+import type { CallContext } from "./index.ts";
+
+type Args = Record<string, unknown>;
+
+function rootfsArg(a: Args): string {
+  const rootfs = checkAbsPath(a.rootfs, "rootfs");
+  let st;
+  try {
+    st = lstatSync(rootfs);
+  } catch {
+    throw new AgentError(ERR.NOT_FOUND, `rootfs ${rootfs} does not exist`);
+  }
+  if (!st.isDirectory()) throw new AgentError(ERR.BAD_PATH, `rootfs ${rootfs} is not a directory (symlinks are not followed)`);
+  return rootfs;
+}
+
+/** The image config: inline as `config` (a map) or read from `configPath` (an absolute path). */
+function configArg(a: Args): ImageConfig {
+  const inline = optMap(a, "config");
+  const path = a.configPath === undefined || a.configPath === null ? undefined : checkAbsPath(a.configPath, "configPath");
+  if (inline && path) throw new AgentError(ERR.BAD_ARGS, "give config or configPath, not both");
+  if (inline) return normaliseConfig(inline, "config");
+  if (path) return loadConfigFile(path);
+  throw new AgentError(ERR.BAD_ARGS, "config (a map) or configPath (an absolute path) is required");
+}
+
+export function classifyCmd(a: Args): Classification {
+  return classify(rootfsArg(a), configArg(a));
+}
+
+function plan(a: Args, ctx: CallContext): { name: string; cls: Classification; rendered: Rendered; cfg: ImageConfig } {
+  const name = checkName(a.name);
+  const rootfs = rootfsArg(a);
+  const cfg = configArg(a);
+  const cls = classify(rootfs, cfg);
+  let ygg = optStr(a, "yggdrasilAddress", 64);
+  const prefix = optStr(a, "yggPrefix", 64) ?? ctx.server.opts.yggPrefix;
+  if (!ygg && prefix) ygg = containerAddress(prefix, name);
+  const bundleMode = optEnum(a, "bundleMode", ["bind", "copy"] as const) ?? "bind";
+  const bundle = a.bundle === undefined || a.bundle === null ? ctx.server.opts.bundle : checkAbsPath(a.bundle, "bundle");
+  const rendered = renderFiles({
+    name,
+    root: ctx.server.opts.root,
+    cls,
+    cfg,
+    yggdrasilAddress: ygg,
+    imageUrl: optStr(a, "imageUrl"),
+    env: optStrMap(a, "env"),
+    stopTimeout: optInt(a, "stopTimeout", 1, 80) ?? 10,
+    bridge: optBool(a, "privateNetwork") ? null : (optStr(a, "bridge", 15) ?? "srvgrp0"),
+    privateUsers: optBool(a, "privateUsers") ?? true,
+    bindBundle: bundleMode === "bind" ? bundle : undefined,
+  });
+  return { name, cls, rendered, cfg };
+}
+
+export function renderCmd(a: Args, ctx: CallContext) {
+  const { name, cls, rendered } = plan(a, ctx);
+  return { name, classification: cls, template: rendered.template, nspawn: rendered.nspawn, env: rendered.env };
+}
+
+export function installCmd(a: Args, ctx: CallContext) {
+  const force = optBool(a, "force") ?? false;
+  const { name, cls, rendered } = plan(a, ctx);
+  const inst = installFiles(ctx.server.opts.root, name, rendered, force);
+  const reportSocket = ctx.server.openReportSocket(name);
+  return { name, kind: cls.kind, mode: cls.mode, template: rendered.template, ...inst, reportSocket };
+}
+
+export async function injectCmd(a: Args, ctx: CallContext) {
+  const rootfs = rootfsArg(a);
+  const mode = optEnum(a, "mode", ["bind", "copy"] as const) ?? "copy";
+  const bundle = a.bundle === undefined || a.bundle === null ? ctx.server.opts.bundle : checkAbsPath(a.bundle, "bundle");
+  return mode === "bind" ? injectBind(rootfs, bundle) : injectCopy(rootfs, bundle);
+}

@@ -1,0 +1,76 @@
+// The command table. Each command says on which socket it may run: admin commands on the admin socket,
+// `report` only on a container's own report socket (the socket names the container, not the request).
+import { VERSION } from "../../common/version.ts";
+import { containerAddress, prefixText, suffixText } from "../address.ts";
+import { optStr } from "../args.ts";
+import { AgentError, ERR } from "../errors.ts";
+import { checkName } from "../layout.ts";
+import { encodeFrame, type RequestId } from "../protocol.ts";
+import type { AgentServer, Conn } from "../server.ts";
+import { parseReport, type StateEvent } from "../state.ts";
+import { classifyCmd, injectCmd, installCmd, renderCmd } from "./image.ts";
+
+export interface CallContext {
+  server: AgentServer;
+  conn: Conn;
+  id: RequestId;
+  /** set on a report socket: the only container this connection may speak for */
+  container?: string;
+}
+
+export interface Command {
+  run(args: Record<string, unknown>, ctx: CallContext): unknown | Promise<unknown>;
+  onAdminSocket: boolean;
+  onReportSocket: boolean;
+}
+
+export const PROTOCOL_VERSION = 1;
+
+const admin = (run: Command["run"]): Command => ({ run, onAdminSocket: true, onReportSocket: false });
+
+export const COMMANDS: Record<string, Command> = {
+  ping: admin(() => ({ pong: true, time: Date.now() })),
+  version: admin(() => ({ version: VERSION, protocol: PROTOCOL_VERSION, pid: process.pid })),
+  classify: admin(classifyCmd),
+  render: admin(renderCmd),
+  plan: admin(renderCmd),
+  install: admin(installCmd),
+  inject: admin(injectCmd),
+  address: admin((a, ctx) => {
+    const name = checkName(a.name);
+    const prefix = optStr(a, "prefix", 64) ?? ctx.server.opts.yggPrefix;
+    const suffix = suffixText(name);
+    if (!prefix) return { name, suffix, address: null, prefix: null };
+    return { name, suffix, address: containerAddress(prefix, name), prefix: prefixText(prefix) };
+  }),
+  status: admin((a, ctx) => {
+    const name = a.name === undefined || a.name === null ? undefined : checkName(a.name);
+    if (name === undefined) return { containers: ctx.server.state.all() };
+    const s = ctx.server.state.get(name);
+    if (!s) throw new AgentError(ERR.NOT_FOUND, `no container '${name}' is known to this agent`);
+    return { container: s };
+  }),
+  watch: admin((a, ctx) => {
+    const name = a.name === undefined || a.name === null ? undefined : checkName(a.name);
+    const { conn, id } = ctx;
+    const stop = ctx.server.state.watch((e: StateEvent) => {
+      if (name === undefined || e.name === name) conn.send(encodeFrame({ id, event: e }));
+    });
+    conn.cleanups.push(stop);
+    const now = name === undefined ? ctx.server.state.all() : [ctx.server.state.get(name)].filter((s) => s !== undefined);
+    return { watching: name ?? "*", containers: now };
+  }),
+  report: {
+    onAdminSocket: false,
+    onReportSocket: true,
+    run: (a, ctx) => {
+      const me = ctx.container!;
+      if (a.name !== undefined && a.name !== me) {
+        throw new AgentError(ERR.FORBIDDEN, `this socket belongs to ${me}: it cannot report for '${String(a.name).slice(0, 80)}'`);
+      }
+      const r = parseReport(a);
+      const s = ctx.server.state.report(me, r, ctx.conn.peer);
+      return { name: me, phase: s.phase };
+    },
+  },
+};

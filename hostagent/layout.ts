@@ -1,0 +1,44 @@
+// Where things live, mbctl-compatible (notes/man8s-reference.md §4.1), under a configurable root so tests
+// can use a temporary directory as "/". All functions take already-validated names.
+import { join } from "node:path";
+import { AgentError, ERR } from "./errors.ts";
+
+export const CONFIGS_DIR = "var/lib/man8machine_configs";
+export const NSPAWN_DIR = "etc/systemd/nspawn";
+export const DEFAULT_SOCKET = "/run/man8s/agent.sock";
+
+/** Inside the container: the agent's per-container directory is bound read-only here. */
+export const IN_CONTAINER_REPORT_DIR = "/run/man8s/agent";
+export const IN_CONTAINER_REPORT_SOCKET = `${IN_CONTAINER_REPORT_DIR}/report.sock`;
+export const IN_CONTAINER_BUNDLE = "/man8s-init";
+export const IN_CONTAINER_ENV = "/man8env.env";
+
+export const configDir = (root: string, name: string) => join(root, CONFIGS_DIR, name);
+export const envFile = (root: string, name: string) => join(configDir(root, name), "man8env.env");
+export const nspawnFile = (root: string, name: string) => join(configDir(root, name), "container.nspawn");
+export const nspawnLink = (root: string, name: string) => join(root, NSPAWN_DIR, `${name}.nspawn`);
+/** host side of the per-container report directory (holds report.sock, created by the agent) */
+export const reportDir = (root: string, name: string) => join(configDir(root, name), "agent");
+export const reportSocket = (root: string, name: string) => join(reportDir(root, name), "report.sock");
+
+// systemd machine names are host names: letters, digits, '-', '_', '.'; at most 64 characters.
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+export function checkName(v: unknown, field = "name"): string {
+  if (typeof v !== "string") throw new AgentError(ERR.BAD_ARGS, `${field} must be a string`);
+  if (!NAME_RE.test(v) || v.includes("..") || v.endsWith(".")) {
+    throw new AgentError(ERR.BAD_NAME, `${field} '${v.slice(0, 80)}' is not a valid machine name ([A-Za-z0-9][A-Za-z0-9_.-]{0,63}, no '..')`);
+  }
+  return v;
+}
+
+/** An absolute, normalised host path: no relative paths, no '.'/'..' segments, no NUL. */
+export function checkAbsPath(v: unknown, field: string): string {
+  if (typeof v !== "string" || v.length === 0) throw new AgentError(ERR.BAD_ARGS, `${field} must be a non-empty string`);
+  if (v.includes("\0")) throw new AgentError(ERR.BAD_PATH, `${field} contains a NUL byte`);
+  if (!v.startsWith("/")) throw new AgentError(ERR.BAD_PATH, `${field} must be an absolute path, got '${v}'`);
+  const segs = v.split("/");
+  if (segs.some((s) => s === "." || s === "..")) throw new AgentError(ERR.BAD_PATH, `${field} must not contain '.' or '..' segments: '${v}'`);
+  const norm = v.replace(/\/{2,}/g, "/");
+  return norm.length > 1 && norm.endsWith("/") ? norm.slice(0, -1) : norm;
+}

@@ -1,0 +1,142 @@
+// What the init calls to tell the host agent about itself. Best effort by design: nothing here throws,
+// and one send gives up after `timeoutMs` (default 50 ms), so a missing or hung agent never delays the
+// container. The socket is the container's own (bound by the .nspawn file), so records carry no name.
+// Only node:fs is loaded up front; the msgpack code is imported on the first send.
+import { existsSync } from "node:fs";
+
+export const DEFAULT_REPORT_SOCKET = "/run/man8s/agent/report.sock";
+
+export interface ReportRecord {
+  /** the init's phase names (init/status.ts) plus starting, waiting, failed */
+  phase: string;
+  initPid?: number;
+  pid1?: boolean;
+  appPid?: number;
+  addresses?: Record<string, string | string[]>;
+  health?: string;
+  exit?: { code: number; reason?: string; signal?: string };
+  timings?: Record<string, number>;
+  message?: string;
+}
+
+let seq = 0;
+
+/** Send one report; resolves true when the agent acknowledged it, false otherwise (never rejects). */
+export async function sendReport(socketPath: string, record: ReportRecord, timeoutMs = 50): Promise<boolean> {
+  try {
+    if (!existsSync(socketPath)) return false;
+    const { encodeFrame, FrameReader, isPlainObject } = await import("./protocol.ts");
+    const id = ++seq;
+    const frame = encodeFrame({ id, cmd: "report", args: record });
+    return await new Promise<boolean>((resolve) => {
+      let done = false;
+      let sock: { end(): void } | null = null;
+      const finish = (ok: boolean) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        try {
+          sock?.end();
+        } catch {
+          // already closed
+        }
+        resolve(ok);
+      };
+      const timer = setTimeout(() => finish(false), timeoutMs);
+      const reader = new FrameReader();
+      Bun.connect({
+        unix: socketPath,
+        socket: {
+          open: (s) => {
+            sock = s;
+            if (done) s.end();
+            else if (s.write(frame) !== frame.length) finish(false);
+          },
+          data: (_s, chunk) => {
+            for (const f of reader.push(chunk)) {
+              if (f.kind === "value" && isPlainObject(f.value) && f.value.id === id) finish(f.value.ok === true);
+            }
+          },
+          close: () => finish(false),
+          error: () => finish(false),
+          connectError: () => finish(false),
+        },
+      }).catch(() => finish(false));
+    });
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Sends records in order, one at a time, without ever making the caller wait: send() returns at once;
+ * while a report is in flight only the newest pending one is kept (each record is a full snapshot).
+ * flush() waits for what is queued, for at most `timeoutMs`: call it before the init exits so the
+ * exit report gets out.
+ */
+export class Reporter {
+  private pending: ReportRecord | null = null;
+  private inflight: Promise<void> | null = null;
+  sent = 0;
+  failed = 0;
+
+  constructor(
+    readonly socketPath = process.env.MAN8S_REPORT_SOCKET || DEFAULT_REPORT_SOCKET,
+    readonly timeoutMs = 50,
+  ) {}
+
+  send(record: ReportRecord): void {
+    this.pending = record;
+    if (!this.inflight) this.inflight = this.pump();
+  }
+
+  private async pump(): Promise<void> {
+    while (this.pending) {
+      const r = this.pending;
+      this.pending = null;
+      if (await sendReport(this.socketPath, r, this.timeoutMs)) this.sent++;
+      else this.failed++;
+    }
+    this.inflight = null;
+  }
+
+  async flush(timeoutMs = 120): Promise<void> {
+    if (!this.inflight) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.inflight, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
+    clearTimeout(timer);
+  }
+}
+
+/** The parts of the init's status record (init/status.ts) a report carries; typed structurally. */
+export interface StatusLike {
+  pid: number;
+  mode: string;
+  phase: string;
+  phases?: Record<string, number>;
+  app?: { pid: number } | null;
+  network?: unknown;
+  health?: unknown;
+  exit?: { code: number; reason?: string; app?: { code: number | null; signal: string | null } | null } | null;
+}
+
+/** Map the init's status record to a report. */
+export function reportFromStatus(s: StatusLike): ReportRecord {
+  const r: ReportRecord = { phase: s.phase, initPid: s.pid, pid1: s.mode === "pid1" };
+  if (s.app?.pid) r.appPid = s.app.pid;
+  if (s.phases) r.timings = s.phases;
+  const net = s.network as { addresses?: Record<string, unknown> } | null | undefined;
+  if (net?.addresses) {
+    const a: Record<string, string> = {};
+    for (const [k, v] of Object.entries(net.addresses)) if (typeof v === "string") a[k] = v;
+    r.addresses = a;
+  }
+  const h = s.health as { status?: unknown } | null | undefined;
+  if (typeof h?.status === "string") r.health = h.status;
+  if (s.exit) {
+    r.exit = { code: s.exit.code };
+    if (s.exit.reason) r.exit.reason = s.exit.reason;
+    if (s.exit.app?.signal) r.exit.signal = s.exit.app.signal;
+  }
+  return r;
+}

@@ -1,0 +1,266 @@
+// MAN8S_HEALTHCHECK: the image's Docker `Healthcheck`, run with Docker's state machine (moby daemon/health.go;
+// notes/init-anchors.md §4.2).
+//
+//   parseHealthcheck(text, opts?): HealthcheckConfig | null   null = no healthcheck (unset, Test [] or ["NONE"]);
+//                                                             throws HealthcheckError on bad JSON / values
+//   startHealth(env, opts): HealthHandle | null               starts the monitor; null when disabled
+//   applyResult(state, result, sinceStartMs, cfg): boolean    the pure state transition (true = status changed)
+//   nextDelayMs(cfg, elapsedMs, status): number               the pure scheduling rule
+//
+// JSON (field names case-insensitive, as Go's encoding/json reads them):
+//   {"Test": ["CMD", "curl", "-f", "http://localhost/"] | ["CMD-SHELL", "curl -f http://localhost/"] | ["NONE"],
+//    "Interval": ns, "Timeout": ns, "StartPeriod": ns, "StartInterval": ns, "Retries": n}
+// Durations are integer nanoseconds as Docker stores them (a Go duration string such as "30s" or "250ms" is
+// accepted too); 0 or absent means the default: Interval 30 s, Timeout 30 s, StartPeriod 0, StartInterval 5 s,
+// Retries 3. Non-zero durations under 1 ms and negative Retries are rejected, as Docker's API does.
+// An unknown Test[0] disables the check with a warning (Docker does the same). A string Test is CMD-SHELL.
+//
+// State machine (handleProbeResult): status starts "starting"; exit 0 → "healthy", FailingStreak = 0; any other
+// exit (including -1 for a timeout or a command that cannot start) → FailingStreak++ unless the status is still
+// "starting" and the probe started within StartPeriod of the app's start; FailingStreak >= Retries → "unhealthy".
+// Every result is appended to Log, which keeps the last 5. Output: stdout+stderr, first 4096 bytes, "..." when cut.
+// Timeout: the probe's process group gets SIGKILL; the result is exit -1, "Health check exceeded timeout (D)".
+// Scheduling (monitor): the first probe runs one delay after start; the delay is measured from the end of the
+// previous probe; after the start period it is Interval; inside it, it is StartInterval while "starting" and
+// Interval once healthy, each capped by what remains of the start period (moby #52317), so a probe runs right
+// when the start period ends.
+import { runCommand, goDuration, type RunOptions } from "./run.ts";
+
+export type HealthStatus = "starting" | "healthy" | "unhealthy";
+
+export interface HealthResult {
+  /** RFC 3339 timestamps, as in `docker inspect` */
+  start: string;
+  end: string;
+  exitCode: number;
+  output: string;
+}
+
+export interface HealthState {
+  status: HealthStatus;
+  failingStreak: number;
+  log: HealthResult[];
+}
+
+export interface HealthcheckConfig {
+  /** the Test array as given */
+  test: string[];
+  /** what is executed: CMD args, or shell + the CMD-SHELL string */
+  argv: string[];
+  intervalMs: number;
+  timeoutMs: number;
+  startPeriodMs: number;
+  startIntervalMs: number;
+  retries: number;
+}
+
+export const DEFAULTS = { intervalMs: 30_000, timeoutMs: 30_000, startPeriodMs: 0, startIntervalMs: 5_000, retries: 3 } as const;
+export const MAX_LOG_ENTRIES = 5;
+
+export class HealthcheckError extends Error {}
+
+const GO_UNITS: Record<string, number> = { ns: 1e-6, us: 1e-3, "µs": 1e-3, "μs": 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** Nanoseconds (number or digit string) or a Go duration string → milliseconds. */
+export function parseDurationMs(v: unknown, field: string): number {
+  if (v === undefined || v === null) return 0;
+  if (typeof v === "number") {
+    if (!Number.isFinite(v) || v < 0 || !Number.isInteger(v)) throw new HealthcheckError(`MAN8S_HEALTHCHECK: ${field} must be a non-negative integer of nanoseconds, got ${v}`);
+    return v / 1e6;
+  }
+  if (typeof v === "string") {
+    const s = v.trim();
+    if (/^\d+$/.test(s)) return Number(s) / 1e6;
+    const re = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)/gy;
+    let ms = 0, at = 0;
+    for (let m; (m = re.exec(s)); at = re.lastIndex) ms += Number(m[1]) * GO_UNITS[m[2]!]!;
+    if (at !== s.length || s === "") throw new HealthcheckError(`MAN8S_HEALTHCHECK: ${field} '${v}' is not a duration (nanoseconds, or e.g. "30s", "500ms")`);
+    return ms;
+  }
+  throw new HealthcheckError(`MAN8S_HEALTHCHECK: ${field} must be nanoseconds, got ${JSON.stringify(v)}`);
+}
+
+export function parseHealthcheck(
+  text: string | undefined,
+  opts: { shell?: string[]; warn?: (msg: string) => void } = {},
+): HealthcheckConfig | null {
+  if (text === undefined || text.trim() === "") return null;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new HealthcheckError(`MAN8S_HEALTHCHECK is not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new HealthcheckError("MAN8S_HEALTHCHECK must be a JSON object like {\"Test\": [\"CMD\", ...]}");
+  const obj: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(raw)) obj[k.toLowerCase()] = v;
+  let test = obj.test;
+  if (typeof test === "string") test = ["CMD-SHELL", test];
+  if (test === undefined || test === null) test = [];
+  if (!Array.isArray(test) || !test.every((t) => typeof t === "string")) throw new HealthcheckError("MAN8S_HEALTHCHECK: Test must be an array of strings");
+  const t = test as string[];
+  if (t.length === 0 || t[0] === "NONE") return null;
+  let argv: string[];
+  if (t[0] === "CMD") argv = t.slice(1);
+  else if (t[0] === "CMD-SHELL") argv = [...(opts.shell ?? ["/bin/sh", "-c"]), ...t.slice(1)];
+  else {
+    opts.warn?.(`MAN8S_HEALTHCHECK: unknown Test type '${t[0]}' (expected CMD, CMD-SHELL or NONE): health checks disabled`);
+    return null;
+  }
+  if (argv.length === 0 || (t[0] === "CMD-SHELL" && t.length < 2)) throw new HealthcheckError(`MAN8S_HEALTHCHECK: ${t[0]} needs a command`);
+  const dur = (key: string, name: string) => {
+    const ms = parseDurationMs(obj[key], name);
+    if (ms !== 0 && ms < 1) throw new HealthcheckError(`MAN8S_HEALTHCHECK: ${name} cannot be less than 1ms`);
+    return ms;
+  };
+  const retries = obj.retries ?? 0;
+  if (typeof retries !== "number" || !Number.isInteger(retries) || retries < 0) throw new HealthcheckError("MAN8S_HEALTHCHECK: Retries must be a non-negative integer");
+  return {
+    test: t,
+    argv,
+    intervalMs: dur("interval", "Interval") || DEFAULTS.intervalMs,
+    timeoutMs: dur("timeout", "Timeout") || DEFAULTS.timeoutMs,
+    startPeriodMs: dur("startperiod", "StartPeriod") || DEFAULTS.startPeriodMs,
+    startIntervalMs: dur("startinterval", "StartInterval") || DEFAULTS.startIntervalMs,
+    retries: retries || DEFAULTS.retries,
+  };
+}
+
+/** Docker's handleProbeResult. Mutates state; returns true when the status changed. */
+export function applyResult(state: HealthState, result: HealthResult, sinceStartMs: number, cfg: HealthcheckConfig): boolean {
+  const old = state.status;
+  state.log.push(result);
+  if (state.log.length > MAX_LOG_ENTRIES) state.log.splice(0, state.log.length - MAX_LOG_ENTRIES);
+  if (result.exitCode === 0) {
+    state.failingStreak = 0;
+    state.status = "healthy";
+  } else {
+    const inGrace = state.status === "starting" && sinceStartMs < cfg.startPeriodMs;
+    if (!inGrace) {
+      state.failingStreak++;
+      if (state.failingStreak >= cfg.retries) state.status = "unhealthy";
+    }
+  }
+  return state.status !== old;
+}
+
+/** Delay before the next probe, measured from now (= end of the previous probe, or start). */
+export function nextDelayMs(cfg: HealthcheckConfig, elapsedMs: number, status: HealthStatus): number {
+  if (elapsedMs >= cfg.startPeriodMs) return cfg.intervalMs;
+  const base = status === "starting" ? cfg.startIntervalMs : cfg.intervalMs;
+  // +1 ms: timers have millisecond granularity; a probe that fired a fraction early would still count as
+  // "inside" the period and the next one would wait a whole Interval
+  const remaining = Math.ceil(cfg.startPeriodMs - elapsedMs) + 1;
+  return Math.min(base, remaining);
+}
+
+export interface HealthHandle {
+  readonly config: HealthcheckConfig;
+  /** a copy of the current state (Docker's State.Health) */
+  state(): HealthState;
+  /** called after every status change; returns an unsubscribe function */
+  subscribe(fn: (state: HealthState, previous: HealthStatus) => void): () => void;
+  /** stops scheduling, SIGKILLs a running probe and waits for it; afterwards nothing keeps the process alive */
+  stop(): Promise<void>;
+}
+
+export interface HealthOptions {
+  log: (msg: string) => void;
+  onChange?: (state: HealthState, previous: HealthStatus) => void;
+  /** also called after every probe (status record updates); optional */
+  onResult?: (state: HealthState, result: HealthResult) => void;
+  /** performance.now() at which the app started (default: now) */
+  startedAt?: number;
+  /** CMD-SHELL shell (the image's Config.Shell; default /bin/sh -c) */
+  shell?: string[];
+  /** environment, working directory and identity of the check command (the app's) */
+  spawnEnv?: RunOptions["spawnEnv"];
+  cwd?: string;
+  uid?: number;
+  gid?: number;
+}
+
+function copyState(s: HealthState): HealthState {
+  return { status: s.status, failingStreak: s.failingStreak, log: s.log.map((r) => ({ ...r })) };
+}
+
+/**
+ * Starts the monitor for MAN8S_HEALTHCHECK in env. Returns null when no healthcheck is configured.
+ * Throws HealthcheckError for an invalid value (validate early with parseHealthcheck).
+ */
+export function startHealth(env: Record<string, string | undefined>, opts: HealthOptions): HealthHandle | null {
+  const cfg = parseHealthcheck(env.MAN8S_HEALTHCHECK, { ...(opts.shell ? { shell: opts.shell } : {}), warn: opts.log });
+  if (!cfg) return null;
+  const startedAt = opts.startedAt ?? performance.now();
+  const state: HealthState = { status: "starting", failingStreak: 0, log: [] };
+  const listeners = new Set<(s: HealthState, prev: HealthStatus) => void>();
+  if (opts.onChange) listeners.add(opts.onChange);
+  const abort = new AbortController();
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  let running: Promise<void> | null = null;
+  let stopped = false;
+
+  const schedule = () => {
+    if (stopped) return;
+    const delay = nextDelayMs(cfg, performance.now() - startedAt, state.status);
+    timer = setTimeout(() => {
+      timer = null;
+      running = probeOnce().finally(() => {
+        running = null;
+        schedule();
+      });
+    }, delay);
+  };
+
+  const probeOnce = async () => {
+    const startMono = performance.now();
+    const start = new Date();
+    const r = await runCommand(cfg.argv, {
+      timeoutMs: cfg.timeoutMs,
+      signal: abort.signal,
+      ...(opts.spawnEnv ? { spawnEnv: opts.spawnEnv } : {}),
+      ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
+      ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+      ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
+    });
+    if (stopped) return; // Docker ignores a result that arrives after the monitor was stopped
+    let output = r.output;
+    if (r.timedOut) output = r.output ? `Health check exceeded timeout (${goDuration(cfg.timeoutMs)}): ${r.output}` : `Health check exceeded timeout (${goDuration(cfg.timeoutMs)})`;
+    const result: HealthResult = { start: start.toISOString(), end: new Date().toISOString(), exitCode: r.timedOut ? -1 : r.exitCode, output };
+    const previous = state.status;
+    const changed = applyResult(state, result, startMono - startedAt, cfg);
+    try {
+      opts.onResult?.(copyState(state), { ...result });
+    } catch (e) {
+      opts.log(`health: onResult failed: ${(e as Error).message}`);
+    }
+    if (changed) {
+      opts.log(`health: ${previous} -> ${state.status} (exit ${result.exitCode}, failing streak ${state.failingStreak})`);
+      for (const fn of listeners) {
+        try {
+          fn(copyState(state), previous);
+        } catch (e) {
+          opts.log(`health: listener failed: ${(e as Error).message}`);
+        }
+      }
+    }
+  };
+
+  schedule();
+  return {
+    config: cfg,
+    state: () => copyState(state),
+    subscribe(fn) {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    },
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      timer = null;
+      abort.abort();
+      if (running) await running;
+      listeners.clear();
+    },
+  };
+}

@@ -1,0 +1,59 @@
+// Links over rtnetlink: list (RTM_GETLINK dump), parse, and set administratively up.
+// struct ifinfomsg (<linux/rtnetlink.h>), 16 bytes: u8 family, u8 pad, u16 type, i32 index, u32 flags, u32 change.
+import { AF_UNSPEC } from "../common/libc-net.ts";
+import { cstr, NLM_F_DUMP, parseAttrs, type NlMsg, type Rtnl, RTM_GETLINK, RTM_NEWLINK } from "./netlink.ts";
+
+// <linux/if.h>, <linux/if_link.h>, <linux/if_arp.h>
+export const IFF_UP = 0x1, IFF_LOOPBACK = 0x8, IFF_RUNNING = 0x40, IFF_LOWER_UP = 0x10000;
+export const IFLA_ADDRESS = 1, IFLA_IFNAME = 3, IFLA_MTU = 4, IFLA_OPERSTATE = 16;
+export const ARPHRD_ETHER = 1, ARPHRD_LOOPBACK = 772;
+export const OPERSTATES = ["unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up"];
+
+export interface Link {
+  index: number;
+  name: string;
+  flags: number;
+  type: number;
+  mac: Uint8Array;
+  operstate: string;
+  mtu: number;
+}
+
+function ifinfomsg(index: number, flags = 0, change = 0): Uint8Array {
+  const b = new Uint8Array(16);
+  const dv = new DataView(b.buffer);
+  b[0] = AF_UNSPEC;
+  dv.setInt32(4, index, true);
+  dv.setUint32(8, flags, true);
+  dv.setUint32(12, change, true);
+  return b;
+}
+
+export function parseLink(m: NlMsg): Link {
+  const dv = new DataView(m.body.buffer, m.body.byteOffset, m.body.byteLength);
+  const a = parseAttrs(m.body, 16);
+  const op = a.get(IFLA_OPERSTATE);
+  const mtu = a.get(IFLA_MTU);
+  return {
+    index: dv.getInt32(4, true),
+    type: dv.getUint16(2, true),
+    flags: dv.getUint32(8, true),
+    name: cstr(a.get(IFLA_IFNAME) ?? new Uint8Array()),
+    mac: a.get(IFLA_ADDRESS)?.slice() ?? new Uint8Array(),
+    operstate: op ? (OPERSTATES[op[0]!] ?? String(op[0])) : "unknown",
+    mtu: mtu ? new DataView(mtu.buffer, mtu.byteOffset).getUint32(0, true) : 0,
+  };
+}
+
+export function listLinks(nl: Rtnl): Link[] {
+  return nl.request(RTM_GETLINK, NLM_F_DUMP, ifinfomsg(0), undefined, "dump links").filter((m) => m.type === RTM_NEWLINK).map(parseLink);
+}
+
+export function setLinkUp(nl: Rtnl, link: { index: number; name: string }): void {
+  nl.request(RTM_NEWLINK, 0, ifinfomsg(link.index, IFF_UP, IFF_UP), undefined, `set link ${link.name} up`);
+}
+
+/** Carrier is IFF_LOWER_UP (the driver's link state), not IFF_UP (ours). */
+export const hasCarrier = (l: Link): boolean => (l.flags & IFF_LOWER_UP) !== 0;
+
+export const formatMac = (m: Uint8Array): string => Array.from(m, (x) => x.toString(16).padStart(2, "0")).join(":");

@@ -1,0 +1,105 @@
+// Shared by the hostagent tests: temp dirs (/tmp/m8a-*), the real daemon started from dist/man8s on its
+// own socket, and a connected client. Every process is tracked by pid and ended by pid.
+import { mkdtempSync, rmSync, existsSync, statSync } from "node:fs";
+import type { Subprocess } from "bun";
+import { resolve } from "node:path";
+import { AgentClient } from "../../hostagent/client.ts";
+
+export const REPO = resolve(import.meta.dir, "../..");
+export const BIN = `${REPO}/dist/man8s`;
+export const BUNDLE = `${REPO}/dist/man8s-init`;
+
+const temps: string[] = [];
+const procs = new Set<Subprocess>();
+
+export function tmp(tag = "t"): string {
+  const d = mkdtempSync(`/tmp/m8a-${tag}-`);
+  temps.push(d);
+  return d;
+}
+
+/** The tests run the built binary; build it once if it is missing (CI builds first). */
+export function ensureBuilt(): void {
+  if (existsSync(BIN) && existsSync(`${BUNDLE}/init`)) return;
+  const r = Bun.spawnSync([process.execPath, "run", "build"], { cwd: REPO, stdout: "inherit", stderr: "inherit" });
+  if (r.exitCode !== 0) throw new Error("bun run build failed");
+}
+
+export interface Agent {
+  proc: Subprocess;
+  socket: string;
+  root: string;
+  stderr: () => Promise<string>;
+  stop(signal?: NodeJS.Signals | number): Promise<number>;
+}
+
+export async function startAgent(opts: { root?: string; socket?: string; extra?: string[] } = {}): Promise<Agent> {
+  ensureBuilt();
+  const dir = tmp("agent");
+  const root = opts.root ?? `${dir}/root`;
+  const socket = opts.socket ?? `${dir}/agent.sock`;
+  const proc = Bun.spawn([BIN, "hostagent", "serve", "--socket", socket, "--root", root, "--bundle", BUNDLE, ...(opts.extra ?? [])], {
+    stdout: "ignore",
+    stderr: "pipe",
+  });
+  procs.add(proc);
+  const t0 = Date.now();
+  for (;;) {
+    if (existsSync(socket)) {
+      try {
+        const c = await AgentClient.connect(socket);
+        c.close();
+        break;
+      } catch {
+        // not accepting yet
+      }
+    }
+    if (proc.exitCode !== null || Date.now() - t0 > 10_000) throw new Error(`agent did not start (exit ${proc.exitCode})`);
+    await Bun.sleep(10);
+  }
+  let errText: Promise<string> | null = null;
+  return {
+    proc,
+    socket,
+    root,
+    stderr: () => (errText ??= new Response(proc.stderr as ReadableStream).text()),
+    async stop(signal: NodeJS.Signals | number = "SIGTERM") {
+      if (proc.exitCode === null) proc.kill(signal);
+      const code = await proc.exited;
+      procs.delete(proc);
+      return code;
+    },
+  };
+}
+
+export async function client(socket: string): Promise<AgentClient> {
+  return AgentClient.connect(socket);
+}
+
+/** RSS of a pid in KiB, from /proc. */
+export function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(require("node:fs").readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) : 0;
+}
+
+export function cleanup(): void {
+  for (const p of procs) {
+    if (p.exitCode === null) p.kill("SIGKILL");
+  }
+  procs.clear();
+  for (const d of temps.splice(0)) rmSync(d, { recursive: true, force: true });
+}
+
+export function mtime(p: string): number {
+  return statSync(p).mtimeMs;
+}
+
+/** Expect a promise to reject with an AgentError of this code. */
+export async function errorCode(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    return String((e as { code?: string }).code);
+  }
+  return "no error";
+}

@@ -1,0 +1,59 @@
+import { describe, expect, test } from "bun:test";
+import { parseProbeUrl, parseProbeList, splitWords, ProbeUrlError } from "../../init/probes/url.ts";
+
+describe("probe URLs", () => {
+  test("the four forms parse into their parts", () => {
+    expect(parseProbeUrl("tcp://db:5432")).toEqual({ kind: "tcp", url: "tcp://db:5432", host: "db", port: 5432 });
+    expect(parseProbeUrl("tcp://[fd00::1]:80")).toMatchObject({ kind: "tcp", host: "fd00::1", port: 80 });
+    expect(parseProbeUrl("http://web:8080/healthz?x=1")).toMatchObject({ kind: "http", host: "web", port: 8080, path: "/healthz?x=1", tls: false });
+    expect(parseProbeUrl("http://web")).toMatchObject({ port: 80, path: "/" });
+    expect(parseProbeUrl("https://web/")).toMatchObject({ port: 443, tls: true });
+    expect(parseProbeUrl("exec:pg_isready -h db")).toEqual({ kind: "exec", url: "exec:pg_isready -h db", command: "pg_isready -h db" });
+    expect(parseProbeUrl("icmp://10.0.0.1")).toEqual({ kind: "icmp", url: "icmp://10.0.0.1", host: "10.0.0.1" });
+    expect(parseProbeUrl("icmp://[302:1::1]")).toMatchObject({ kind: "icmp", host: "302:1::1" });
+    expect(parseProbeUrl("tcp://容器1:80")).toMatchObject({ host: "容器1" });
+  });
+
+  test("bad URLs throw ProbeUrlError naming the URL and the reason", () => {
+    const cases: [string, RegExp][] = [
+      ["tcp://db", /needs a port/],
+      ["tcp://db:0", /out of range/],
+      ["tcp://db:99999", /out of range/],
+      ["tcp://db:http", /bad port/],
+      ["tcp://::1:80", /brackets/],
+      ["tcp://[::1:80", /unclosed/],
+      ["ftp://x", /unknown scheme 'ftp'/],
+      ["db:5432", /no scheme|unknown scheme/],
+      ["exec:", /needs a command/],
+      ["icmp://h:3", /no port/],
+      ["http://h/a b", /spaces/],
+      ["tcp://user@h:1", /user information/],
+      ["", /empty/],
+    ];
+    for (const [url, why] of cases) {
+      let err: unknown;
+      try {
+        parseProbeUrl(url);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(ProbeUrlError);
+      expect((err as Error).message).toContain(`'${url.trim()}'`);
+      expect((err as Error).message).toMatch(why);
+    }
+  });
+
+  test("MAN8S_WAIT_FOR lists split on blanks; quotes keep an exec: probe whole", () => {
+    const list = parseProbeList(` tcp://a:1  "exec:test -f /tmp/x && echo y"\thttp://b/ 'exec:echo "q"' `);
+    expect(list.map((p) => p.kind)).toEqual(["tcp", "exec", "http", "exec"]);
+    expect(list[1]).toMatchObject({ command: "test -f /tmp/x && echo y" });
+    expect(list[3]).toMatchObject({ command: 'echo "q"' });
+    expect(parseProbeList("")).toEqual([]);
+    expect(() => parseProbeList('"exec:x')).toThrow(ProbeUrlError);
+  });
+
+  test("word splitting follows POSIX quoting without expansion", () => {
+    expect(splitWords(`a 'b c' "d \\"e\\" $f" g\\ h`)).toEqual(["a", "b c", 'd "e" $f', "g h"]);
+    expect(splitWords("''")).toEqual([""]);
+  });
+});
