@@ -8,7 +8,7 @@ import { VERSION } from "../common/version.ts";
 import { resolveApp, resolveExecInit } from "./app.ts";
 import { loadEnvFile } from "./env.ts";
 import { copyTree, PROTECTED_DIRS } from "./protected.ts";
-import { becomeSubreaper, reap } from "./reaper.ts";
+import { becomeSubreaper, reap, reapStats } from "./reaper.ts";
 import { onSignal, rtSignalsInstalled } from "./signals.ts";
 import { newRecord, type Phase, StatusFile } from "./status.ts";
 import { Supervisor } from "./supervisor.ts";
@@ -65,7 +65,9 @@ export async function runInit(args: string[]): Promise<number> {
     newRecord(mode),
     rc && reporter ? (r) => reporter.send(rc.reportFromStatus(r)) : undefined,
   );
-  status.write();
+  // the first write waits for a phase that takes time (network, dependencies) or the app's start: off
+  // the fast path; the agent, though, is told at once that a new run began
+  if (reporter) status.write();
   const sup = new Supervisor({ stopSignal: 15, stopTimeoutMs: DEFAULT_STOP_TIMEOUT_S * 1000, pid1, status });
   onSignal((s) => sup.handleSignal(s));
   const sweep = setInterval(reap, SWEEP_MS);
@@ -141,8 +143,11 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   let network: { stop: () => Promise<void> } | null = null;
   if (wantsNetwork(env) && !sup.stopping) {
     await phase("network", async () => {
+      status.write();
       const up = (await load("network")).bringUp(env, {
         log,
+        // after an exec nothing renews the lease: the address must not expire with it
+        ...(execInit ? { keepAddress: true } : {}),
         onChange: (r) => {
           rec.network = r;
           status.write();
@@ -243,7 +248,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
     code: result.code, reason: result.reason,
     app: result.app ? { code: result.app.signal ? null : result.app.code, signal: result.app.signal ? signalName(result.app.signal) : null } : null,
     killedAfterTimeout: result.code === 137 && result.app?.signal === 9, drained: result.drained,
-    orphansReaped: sup.orphansReaped(), at: new Date().toISOString(),
+    orphansReaped: sup.orphansReaped(), largestReap: reapStats.largestBatch, at: new Date().toISOString(),
   };
   status.write();
   log(`exit ${result.code}: ${result.reason}; ${result.drained} drained, ${sup.orphansReaped()} orphans reaped`);

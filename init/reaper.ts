@@ -38,8 +38,10 @@ function pidfdPids(): Set<number> {
 
 export interface ReapStats {
   reaped: number;
+  /** the largest number of zombies reaped in one pass, and how long that pass took */
+  largestBatch: { n: number; ms: number };
 }
-export const reapStats: ReapStats = { reaped: 0 };
+export const reapStats: ReapStats = { reaped: 0, largestBatch: { n: 0, ms: 0 } };
 
 let retry: ReturnType<typeof setTimeout> | null = null;
 
@@ -48,6 +50,7 @@ let retry: ReturnType<typeof setTimeout> | null = null;
  * it until Bun collects it on this tick, hiding the zombies behind it; try again shortly.
  */
 export function reap(): number {
+  const t0 = performance.now();
   let owned: Set<number> | null = null;
   let n = 0;
   for (;;) {
@@ -65,5 +68,6 @@ export function reap(): number {
     if (libc.waitpid(pid, status, WNOHANG) === pid) n++;
   }
   reapStats.reaped += n;
+  if (n > reapStats.largestBatch.n) reapStats.largestBatch = { n, ms: Math.round((performance.now() - t0) * 1000) / 1000 };
   return n;
 }

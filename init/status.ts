@@ -33,6 +33,8 @@ export interface StatusRecord {
     killedAfterTimeout: boolean;
     drained: number;
     orphansReaped: number;
+    /** the largest reaping pass: zombies and ms */
+    largestReap?: { n: number; ms: number };
     at: string;
   } | null;
 }

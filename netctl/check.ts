@@ -1,9 +1,9 @@
 // Reachability checks (MAN8S_CHECK_TARGETS, `man8s netctl check`): no hard-coded hosts, only what the user names.
-// Forms: `HOST:PORT`, `[V6]:PORT`, `tcp://HOST:PORT` (a TCP connect must succeed) or a bare `HOST`, which is
-// reachable when a TCP connect to its discard port (9) is answered at all, accepted or refused (a refusal is
-// an RST from the host itself). Bun has no ICMP, and raw sockets would need CAP_NET_RAW. HOST is an address,
-// a DNS name, or a container name, which maps to its yggdrasil address with our prefix (DESIGN §6).
+// Forms: `HOST:PORT`, `[V6]:PORT`, `tcp://HOST:PORT` (a TCP connection must open) or a bare `HOST`, which
+// must answer an ICMP echo. HOST is an address, a DNS name, or a container name (no dot), which maps to
+// its yggdrasil address with our prefix (DESIGN §6).
 import { addressForName, formatIPv6, parseIPv4, parseIPv6, type Prefix6 } from "./addrmath.ts";
+import { icmpEcho } from "./icmp.ts";
 
 export interface CheckOpts {
   timeoutMs: number;
@@ -23,19 +23,20 @@ export function parseTarget(t: string): { host: string; port?: number } | null {
   return { host: m[1]!, ...(port ? { port } : {}) };
 }
 
+/** A dot-less name is a container name when we know our ygg prefix (DESIGN §6); anything else goes to DNS. */
 async function resolve(host: string, o: CheckOpts): Promise<string> {
   if (parseIPv4(host) || parseIPv6(host)) return host;
+  if (o.yggPrefix && !host.includes(".")) return formatIPv6(addressForName(host, o.yggPrefix));
   try {
     const r = await Bun.dns.lookup(host, {});
     if (r[0]) return r[0].address;
   } catch {
-    // not in DNS: maybe a container name
+    // reported below
   }
-  if (o.yggPrefix) return formatIPv6(addressForName(host, o.yggPrefix));
   throw new Error(`cannot resolve ${host}`);
 }
 
-function tcpProbe(addr: string, port: number, timeoutMs: number, refusedIsOk: boolean): Promise<string | null> {
+function tcpProbe(addr: string, port: number, timeoutMs: number): Promise<string | null> {
   return new Promise((res) => {
     let settled = false;
     const done = (v: string | null) => {
@@ -58,11 +59,10 @@ function tcpProbe(addr: string, port: number, timeoutMs: number, refusedIsOk: bo
           done(`${addr} port ${port}: ${e.message}`);
         },
         connectError(_s, e) {
-          const code = (e as { code?: string }).code;
-          done(refusedIsOk && code === "ECONNREFUSED" ? null : `${addr} port ${port}: ${code ?? e.message}`);
+          done(`${addr} port ${port}: ${(e as { code?: string }).code ?? e.message}`);
         },
       },
-    }).catch((e: Error & { code?: string }) => done(refusedIsOk && e.code === "ECONNREFUSED" ? null : `${addr} port ${port}: ${e.code ?? e.message}`));
+    }).catch((e: Error & { code?: string }) => done(`${addr} port ${port}: ${e.code ?? e.message}`));
   });
 }
 
@@ -74,7 +74,7 @@ export async function runChecks(targets: string[], o: CheckOpts): Promise<string
       if (!p) return `${t}: not HOST, HOST:PORT or tcp://HOST:PORT`;
       try {
         const addr = await resolve(p.host, o);
-        const err = await tcpProbe(addr, p.port ?? 9, o.timeoutMs, p.port === undefined);
+        const err = p.port === undefined ? await icmpEcho((parseIPv4(addr) ?? parseIPv6(addr))!, o.timeoutMs) : await tcpProbe(addr, p.port, o.timeoutMs);
         o.log(`check ${t}${addr !== p.host ? ` (${addr})` : ""}: ${err ? `FAIL ${err}` : "OK"}`);
         return err ? `${t}: ${err}` : null;
       } catch (e) {

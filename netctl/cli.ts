@@ -8,6 +8,7 @@ commands:
   up [--once] [--json]            bring the network up (DHCPv4, SLAAC, yggdrasil) as the init does
   status [--json]                 interface, addresses, lease, table 199 and the ygg rule
   check [TARGET...]               reachability of TARGETs (default: MAN8S_CHECK_TARGETS)
+  probe URL [--timeout S] [--json]  run one probe (tcp://, http(s)://, exec:, icmp://) once
   address getsuffix NAME          mbctl's suffix of NAME in ::/64 (two lines, as mbctl prints them)
   address NAME [--prefix PREFIX]  the yggdrasil address of NAME in PREFIX (default MAN8S_YGGDRASIL_PREFIX)
 
@@ -33,8 +34,9 @@ point at table 199, and the last DHCPv4 lease recorded by 'up' or the init (/run
 
 Checks that each TARGET is reachable; without arguments the targets come from MAN8S_CHECK_TARGETS
 (space or comma separated). TARGET is HOST:PORT, [IPV6]:PORT or tcp://HOST:PORT (a TCP connection must
-open) or a bare HOST (any answer on TCP port 9, even a refusal, proves the host is reachable). HOST may be
-an address, a DNS name, or a container name (its yggdrasil address with MAN8S_YGGDRASIL_PREFIX).
+open) or a bare HOST (it must answer an ICMP echo; needs CAP_NET_RAW). HOST may be an address, a DNS name,
+or a container name without a dot (its yggdrasil address in MAN8S_YGGDRASIL_PREFIX, or in the /64 of
+MAN8S_YGGDRASIL_ADDRESS).
 exit codes: 0 all reachable · 64 bad usage · 69 some target unreachable
 `,
   address: `usage: man8s netctl address getsuffix NAME
@@ -56,6 +58,8 @@ export async function runNetctl(args: string[]): Promise<number> {
       (cmd === undefined ? process.stderr : process.stdout).write(HELP.main!);
       return cmd === undefined ? 64 : 0;
     }
+    // probes belong to the init (init/probes); their CLI module parses its own arguments and --help
+    if (cmd === "probe") return await (await import("./probe-cli.ts")).runProbe(rest);
     if (!(cmd in HELP) || cmd === "main") {
       process.stderr.write(`man8s netctl: unknown command '${cmd}'\n\n${HELP.main}`);
       return 64;
@@ -151,13 +155,10 @@ async function cmdCheck(args: string[]): Promise<number> {
   const targets = args.length ? args : (process.env.MAN8S_CHECK_TARGETS ?? "").split(/[\s,]+/).filter(Boolean);
   if (!targets.length) usage("check", "no TARGET given and MAN8S_CHECK_TARGETS is empty");
   const { runChecks } = await import("./check.ts");
-  const { yggConfigFromEnv } = await import("./yggdrasil.ts");
-  let yggPrefix;
-  try {
-    yggPrefix = yggConfigFromEnv(process.env)?.subnet;
-  } catch {
-    yggPrefix = undefined;
-  }
+  const { parsePrefix6 } = await import("./addrmath.ts");
+  // our ygg /64 from the prefix or from our own address; without either, names go to DNS only
+  const p = process.env.MAN8S_YGGDRASIL_PREFIX || (process.env.MAN8S_YGGDRASIL_ADDRESS ? `${process.env.MAN8S_YGGDRASIL_ADDRESS.replace(/\/\d+$/, "")}/64` : "");
+  const yggPrefix = p ? (parsePrefix6(p, 64) ?? undefined) : undefined;
   const failed = await runChecks(targets, { timeoutMs: 3000, log: (m) => out(`${m}\n`), ...(yggPrefix ? { yggPrefix } : {}) });
   return failed.length ? 69 : 0;
 }

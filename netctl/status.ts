@@ -57,7 +57,7 @@ export function collectStatus(env: Record<string, string | undefined>): Status {
 }
 
 const fmtRoute = (r: Route) =>
-  `${r.dstLen === 0 ? "default" : `${r.dst}/${r.dstLen}`}${r.gateway ? ` via ${r.gateway}` : ""}${r.prefsrc ? ` src ${r.prefsrc}` : ""}${r.metric !== undefined ? ` metric ${r.metric}` : ""}`;
+  `${r.dstLen === 0 ? "default" : `${r.dst}/${r.dstLen}`}${r.oif ? ` dev #${r.oif}` : ""}${r.gateway ? ` via ${r.gateway}` : ""}${r.prefsrc ? ` src ${r.prefsrc}` : ""}${r.metric !== undefined ? ` metric ${r.metric}` : ""}`;
 
 export function renderStatus(s: Status): string {
   const lines: string[] = [];
@@ -70,7 +70,9 @@ export function renderStatus(s: Status): string {
   for (const r of s.table199) lines.push(`  ${fmtRoute(r)}`);
   lines.push("rules:");
   for (const r of s.rules) lines.push(`  ${r.priority}: to ${r.to} lookup ${r.table}`);
-  const l = (s.lease as { lease?: Record<string, unknown> } | undefined)?.lease;
+  const rec = s.lease as { lease?: Record<string, unknown>; timings?: Record<string, number> } | undefined;
+  const l = rec?.lease;
   if (l) lines.push(`dhcp4 lease: ${l.address} from ${l.server} router ${l.router ?? "-"} dns ${(l.dns as string[]).join(",") || "-"} lease ${l.leaseTime}s obtained ${l.obtained} (${l.event})`);
+  if (rec?.timings) lines.push(`bring-up timings (ms): ${Object.entries(rec.timings).map(([k, v]) => `${k}=${v.toFixed(1)}`).join(" ")}`);
   return `${lines.join("\n")}\n`;
 }

@@ -1,10 +1,14 @@
-// `npm run demo`: boots a real systemd-nspawn container (busybox-static rootfs, the man8s bundle
-// bind-mounted read-only at /man8s-init as mbctl's .nspawn would do), lets the init bring the app up,
-// stops the container the way systemd does (SIGRTMIN+3 to its PID 1) and prints the status record.
+// `npm run demo`, in two parts:
+// 1. the init's life cycle: boots a real systemd-nspawn container (busybox-static rootfs, the man8s bundle
+//    bind-mounted read-only at /man8s-init as mbctl's .nspawn would do), lets the init bring the app up,
+//    stops the container the way systemd does (SIGRTMIN+3 to its PID 1) and prints the status record;
+// 2. the network: the full lab (bridge, dnsmasq with DHCPv4 + RA + DNS, two real yggdrasil nodes) and a
+//    container whose init brings the network up: addresses, routes, table 199, lease, timings, reachability.
 import { $ } from "zx";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { busyboxRootfs, BUNDLE, childrenOf, ensureBuilt } from "./init/harness.ts";
+import { runNetDemo } from "./netctl/demo.ts";
 
 $.verbose = false;
 const say = (s: string) => console.log(`\x1b[1m== ${s}\x1b[0m`);
@@ -59,3 +63,6 @@ try {
   if (nspawn.exitCode === null) nspawn.kill("SIGKILL");
   rmSync(dir, { recursive: true, force: true });
 }
+
+say("part 2: the network lab (bridge, dnsmasq, two yggdrasil nodes) and a container under the init");
+await runNetDemo();

@@ -1,0 +1,110 @@
+// DHCPv4 message encoding/decoding and lease interpretation (pure logic), and resolv.conf rendering.
+import { describe, expect, test } from "bun:test";
+import { formatIPv4 } from "../../netctl/addrmath.ts";
+import * as P from "../../netctl/dhcp4-packet.ts";
+import { renderResolvConf } from "../../netctl/resolvconf.ts";
+
+const mac = new Uint8Array([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]);
+
+/** Builds a server reply the way a server lays it out (independent of encodeMessage). */
+function reply(type: number, xid: number, yiaddr: number[], opts: number[][], fileOpts?: number[]): Uint8Array {
+  const o: number[] = [];
+  for (const x of [[53, 1, type], ...opts]) o.push(...x);
+  o.push(255);
+  const b = new Uint8Array(240 + o.length);
+  b[0] = 2;
+  b[1] = 1;
+  b[2] = 6;
+  new DataView(b.buffer).setUint32(4, xid);
+  b.set(yiaddr, 16);
+  b.set(mac, 28);
+  if (fileOpts) b.set([...fileOpts, 255], 108);
+  b.set([99, 130, 83, 99], 236);
+  b.set(o, 240);
+  return b;
+}
+
+describe("encode", () => {
+  test("DISCOVER: broadcast flag, chaddr, magic, options", () => {
+    const b = P.encodeMessage({ type: P.DHCPDISCOVER, xid: 0xdeadbeef, mac, broadcast: true, hostname: "ct1" });
+    expect(b.length).toBeGreaterThanOrEqual(300);
+    const dv = new DataView(b.buffer);
+    expect(b[0]).toBe(1);
+    expect(dv.getUint32(4)).toBe(0xdeadbeef);
+    expect(dv.getUint16(10)).toBe(0x8000);
+    expect([...b.slice(28, 34)]).toEqual([...mac]);
+    const m = P.decodeMessage(b)!;
+    expect(P.messageType(m)).toBe(P.DHCPDISCOVER);
+    expect(new TextDecoder().decode(m.options.get(P.OPT.hostname))).toBe("ct1");
+    expect([...m.options.get(P.OPT.clientId)!]).toEqual([1, ...mac]);
+    expect(m.options.get(P.OPT.paramList)).toContain(P.OPT.t1);
+    expect(m.options.has(P.OPT.serverId)).toBe(false);
+  });
+  test("REQUEST after OFFER carries 50 and 54; renew carries ciaddr and neither", () => {
+    const sel = P.decodeMessage(P.encodeMessage({ type: P.DHCPREQUEST, xid: 1, mac, broadcast: true, requestedIp: new Uint8Array([10, 0, 0, 5]), serverId: new Uint8Array([10, 0, 0, 1]) }))!;
+    expect([...sel.options.get(P.OPT.requestedIp)!]).toEqual([10, 0, 0, 5]);
+    expect([...sel.options.get(P.OPT.serverId)!]).toEqual([10, 0, 0, 1]);
+    const renew = P.decodeMessage(P.encodeMessage({ type: P.DHCPREQUEST, xid: 2, mac, ciaddr: new Uint8Array([10, 0, 0, 5]) }))!;
+    expect([...renew.ciaddr]).toEqual([10, 0, 0, 5]);
+    expect(renew.flags).toBe(0);
+    expect(renew.options.has(P.OPT.requestedIp) || renew.options.has(P.OPT.serverId)).toBe(false);
+  });
+});
+
+describe("decode", () => {
+  test("ACK with all the usual options", () => {
+    const b = reply(P.DHCPACK, 7, [10, 9, 0, 150], [
+      [1, 4, 255, 255, 255, 0],
+      [3, 8, 10, 9, 0, 1, 10, 9, 0, 2],
+      [6, 4, 10, 9, 0, 1],
+      [15, 8, ...new TextEncoder().encode("lab.test")],
+      [51, 4, 0, 0, 0, 120],
+      [54, 4, 10, 9, 0, 1],
+      [119, 10, 3, 102, 111, 111, 4, 116, 101, 115, 116, 0],
+    ]);
+    const m = P.decodeMessage(b)!;
+    expect(m.xid).toBe(7);
+    const l = P.leaseFromAck(m);
+    expect(formatIPv4(l.address)).toBe("10.9.0.150");
+    expect(l.prefixlen).toBe(24);
+    expect(l.routers.map(formatIPv4)).toEqual(["10.9.0.1", "10.9.0.2"]);
+    expect(l.dns.map(formatIPv4)).toEqual(["10.9.0.1"]);
+    expect(l.domain).toBe("lab.test");
+    expect(l.search).toEqual(["foo.test"]);
+    expect(l.leaseTime).toBe(120);
+    expect(l.t1).toBe(60);
+    expect(l.t2).toBe(105);
+    expect(formatIPv4(l.serverId)).toBe("10.9.0.1");
+  });
+  test("server T1/T2 are used when sane and replaced when not", () => {
+    const good = P.leaseFromAck(P.decodeMessage(reply(P.DHCPACK, 1, [1, 2, 3, 4], [[51, 4, 0, 0, 3, 232], [58, 4, 0, 0, 0, 100], [59, 4, 0, 0, 1, 0]]))!);
+    expect([good.leaseTime, good.t1, good.t2]).toEqual([1000, 100, 256]);
+    const bad = P.leaseFromAck(P.decodeMessage(reply(P.DHCPACK, 1, [1, 2, 3, 4], [[51, 4, 0, 0, 0, 100], [58, 4, 0, 0, 0, 200], [59, 4, 0, 0, 0, 150]]))!);
+    expect(bad.t1).toBeLessThan(bad.t2);
+    expect(bad.t2).toBeLessThan(bad.leaseTime);
+  });
+  test("option overload into the file field, and repeated options concatenate", () => {
+    const m = P.decodeMessage(reply(P.DHCPACK, 1, [1, 2, 3, 4], [[52, 1, 1], [6, 4, 1, 1, 1, 1], [6, 4, 2, 2, 2, 2]], [3, 4, 9, 9, 9, 9]))!;
+    const l = P.leaseFromAck(m);
+    expect(l.routers.map(formatIPv4)).toEqual(["9.9.9.9"]);
+    expect(l.dns.map(formatIPv4)).toEqual(["1.1.1.1", "2.2.2.2"]);
+  });
+  test("garbage is rejected, not thrown", () => {
+    expect(P.decodeMessage(new Uint8Array(100))).toBeNull();
+    const b = reply(P.DHCPACK, 1, [1, 2, 3, 4], [[51, 4, 0, 0, 0, 100]]);
+    b[236] = 0; // wrong magic
+    expect(P.decodeMessage(b)).toBeNull();
+    const t = reply(P.DHCPACK, 1, [1, 2, 3, 4], [[51, 40, 0]]); // option runs past the end
+    expect(P.decodeMessage(t.slice(0, 250))).toBeNull();
+  });
+  test("domain search list with a compression pointer", () => {
+    // "foo.test" then "bar" + pointer to "test" at offset 4
+    const v = new Uint8Array([3, 102, 111, 111, 4, 116, 101, 115, 116, 0, 3, 98, 97, 114, 0xc0, 4]);
+    expect(P.decodeDomainList(v)).toEqual(["foo.test", "bar.test"]);
+  });
+});
+
+test("resolv.conf rendering", () => {
+  const t = renderResolvConf([new Uint8Array([10, 0, 0, 1]), new Uint8Array([10, 0, 0, 2])], "lab.test", ["lab.test", "other.test"]);
+  expect(t).toBe("# written by man8s netctl from the DHCPv4 lease\nsearch lab.test other.test\nnameserver 10.0.0.1\nnameserver 10.0.0.2\n");
+});
