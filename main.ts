@@ -20,6 +20,9 @@ usage:
 /** Signal intake comes first, before the init module even loads: nothing may arrive unhandled. */
 async function startInit(args: string[]): Promise<number> {
   installSignalIntake();
+  // an init must outlive its own mistakes: log them, keep supervising (the container would die with us)
+  process.on("uncaughtException", (e) => process.stderr.write(`man8s-init: internal error (continuing): ${e.stack ?? e}\n`));
+  process.on("unhandledRejection", (e) => process.stderr.write(`man8s-init: internal error (continuing): ${(e as Error)?.stack ?? e}\n`));
   return (await import("./init/main.ts")).runInit(args);
 }
 

@@ -16,6 +16,7 @@ const REBOOT_SIGNALS = new Set([SIGINT, 39, 40]);
 /** nspawn's stub sends TERM, CONT, HUP back to back and the kernel hands over HUP first. */
 const HUP_WINDOW_MS = 50;
 const DRAIN_POLL_MS = 20;
+const KILL_WAIT_MS = 5000;
 
 export interface SupervisorOptions {
   stopSignal: number;
@@ -220,12 +221,15 @@ export class Supervisor {
     }
     if (left.length) {
       log(`drain timeout: SIGKILL to ${left.length} process(es)`);
-      while (left.length) {
+      // a process stuck in uninterruptible sleep ignores even SIGKILL: do not wait for it forever
+      const giveUp = Date.now() + KILL_WAIT_MS;
+      while (left.length && Date.now() < giveUp) {
         for (const p of left) libc.kill(p.pid, SIGKILL);
         await Bun.sleep(DRAIN_POLL_MS);
         reap();
         left = descendants();
       }
+      if (left.length) log(`still alive after SIGKILL (uninterruptible?): ${left.map((p) => p.pid).join(" ")}`);
     }
     return total;
   }
