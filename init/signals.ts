@@ -6,7 +6,6 @@
 // RT signal we set the kernel handler to libc's eventfd_write: the kernel calls
 // handler(signo, siginfo*, ctx), which becomes eventfd_write(fd = signo, value) — one write(2) to an
 // eventfd we placed at fd number == signo — and JS reads that eventfd through the event loop.
-import { constants } from "node:os";
 import {
   EFD_CLOEXEC,
   EFD_NONBLOCK,
@@ -19,7 +18,7 @@ import {
   sigactionStruct,
   sigset,
 } from "../common/libc.ts";
-import { SIGRTMAX, SIGRTMIN } from "../common/signals.ts";
+import { parseSignal, SIGRTMAX, SIGRTMIN } from "../common/signals.ts";
 
 /**
  * Standard signals the init catches. Not here: KILL/STOP (uncatchable), ILL/TRAP/ABRT/BUS/FPE/SEGV
@@ -52,7 +51,7 @@ const installed: number[] = [];
 
 export function installSignalIntake(): void {
   for (const name of STANDARD_SIGNALS) {
-    const n = constants.signals[name];
+    const n = parseSignal(name)!;
     process.on(name, () => deliver(n));
   }
   const handler = libc.dlsym(null, Buffer.from("eventfd_write\0"));

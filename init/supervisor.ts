@@ -1,7 +1,6 @@
 // Runs the app and owns everything after: signal forwarding, the stop sequence, the drain of what the
 // app left behind, escalation to SIGKILL and the exit code (DESIGN §3.2–§3.4).
 import type { Subprocess } from "bun";
-import { constants } from "node:os";
 import { log } from "../common/log.ts";
 import { libc } from "../common/libc.ts";
 import { parseSignal, signalName } from "../common/signals.ts";
@@ -241,7 +240,7 @@ export class Supervisor {
 
 function exitOf(proc: Subprocess): AppExit {
   if (proc.signalCode) {
-    const n = constants.signals[proc.signalCode as keyof typeof constants.signals] ?? parseSignal(String(proc.signalCode));
+    const n = parseSignal(String(proc.signalCode));
     if (n) return { code: 128 + n, signal: n };
   }
   return { code: proc.exitCode ?? 0, signal: null };
