@@ -56,8 +56,9 @@ export function collectStatus(env: Record<string, string | undefined>): Status {
   }
 }
 
-const fmtRoute = (r: Route) =>
-  `${r.dstLen === 0 ? "default" : `${r.dst}/${r.dstLen}`}${r.oif ? ` dev #${r.oif}` : ""}${r.gateway ? ` via ${r.gateway}` : ""}${r.prefsrc ? ` src ${r.prefsrc}` : ""}${r.metric !== undefined ? ` metric ${r.metric}` : ""}`;
+/** In `ip route`'s order and words; the interface by name when it is ours. */
+const fmtRoute = (r: Route, iface?: { name: string; index: number }) =>
+  `${r.dstLen === 0 ? "default" : `${r.dst}/${r.dstLen}`}${r.gateway ? ` via ${r.gateway}` : ""}${r.oif ? ` dev ${r.oif === iface?.index ? iface.name : `#${r.oif}`}` : ""}${r.prefsrc ? ` src ${r.prefsrc}` : ""}${r.metric !== undefined ? ` metric ${r.metric}` : ""}`;
 
 export function renderStatus(s: Status): string {
   const lines: string[] = [];
@@ -65,9 +66,9 @@ export function renderStatus(s: Status): string {
   else lines.push(`interface: ${s.iface.name} (index ${s.iface.index}, ${s.iface.mac}, ${s.iface.operstate}${s.iface.carrier ? ", carrier" : ", no carrier"})`);
   for (const a of s.addresses) lines.push(`  inet${a.family === 6 ? "6" : " "} ${a.address}/${a.prefixlen}${a.flags.length ? ` ${a.flags.join(" ")}` : ""}${a.valid !== undefined ? ` valid ${a.valid}s` : ""}`);
   lines.push("default routes:");
-  for (const r of s.defaultRoutes) lines.push(`  ${fmtRoute(r)}`);
+  for (const r of s.defaultRoutes) lines.push(`  ${fmtRoute(r, s.iface ?? undefined)}`);
   lines.push(`table ${YGG_TABLE}:`);
-  for (const r of s.table199) lines.push(`  ${fmtRoute(r)}`);
+  for (const r of s.table199) lines.push(`  ${fmtRoute(r, s.iface ?? undefined)}`);
   lines.push("rules:");
   for (const r of s.rules) lines.push(`  ${r.priority}: to ${r.to} lookup ${r.table}`);
   const rec = s.lease as { lease?: Record<string, unknown>; timings?: Record<string, number> } | undefined;
