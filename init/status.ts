@@ -16,9 +16,9 @@ export interface StatusRecord {
   mode: "pid1" | "pid2" | "subreaper";
   phase: Phase;
   startedAt: string;
-  /** duration of each start-up phase in ms; "runtime" is exec → the init's first statement */
+  /** duration of each start-up phase in ms; "runtime" is the runtime's time origin → the init's first statement */
   phases: Record<string, number>;
-  /** startedAfterMs: exec of the init → the app's spawn */
+  /** startedAfterMs: the runtime's time origin → the app's spawn (exec is ~3 ms earlier) */
   app: { argv: string[]; pid: number; startedAt: string; group: boolean; startedAfterMs: number } | null;
   network: unknown;
   /** Docker's State.Health: status, failingStreak, log */
