@@ -9,7 +9,7 @@
 // Apps are busybox-static (/bin/busybox on the host and in the rootfs). The nspawn containers share the host's
 // network namespace (no --private-network), so a port one container opens on 127.0.0.1 is the one another probes.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { ensureBuilt, killLeftovers, runInit, WORK, type Mode, type RunOptions, type Running } from "../init/harness.ts";
 import { NotifyListener, freePort, isRoot, type Message } from "./helpers.ts";
 
@@ -369,6 +369,7 @@ describe.skipIf(!canRun).each(["subreaper", "nspawn-pid2", "nspawn-pid1"] as Way
       expect(procsWith(file)).toEqual([]);
     } finally {
       listener.close();
+      rmSync(file, { force: true }); // in the subreaper way the app's /tmp is the host's
     }
   }, 60_000);
 
