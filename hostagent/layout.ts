@@ -7,11 +7,7 @@ export const CONFIGS_DIR = "var/lib/man8machine_configs";
 export const NSPAWN_DIR = "etc/systemd/nspawn";
 export const DEFAULT_SOCKET = "/run/man8s/agent.sock";
 
-/** Inside the container: the agent's per-container directory is bound read-only here. */
-export const IN_CONTAINER_REPORT_DIR = "/run/man8s/agent";
-export const IN_CONTAINER_REPORT_SOCKET = `${IN_CONTAINER_REPORT_DIR}/report.sock`;
-export const IN_CONTAINER_BUNDLE = "/man8s-init";
-export const IN_CONTAINER_ENV = "/man8env.env";
+export { IN_CONTAINER_BUNDLE, IN_CONTAINER_ENV, IN_CONTAINER_REPORT_DIR, IN_CONTAINER_REPORT_SOCKET } from "../common/paths.ts";
 
 export const configDir = (root: string, name: string) => join(root, CONFIGS_DIR, name);
 export const envFile = (root: string, name: string) => join(configDir(root, name), "man8env.env");

@@ -3,8 +3,7 @@
 // container. The socket is the container's own (bound by the .nspawn file), so records carry no name.
 // Only node:fs is loaded up front; the msgpack code is imported on the first send.
 import { existsSync } from "node:fs";
-
-export const DEFAULT_REPORT_SOCKET = "/run/man8s/agent/report.sock";
+import { IN_CONTAINER_REPORT_SOCKET } from "../common/paths.ts";
 
 export interface ReportRecord {
   /** the init's phase names (init/status.ts) plus starting, waiting, failed */
@@ -81,7 +80,7 @@ export class Reporter {
   failed = 0;
 
   constructor(
-    readonly socketPath = process.env.MAN8S_REPORT_SOCKET || DEFAULT_REPORT_SOCKET,
+    readonly socketPath = process.env.MAN8S_REPORT_SOCKET || IN_CONTAINER_REPORT_SOCKET,
     readonly timeoutMs = 50,
   ) {}
 

@@ -4,6 +4,7 @@ import { existsSync } from "node:fs";
 import { ExitError, EXIT, isExitError, log, setLogPrefix } from "../common/log.ts";
 import { ENOENT, execve, libc, sigactionStruct } from "../common/libc.ts";
 import { parseSignal, signalName } from "../common/signals.ts";
+import { IN_CONTAINER_ENV, IN_CONTAINER_REPORT_SOCKET, IN_CONTAINER_STATUS } from "../common/paths.ts";
 import { VERSION } from "../common/version.ts";
 import { resolveApp, resolveExecInit } from "./app.ts";
 import { loadEnvFile } from "./env.ts";
@@ -15,10 +16,6 @@ import { Supervisor } from "./supervisor.ts";
 import { load } from "../lazy.ts";
 import type { HealthHandle, ReadyHandle } from "./probes/index.ts";
 
-const DEFAULT_ENV_FILE = "/man8env.env";
-const DEFAULT_STATUS_FILE = "/run/man8s/status.json";
-/** where hostagent's render binds the container's report socket (hostagent/report-client.ts) */
-const DEFAULT_REPORT_SOCKET = "/run/man8s/agent/report.sock";
 const DEFAULT_STOP_TIMEOUT_S = 10;
 /** nspawn's stub gives up after 90 s; stay well clear of it */
 const MAX_STOP_TIMEOUT_S = 80;
@@ -57,11 +54,11 @@ export async function runInit(args: string[]): Promise<number> {
   if (!pid1 && !becomeSubreaper()) log("warning: cannot become a child subreaper; orphans will not be reaped here");
 
   // report to the host agent when it bound its per-container socket in (best effort, never blocks)
-  const reportSocket = process.env.MAN8S_REPORT_SOCKET || DEFAULT_REPORT_SOCKET;
+  const reportSocket = process.env.MAN8S_REPORT_SOCKET || IN_CONTAINER_REPORT_SOCKET;
   const rc = existsSync(reportSocket) ? await load("report") : null;
   const reporter = rc ? new rc.Reporter(reportSocket) : null;
   const status = new StatusFile(
-    process.env.MAN8S_STATUS_FILE || DEFAULT_STATUS_FILE,
+    process.env.MAN8S_STATUS_FILE || IN_CONTAINER_STATUS,
     newRecord(mode),
     rc && reporter ? (r) => reporter.send(rc.reportFromStatus(r)) : undefined,
   );
@@ -109,7 +106,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
   await phase("env", () => {
-    const file = process.env.MAN8S_ENV_FILE || DEFAULT_ENV_FILE;
+    const file = process.env.MAN8S_ENV_FILE || IN_CONTAINER_ENV;
     const parsed = loadEnvFile(file);
     if (!parsed) {
       log(`${file}: not present, using the environment only`);

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Classification } from "../../hostagent/classify.ts";
 import type { AgentClient } from "../../hostagent/client.ts";
 import { fixtures, releaseFixtures, type Fixture } from "./fixtures.ts";
-import { type Agent, cleanup, client, startAgent } from "./helpers.ts";
+import { type Agent, client, startAgent, stopAgentAndClient } from "./helpers.ts";
 
 let fx: Map<string, Fixture>;
 let agent: Agent;
@@ -16,9 +16,7 @@ beforeAll(async () => {
   c = await client(agent.socket);
 }, 60_000);
 afterAll(async () => {
-  c?.close();
-  await agent?.stop();
-  cleanup();
+  await stopAgentAndClient(c, agent);
   releaseFixtures();
 });
 

@@ -82,6 +82,13 @@ export function rssKiB(pid: number): number {
   return m ? Number(m[1]) : 0;
 }
 
+/** The shared afterAll of the suites that run one agent with one client over the fixture images. */
+export async function stopAgentAndClient(c: AgentClient | undefined, agent: Agent | undefined): Promise<void> {
+  c?.close();
+  await agent?.stop();
+  cleanup();
+}
+
 export function cleanup(): void {
   for (const p of procs) {
     if (p.exitCode === null) p.kill("SIGKILL");

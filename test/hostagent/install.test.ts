@@ -5,7 +5,7 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSy
 import type { AgentClient } from "../../hostagent/client.ts";
 import { sendReport } from "../../hostagent/report-client.ts";
 import { fixtures, releaseFixtures, type Fixture } from "./fixtures.ts";
-import { type Agent, BUNDLE, cleanup, client, errorCode, startAgent, tmp } from "./helpers.ts";
+import { type Agent, BUNDLE, client, errorCode, startAgent, tmp, stopAgentAndClient } from "./helpers.ts";
 
 let fx: Map<string, Fixture>;
 let agent: Agent;
@@ -17,9 +17,7 @@ beforeAll(async () => {
   c = await client(agent.socket);
 }, 60_000);
 afterAll(async () => {
-  c?.close();
-  await agent?.stop();
-  cleanup();
+  await stopAgentAndClient(c, agent);
   releaseFixtures();
 });
 

@@ -8,7 +8,7 @@ import { Reporter, reportFromStatus, sendReport } from "../../hostagent/report-c
 import { newRecord } from "../../init/status.ts";
 import type { ContainerStatus, StateEvent } from "../../hostagent/state.ts";
 import { fixtures, releaseFixtures } from "./fixtures.ts";
-import { type Agent, BIN, cleanup, client, startAgent, tmp } from "./helpers.ts";
+import { type Agent, BIN, client, startAgent, tmp, stopAgentAndClient } from "./helpers.ts";
 import { Raw } from "./raw.ts";
 
 let agent: Agent;
@@ -23,9 +23,7 @@ beforeAll(async () => {
   for (const name of ["alpha", "beta"]) await c.request("install", { name, rootfs: f.rootfs, configPath: f.imageConfig });
 }, 60_000);
 afterAll(async () => {
-  c?.close();
-  await agent?.stop();
-  cleanup();
+  await stopAgentAndClient(c, agent);
   releaseFixtures();
 });
 
