@@ -1,14 +1,24 @@
 // Unix-socket bindings the host agent needs and Bun does not expose: the peer's credentials of an
-// accepted AF_UNIX connection (SO_PEERCRED). Bun gives the socket's fd (socket.fd); the kernel does the rest.
+// accepted AF_UNIX connection (SO_PEERCRED), a pidfd for the peer (SO_PEERPIDFD) so a check cannot be
+// fooled by pid reuse, and the owner of a process's user namespace (NS_GET_OWNER_UID).
 import { dlopen, ptr } from "bun:ffi";
+import { closeSync, constants, openSync } from "node:fs";
 
 const lib = dlopen("libc.so.6", {
   getsockopt: { args: ["i32", "i32", "i32", "ptr", "ptr"], returns: "i32" },
+  ioctl: { args: ["i32", "u64", "ptr"], returns: "i32" },
+  syscall: { args: ["i64", "i64", "i64", "i64", "i64"], returns: "i64" },
+  close: { args: ["i32"], returns: "i32" },
 }).symbols;
 
 // <asm-generic/socket.h> (x86_64 uses the generic values)
 const SOL_SOCKET = 1;
 const SO_PEERCRED = 17;
+const SO_PEERPIDFD = 77; // Linux 6.5
+// <linux/nsfs.h>: _IO(0xb7, 0x4)
+const NS_GET_OWNER_UID = 0xb704;
+// <asm/unistd_64.h>
+const SYS_pidfd_send_signal = 424;
 
 export interface PeerCred {
   pid: number;
@@ -29,4 +39,36 @@ export function peerCred(fd: number): PeerCred | null {
   if (lib.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, ptr(buf), ptr(len)) !== 0) return null;
   const dv = new DataView(buf.buffer);
   return { pid: dv.getInt32(0, true), uid: dv.getUint32(4, true), gid: dv.getUint32(8, true) };
+}
+
+/** A pidfd for the process that connected (the caller closes it), or null where the kernel lacks it. */
+export function peerPidfd(fd: number): number | null {
+  if (!Number.isInteger(fd) || fd < 0) return null;
+  const v = new Int32Array(1);
+  const len = new Uint32Array([4]);
+  if (lib.getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, ptr(v), ptr(len)) !== 0) return null;
+  return v[0]!;
+}
+
+/** Is the process behind this pidfd still running (so its pid still names it)? */
+export function pidfdAlive(pidfd: number): boolean {
+  return lib.syscall(SYS_pidfd_send_signal, pidfd, 0, 0, 0) === 0n;
+}
+
+export function closeFd(fd: number): void {
+  lib.close(fd);
+}
+
+/** The uid (in our namespace) that created the user namespace of `pid`, or null. */
+export function userNsOwner(pid: number): number | null {
+  let fd = -1;
+  try {
+    fd = openSync(`/proc/${pid}/ns/user`, constants.O_RDONLY);
+    const uid = new Uint32Array(1);
+    return lib.ioctl(fd, NS_GET_OWNER_UID, ptr(uid)) === 0 ? uid[0]! : null;
+  } catch {
+    return null;
+  } finally {
+    if (fd >= 0) closeSync(fd);
+  }
 }

@@ -129,7 +129,27 @@ function requestOf(p: Parsed): [string, Record<string, unknown>] {
 
 const out = (s: string): void => void process.stdout.write(s.endsWith("\n") ? s : `${s}\n`);
 
+/**
+ * Container data as a terminal may show it: C0/C1 controls, DEL, and the Unicode line/paragraph separators
+ * and bidirectional overrides become visible escapes (\n, \x1b, \u202e), so a container cannot move the
+ * cursor, recolour, retitle or reorder what an operator reads. `--json` prints the data exactly.
+ */
+export function forTerminal(v: unknown): string {
+  return String(v).replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\\]/g, (c) => {
+    const n = c.charCodeAt(0);
+    if (c === "\\") return "\\\\";
+    if (c === "\n") return "\\n";
+    if (c === "\t") return "\\t";
+    if (c === "\r") return "\\r";
+    return n <= 0xff ? `\\x${n.toString(16).padStart(2, "0")}` : `\\u${n.toString(16).padStart(4, "0")}`;
+  });
+}
+
 function statusLine(s: ContainerStatus): string {
+  return forTerminal(rawStatusLine(s));
+}
+
+function rawStatusLine(s: ContainerStatus): string {
   const gone = s.initAlive === false && !isFinal(s.phase);
   const parts = [`${s.name}: ${s.phase}${gone ? " (its init is gone without an exit report)" : ""}`];
   if (s.appPid !== undefined) parts.push(`app pid ${s.appPid}`);
@@ -175,6 +195,7 @@ function human(p: Parsed, r: Record<string, unknown>): void {
     case "status":
       if (r.container) return out(statusLine(r.container as ContainerStatus));
       for (const s of r.containers as ContainerStatus[]) out(statusLine(s));
+      if (r.truncated !== undefined) out(`(list shortened: ${r.truncated === "summary" ? "summary fields only" : `${String(r.truncated)} more not shown`}; see status NAME)`);
       return;
   }
 }

@@ -23,6 +23,10 @@ export const ERR = {
   EXISTS: "E_EXISTS",
   /** the peer may not use this socket or this command */
   FORBIDDEN: "E_FORBIDDEN",
+  /** a container sent more reports (or connections) than its rate allows; the connection is closed */
+  RATE_LIMITED: "E_RATE_LIMITED",
+  /** a container already has its maximum of open report connections; the new one is closed */
+  TOO_MANY_CONNECTIONS: "E_TOO_MANY_CONNECTIONS",
   /** injected bundle differs from its source after the copy */
   VERIFY_FAILED: "E_VERIFY_FAILED",
   /** a filesystem operation failed (message carries the errno text) */

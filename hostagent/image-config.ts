@@ -2,9 +2,9 @@
 //   OCI image config ({config: {Entrypoint, Cmd, ...}, history}) as `skopeo inspect --config` prints it,
 //   `docker inspect` output ({Config: {...}}), or umoci's runtime bundle config.json ({ociVersion, process}).
 // The runtime shape has no Entrypoint/Cmd split, no Healthcheck and keeps StopSignal only as an annotation.
-import { readFileSync, statSync } from "node:fs";
 import { AgentError, ERR, ioError } from "./errors.ts";
 import { isPlainObject } from "./protocol.ts";
+import { readRegular } from "./regular-file.ts";
 
 export interface ImageConfig {
   source: "image-config" | "docker-inspect" | "runtime-spec";
@@ -25,9 +25,10 @@ const MAX_CONFIG = 4 * 1024 * 1024;
 export function loadConfigFile(path: string): ImageConfig {
   let text: string;
   try {
-    if (statSync(path).size > MAX_CONFIG) throw new AgentError(ERR.BAD_CONFIG, `${path} is larger than ${MAX_CONFIG} bytes`);
-    text = readFileSync(path, "utf8");
+    text = readRegular(path, MAX_CONFIG, true);
   } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOTREG" || code === "EFBIG") throw new AgentError(ERR.BAD_CONFIG, (e as Error).message);
     throw ioError(e, `reading image config ${path}`);
   }
   let json: unknown;

@@ -15,6 +15,8 @@ export const nspawnFile = (root: string, name: string) => join(configDir(root, n
 export const nspawnLink = (root: string, name: string) => join(root, NSPAWN_DIR, `${name}.nspawn`);
 /** host side of the per-container report directory (holds report.sock, created by the agent) */
 export const reportDir = (root: string, name: string) => join(configDir(root, name), "agent");
+/** the durable copy of the container's latest status record, written by the agent (outlives the container) */
+export const statusFile = (root: string, name: string) => join(configDir(root, name), "status.json");
 export const reportSocket = (root: string, name: string) => join(reportDir(root, name), "report.sock");
 
 // systemd machine names are host names: letters, digits, '-', '_', '.'; at most 64 characters.

@@ -29,37 +29,64 @@ export type Frame =
 
 /**
  * Incremental frame splitter for one connection. push() returns the frames completed by this chunk.
- * After a too-large header it stops (the caller closes the connection).
+ * Linear in the bytes received: a frame's body is allocated once at its announced length and filled in
+ * place, however small the chunks. After a too-large header it stops (the caller closes the connection).
  */
 export class FrameReader {
-  private buf: Uint8Array = new Uint8Array(0);
+  private readonly head = new Uint8Array(HEADER);
+  private headLen = 0;
+  private body: Uint8Array | null = null;
+  private filled = 0;
   private dead = false;
+  /** performance.now() when the incomplete frame began, null between frames (the server's deadline) */
+  startedAt: number | null = null;
 
-  /** bytes held for an incomplete frame (the server times out connections that stall mid-frame) */
+  constructor(readonly maxFrame = MAX_FRAME) {}
+
+  /** bytes held for an incomplete frame */
   get pending(): number {
-    return this.buf.length;
+    return this.headLen + this.filled;
   }
 
-  push(chunk: Uint8Array): Frame[] {
-    if (this.dead) return [];
-    const data = this.buf.length === 0 ? chunk : concat(this.buf, chunk);
+  push(chunk: Uint8Array, now = performance.now()): Frame[] {
     const out: Frame[] = [];
     let off = 0;
-    while (data.length - off >= HEADER) {
-      const len = ((data[off]! << 24) >>> 0) + (data[off + 1]! << 16) + (data[off + 2]! << 8) + data[off + 3]!;
-      if (len > MAX_FRAME) {
-        this.dead = true;
-        this.buf = new Uint8Array(0);
-        out.push({ kind: "too-large", length: len });
-        return out;
+    while (!this.dead && off < chunk.length) {
+      if (this.body === null) {
+        const take = Math.min(HEADER - this.headLen, chunk.length - off);
+        this.head.set(chunk.subarray(off, off + take), this.headLen);
+        this.headLen += take;
+        off += take;
+        if (this.headLen < HEADER) break;
+        const h = this.head;
+        const len = ((h[0]! << 24) >>> 0) + (h[1]! << 16) + (h[2]! << 8) + h[3]!;
+        if (len > this.maxFrame) {
+          this.dead = true;
+          out.push({ kind: "too-large", length: len });
+          break;
+        }
+        if (len === 0) {
+          this.headLen = 0;
+          out.push(decodePayload(new Uint8Array(0)));
+          continue;
+        }
+        this.body = new Uint8Array(len);
+        this.filled = 0;
       }
-      if (data.length - off - HEADER < len) break;
-      const payload = data.subarray(off + HEADER, off + HEADER + len);
-      off += HEADER + len;
-      out.push(decodePayload(payload));
+      const take = Math.min(this.body.length - this.filled, chunk.length - off);
+      // copied, never viewed: the chunk's memory belongs to the socket layer and may be reused
+      this.body.set(chunk.subarray(off, off + take), this.filled);
+      this.filled += take;
+      off += take;
+      if (this.filled === this.body.length) {
+        out.push(decodePayload(this.body));
+        this.body = null;
+        this.filled = 0;
+        this.headLen = 0;
+      }
     }
-    // copy the remainder: the chunk's memory belongs to the socket layer and may be reused
-    this.buf = off === data.length ? new Uint8Array(0) : data.slice(off);
+    if (this.pending === 0 || this.dead) this.startedAt = null;
+    else if (this.startedAt === null || (out.length > 0 && this.pending > 0)) this.startedAt = now;
     return out;
   }
 }
@@ -71,13 +98,6 @@ export function decodePayload(payload: Uint8Array): Frame {
   } catch (e) {
     return { kind: "bad-msgpack", message: e instanceof Error ? e.message : String(e) };
   }
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a, 0);
-  out.set(b, a.length);
-  return out;
 }
 
 export type RequestId = number | string | null;

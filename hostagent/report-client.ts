@@ -5,18 +5,8 @@
 import { existsSync } from "node:fs";
 import { IN_CONTAINER_REPORT_SOCKET } from "../common/paths.ts";
 
-export interface ReportRecord {
-  /** the init's phase names (init/status.ts) plus starting, waiting, failed */
-  phase: string;
-  initPid?: number;
-  pid1?: boolean;
-  appPid?: number;
-  addresses?: Record<string, string | string[]>;
-  health?: string;
-  exit?: { code: number; reason?: string; signal?: string };
-  timings?: Record<string, number>;
-  message?: string;
-}
+import type { ReportRecord, StatusRecord } from "../common/report.ts";
+export type { ReportRecord } from "../common/report.ts";
 
 let seq = 0;
 
@@ -107,17 +97,9 @@ export class Reporter {
   }
 }
 
-/** The parts of the init's status record (init/status.ts) a report carries; typed structurally. */
-export interface StatusLike {
-  pid: number;
-  mode: string;
-  phase: string;
-  phases?: Record<string, number>;
-  app?: { pid: number } | null;
-  network?: unknown;
-  health?: unknown;
-  exit?: { code: number; reason?: string; app?: { code: number | null; signal: string | null } | null } | null;
-}
+/** The parts of the init's status record (common/report.ts) a report carries. */
+export type StatusLike = Pick<StatusRecord, "pid" | "mode" | "phase" | "network" | "health"> &
+  Partial<Pick<StatusRecord, "phases" | "app" | "exit">>;
 
 /** Map the init's status record to a report. */
 export function reportFromStatus(s: StatusLike): ReportRecord {

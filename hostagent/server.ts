@@ -1,13 +1,14 @@
 // The daemon's sockets: one admin socket (mode 0600, peer uid checked) and one report socket per installed
 // container. Each connection has its own frame reader and write queue; one bad client cannot disturb another.
 import type { Socket, UnixSocketListener } from "bun";
-import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readlinkSync, unlinkSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, unlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { peerCred } from "../common/libc-unix.ts";
+import { closeFd, peerCred, peerPidfd, pidfdAlive, userNsOwner } from "../common/libc-unix.ts";
+import { REPORT_LIMITS } from "../common/report.ts";
 import { log } from "../common/log.ts";
 import { AgentError, ERR } from "./errors.ts";
-import { CONFIGS_DIR, checkName, nspawnFile, reportDir, reportSocket } from "./layout.ts";
-import { FrameReader, errorReply, okReply, parseRequest, type RequestId } from "./protocol.ts";
+import { CONFIGS_DIR, checkName, configDir, nspawnFile, reportDir, reportSocket, statusFile } from "./layout.ts";
+import { FrameReader, MAX_FRAME, errorReply, okReply, parseRequest, type RequestId } from "./protocol.ts";
 import { procStart } from "./proc.ts";
 import { StateStore } from "./state.ts";
 import { COMMANDS, type CallContext } from "./commands/index.ts";
@@ -28,13 +29,52 @@ export interface ServerOptions {
 
 /** A frame stalled half-way for this long means a dead or hostile client (default; --frame-timeout). */
 export const PARTIAL_FRAME_TIMEOUT_S = 10;
+/** Open connections one container may hold on its report socket (its init uses one at a time). */
+export const MAX_REPORT_CONNS = 4;
+/** File descriptors kept free for the admin socket, state files and installs, whatever containers do. */
+const FD_RESERVE = 256;
+/** Reports (frames) per container: a burst, then a steady rate; the init sends a few per phase change. */
+const REPORT_BURST = 64;
+const REPORT_RATE_PER_S = 20;
+/** New report connections per container, same shape (the init opens one per report). */
+const CONNECT_BURST = 64;
+const CONNECT_RATE_PER_S = 20;
+/** A report connection idle this long is closed (the init's connections last one report). */
+const REPORT_IDLE_S = 30;
+
+/** A token bucket: take() is false once the burst is spent faster than the rate refills it. */
+class Bucket {
+  private tokens: number;
+  private at = performance.now();
+  constructor(
+    private readonly burst: number,
+    private readonly perSecond: number,
+  ) {
+    this.tokens = burst;
+  }
+  take(now = performance.now()): boolean {
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.at) / 1000) * this.perSecond);
+    this.at = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+}
+
+/** Per-container limits, shared by all connections of that container's report socket. */
+interface ContainerLimits {
+  conns: number;
+  reports: Bucket;
+  connects: Bucket;
+}
+
 /** Replies or events queued for a client that does not read: beyond this it is disconnected. */
 const MAX_QUEUE = 16 * 1024 * 1024;
 
 type Kind = { admin: true } | { admin: false; container: string };
 
 export class Conn {
-  readonly reader = new FrameReader();
+  readonly reader: FrameReader;
   private queue: Uint8Array[] = [];
   private queued = 0;
   closed = false;
@@ -46,7 +86,10 @@ export class Conn {
   constructor(
     readonly sock: Socket<unknown>,
     readonly kind: Kind,
-  ) {}
+  ) {
+    // a report is small; only the admin socket carries large requests
+    this.reader = new FrameReader(kind.admin ? MAX_FRAME : REPORT_LIMITS.frameBytes);
+  }
 
   send(frame: Uint8Array): void {
     if (this.closed) return;
@@ -91,11 +134,31 @@ export class AgentServer {
   private readonly reportListeners = new Map<string, { listener: UnixSocketListener<unknown>; path: string }>();
   private readonly conns = new Map<Socket<unknown>, Conn>();
   private readonly myPidNs: string | null;
+  private readonly myUserNs: string | null;
+  private readonly limits = new Map<string, ContainerLimits>();
+  private reportConns = 0;
+  /** report connections all containers together may hold: the fd limit minus the reserve */
+  readonly maxReportConns: number;
+  private sweeper?: ReturnType<typeof setInterval>;
 
   constructor(readonly opts: ServerOptions) {
-    this.myPidNs = readNs("self");
-    // next to the admin socket: /run/man8s/state by default, a tmpfs that a reboot clears with the containers
-    this.state = new StateStore(join(dirname(opts.socketPath), "state"));
+    this.myPidNs = readNs("self", "pid");
+    this.myUserNs = readNs("self", "user");
+    this.maxReportConns = Math.max(MAX_REPORT_CONNS, fdLimit() - FD_RESERVE);
+    // next to the admin socket: /run/man8s/state by default, a tmpfs that a reboot clears with the containers;
+    // the durable record lives in the container's config directory (only for installed containers)
+    this.state = new StateStore(join(dirname(opts.socketPath), "state"), (name) =>
+      existsSync(configDir(opts.root, name)) ? statusFile(opts.root, name) : null,
+    );
+  }
+
+  private limitsOf(name: string): ContainerLimits {
+    let l = this.limits.get(name);
+    if (!l) {
+      l = { conns: 0, reports: new Bucket(REPORT_BURST, REPORT_RATE_PER_S), connects: new Bucket(CONNECT_BURST, CONNECT_RATE_PER_S) };
+      this.limits.set(name, l);
+    }
+    return l;
   }
 
   async start(): Promise<void> {
@@ -112,6 +175,19 @@ export class AgentServer {
     }
     chmodSync(path, 0o600);
     this.openReportSocketsForInstalled();
+    // the absolute deadline of a half-received frame: checked once a second, whatever the peer trickles
+    this.sweeper = setInterval(() => this.sweep(), 1000);
+  }
+
+  private sweep(now = performance.now()): void {
+    const limit = this.opts.frameTimeout * 1000;
+    for (const conn of this.conns.values()) {
+      const t = conn.reader.startedAt;
+      if (t !== null && now - t > limit && !conn.closed) {
+        log(`closing a connection that left a frame incomplete for ${this.opts.frameTimeout} s`);
+        conn.close();
+      }
+    }
   }
 
   /** Report sockets for every container with a container.nspawn under the root (agent restarts, reboots). */
@@ -129,6 +205,7 @@ export class AgentServer {
         continue;
       }
       if (!existsSync(nspawnFile(this.opts.root, n))) continue;
+      this.state.loadDurable(n);
       try {
         this.openReportSocket(n);
       } catch (e) {
@@ -145,10 +222,14 @@ export class AgentServer {
     if (existing) existing.listener.stop(true);
     const dir = reportDir(this.opts.root, name);
     mkdirSync(dir, { recursive: true, mode: 0o755 });
+    // Host users must not reach the socket: the container's config directory is root's alone (0700), so
+    // only root can walk to the socket on the host. The container reaches it through its bind mount of
+    // the report directory, which does not traverse the parent. The socket itself is 0666 because the
+    // container's root is a mapped, unknown host uid; refusal() identifies the peer in any case.
+    guardDir(configDir(this.opts.root, name), 0o700);
+    guardDir(dir, 0o755);
     const path = reportSocket(this.opts.root, name);
     removeStaleSocket(path);
-    // 0666: a container with private users connects as a mapped (non-root) host uid; the directory is
-    // bound into that container only, and peers from the host's own pid namespace must be root (see allowed()).
     const old = process.umask(0o111);
     try {
       const listener = Bun.listen({ unix: path, socket: this.handlers({ admin: false, container: name }) });
@@ -164,6 +245,21 @@ export class AgentServer {
     return {
       open: (sock: Socket<unknown>) => {
         const conn = new Conn(sock, kind);
+        if (!kind.admin) {
+          // bounded before anything else is spent on it: a container cannot take the agent's descriptors
+          const l = this.limitsOf(kind.container);
+          if (l.conns >= MAX_REPORT_CONNS || this.reportConns >= this.maxReportConns || !l.connects.take()) {
+            sock.terminate();
+            return;
+          }
+          l.conns++;
+          this.reportConns++;
+          conn.cleanups.push(() => {
+            l.conns--;
+            this.reportConns--;
+          });
+          sock.timeout(REPORT_IDLE_S);
+        }
         this.conns.set(sock, conn);
         const why = this.refusal(sock, kind);
         if (why) {
@@ -180,10 +276,8 @@ export class AgentServer {
         this.onData(conn, chunk);
       },
       drain: (sock: Socket<unknown>) => this.conns.get(sock)?.flush(),
-      timeout: (sock: Socket<unknown>) => {
-        const conn = this.conns.get(sock);
-        if (conn && conn.reader.pending > 0) conn.close();
-      },
+      // only report connections arm the idle timeout; frames have their own deadline (sweep)
+      timeout: (sock: Socket<unknown>) => this.conns.get(sock)?.close(),
       close: (sock: Socket<unknown>) => this.drop(sock),
       error: (sock: Socket<unknown>) => this.drop(sock),
     };
@@ -197,27 +291,50 @@ export class AgentServer {
     for (const c of conn.cleanups.splice(0)) c();
   }
 
-  /** Why a peer may not use this socket, or null. */
+  /**
+   * Why a peer may not use this socket, or null. A report socket accepts root of the host (the agent's
+   * own user namespace) and processes of a container: another pid namespace AND a user namespace created
+   * by root (systemd-nspawn). A host user's `unshare -Urpf` has both namespaces, but its user namespace
+   * is owned by that user, so it is refused. The checks read /proc by pid; the peer's pidfd proves that
+   * the pid still names the process that connected (no pid reuse in between).
+   */
   private refusal(sock: Socket<unknown>, kind: Kind): string | null {
-    const cred = peerCred((sock as unknown as { fd: number }).fd);
+    const fd = (sock as unknown as { fd: number }).fd;
+    const cred = peerCred(fd);
     if (!cred) return "cannot read the peer's credentials";
-    const conn = this.conns.get(sock);
-    if (conn && !kind.admin) conn.peer = { pid: cred.pid, start: procStart(cred.pid) };
     if (kind.admin) {
       return this.opts.allowUids.includes(cred.uid) ? null : `uid ${cred.uid} may not use the admin socket`;
     }
-    // a container's processes live in their own pid namespace; host processes must be root
-    if (cred.uid === 0) return null;
-    const ns = readNs(String(cred.pid));
-    if (ns !== null && this.myPidNs !== null && ns !== this.myPidNs) return null;
-    return `uid ${cred.uid} on the host may not report for ${kind.container}`;
+    const conn = this.conns.get(sock);
+    if (conn) conn.peer = { pid: cred.pid, start: procStart(cred.pid) };
+    const pidfd = peerPidfd(fd);
+    try {
+      const userNs = readNs(String(cred.pid), "user");
+      const pidNs = readNs(String(cred.pid), "pid");
+      const owner = userNsOwner(cred.pid);
+      if (pidfd !== null && !pidfdAlive(pidfd)) return "the peer exited before it could be identified";
+      if (userNs === null || pidNs === null) return "cannot read the peer's namespaces";
+      if (userNs === this.myUserNs) {
+        return cred.uid === 0 ? null : `uid ${cred.uid} on the host may not report for ${kind.container}`;
+      }
+      if (pidNs !== this.myPidNs && owner === 0) return null;
+      return `a user namespace owned by uid ${owner ?? "?"} may not report for ${kind.container}`;
+    } finally {
+      if (pidfd !== null) closeFd(pidfd);
+    }
   }
 
   private onData(conn: Conn, chunk: Uint8Array): void {
+    const bucket = conn.kind.admin ? null : this.limitsOf(conn.kind.container).reports;
     for (const f of conn.reader.push(chunk)) {
       if (conn.closed) return;
       if (f.kind === "too-large") {
-        conn.send(errorReply(null, ERR.FRAME_TOO_LARGE, `frame of ${f.length} bytes exceeds the limit of 1048576`));
+        conn.send(errorReply(null, ERR.FRAME_TOO_LARGE, `frame of ${f.length} bytes exceeds the limit of ${conn.reader.maxFrame}`));
+        conn.close();
+        return;
+      }
+      if (bucket && !bucket.take()) {
+        conn.send(errorReply(null, ERR.RATE_LIMITED, `more than ${REPORT_RATE_PER_S} reports per second: closing`));
         conn.close();
         return;
       }
@@ -232,8 +349,6 @@ export class AgentServer {
       }
       this.dispatch(conn, p.req.id, p.req.cmd, p.req.args);
     }
-    // only a half-received frame arms the timeout; idle clients between requests may stay
-    conn.sock.timeout(conn.reader.pending > 0 ? this.opts.frameTimeout : 0);
   }
 
   private dispatch(conn: Conn, id: RequestId, cmd: string, args: Record<string, unknown>): void {
@@ -274,6 +389,8 @@ export class AgentServer {
 
   /** Stop listening and remove every socket this process created. */
   stop(): void {
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.state.flush();
     this.admin?.stop(true);
     for (const { listener, path } of this.reportListeners.values()) {
       listener.stop(true);
@@ -308,12 +425,32 @@ async function isLive(path: string): Promise<boolean> {
   }
 }
 
-function readNs(pid: string): string | null {
+function readNs(pid: string, ns: "pid" | "user"): string | null {
   try {
-    return readlinkSync(`/proc/${pid}/ns/pid`);
+    return readlinkSync(`/proc/${pid}/ns/${ns}`);
   } catch {
     return null;
   }
+}
+
+/** The soft limit on open files (Bun raises it to the hard limit at start). */
+function fdLimit(): number {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync("/proc/self/limits", "utf8"));
+    return m && m[1] !== "unlimited" ? Number(m[1]) : 1 << 20;
+  } catch {
+    return 1024;
+  }
+}
+
+/** A directory of the agent's own: not a symlink, owned by the agent's user, with exactly this mode. */
+function guardDir(path: string, mode: number): void {
+  const st = lstatSync(path);
+  if (!st.isDirectory()) throw new AgentError(ERR.BAD_PATH, `${path} is not a directory`);
+  const uid = process.getuid?.() ?? 0;
+  const gid = process.getgid?.() ?? 0;
+  if (st.uid !== uid || st.gid !== gid) chownSync(path, uid, gid);
+  if ((st.mode & 0o7777) !== mode) chmodSync(path, mode);
 }
 
 function unlinkIfSocket(path: string): void {

@@ -1,49 +1,17 @@
 // What the agent knows about each container: the latest report of its init, merged field by field, plus
-// a bounded phase history. Watchers get every change as it happens; the last status survives restarts.
-import { isPlainObject } from "./protocol.ts";
-import { AgentError, ERR } from "./errors.ts";
-import { mkdirSync, readFileSync, readdirSync } from "node:fs";
+// a bounded phase history. Watchers get every change as it happens. Persistence is coalesced: a report
+// only marks its container dirty, and one flush per interval writes each dirty container once (state file
+// for agent restarts, and the durable record in the container's config directory that outlives it).
+import { mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { log } from "../common/log.ts";
+import { type ContainerStatus, FIRST_PHASES, type ReportPhase, type ReportRecord, ReportError, parseReport as parseShared, trimStatus } from "../common/report.ts";
+import { AgentError, ERR } from "./errors.ts";
 import { writeAtomic } from "./install.ts";
 import { procStart } from "./proc.ts";
+import { readRegular } from "./regular-file.ts";
 
-// the init's own phase names (init/status.ts), plus starting, waiting and failed for other reporters
-export const PHASES = [
-  "starting", "signals", "env", "protected-dirs", "network", "dependencies", "waiting", "app",
-  "running", "stopping", "draining", "exited", "failed",
-] as const;
-const FIRST_PHASES = new Set<string>(["starting", "signals"]);
-const FINAL_PHASES = new Set<string>(["exited", "failed"]);
-export const isFinal = (p: string) => FINAL_PHASES.has(p);
-export type Phase = (typeof PHASES)[number];
-
-export interface ExitInfo {
-  code: number;
-  reason?: string;
-  signal?: string;
-}
-
-export interface ContainerStatus {
-  name: string;
-  installed: boolean;
-  phase: Phase | "unknown";
-  /** ms since the epoch of the last report */
-  updatedAt: number | null;
-  initPid?: number;
-  pid1?: boolean;
-  appPid?: number;
-  addresses?: Record<string, string | string[]>;
-  health?: string;
-  exit?: ExitInfo;
-  message?: string;
-  timings?: Record<string, number>;
-  /** host pid of the process that sent the last report (the init), from the socket's peer credentials */
-  hostPid?: number;
-  /** is that process still alive? (computed when status is read) */
-  initAlive?: boolean;
-  history: { phase: Phase; at: number }[];
-}
+export { isFinal, type ContainerStatus, type ExitInfo, type ReportPhase as Phase } from "../common/report.ts";
 
 export interface StateEvent {
   name: string;
@@ -53,62 +21,19 @@ export interface StateEvent {
 }
 
 const HISTORY = 32;
+/** a saved record larger than this is not read back; below it, an older agent's oversized record is trimmed */
+const MAX_SAVED = 32 * 1024 * 1024;
+/** how long a report may wait before its container's files are written (coalescing window) */
+export const FLUSH_MS = 200;
 
-/** Validate a report's args: the init's record. Unknown fields are ignored; wrong types are refused. */
-export function parseReport(a: Record<string, unknown>): Partial<ContainerStatus> & { phase: Phase } {
-  const phase = a.phase;
-  if (typeof phase !== "string" || !(PHASES as readonly string[]).includes(phase)) {
-    throw new AgentError(ERR.BAD_ARGS, `phase must be one of ${PHASES.join(", ")}`);
+/** The shared validator (common/report.ts), its refusals as protocol errors. */
+export function parseReport(a: Record<string, unknown>): ReportRecord {
+  try {
+    return parseShared(a);
+  } catch (e) {
+    if (e instanceof ReportError) throw new AgentError(ERR.BAD_ARGS, e.message);
+    throw e;
   }
-  const out: Partial<ContainerStatus> & { phase: Phase } = { phase: phase as Phase };
-  const int = (k: string) => {
-    const v = a[k];
-    if (v === undefined || v === null) return undefined;
-    if (typeof v !== "number" || !Number.isInteger(v)) throw new AgentError(ERR.BAD_ARGS, `${k} must be an integer`);
-    return v;
-  };
-  const str = (k: string, max = 4096) => {
-    const v = a[k];
-    if (v === undefined || v === null) return undefined;
-    if (typeof v !== "string") throw new AgentError(ERR.BAD_ARGS, `${k} must be a string`);
-    return v.slice(0, max);
-  };
-  out.initPid = int("initPid");
-  out.appPid = int("appPid");
-  if (a.pid1 !== undefined && a.pid1 !== null) {
-    if (typeof a.pid1 !== "boolean") throw new AgentError(ERR.BAD_ARGS, "pid1 must be a boolean");
-    out.pid1 = a.pid1;
-  }
-  out.health = str("health", 64);
-  out.message = str("message");
-  if (a.addresses !== undefined && a.addresses !== null) {
-    if (!isPlainObject(a.addresses)) throw new AgentError(ERR.BAD_ARGS, "addresses must be a map of strings or string lists");
-    const addrs: Record<string, string | string[]> = {};
-    for (const [k, v] of Object.entries(a.addresses)) {
-      if (typeof v === "string") addrs[k] = v;
-      else if (Array.isArray(v) && v.every((x) => typeof x === "string")) addrs[k] = v as string[];
-      else throw new AgentError(ERR.BAD_ARGS, `addresses.${k} must be a string or a list of strings`);
-    }
-    out.addresses = addrs;
-  }
-  if (a.timings !== undefined && a.timings !== null) {
-    if (!isPlainObject(a.timings) || !Object.values(a.timings).every((v) => typeof v === "number")) {
-      throw new AgentError(ERR.BAD_ARGS, "timings must be a map of numbers");
-    }
-    out.timings = a.timings as Record<string, number>;
-  }
-  if (a.exit !== undefined && a.exit !== null) {
-    const e = a.exit;
-    if (!isPlainObject(e) || typeof e.code !== "number" || !Number.isInteger(e.code)) {
-      throw new AgentError(ERR.BAD_ARGS, "exit must be a map {code: integer, reason?: string, signal?: string}");
-    }
-    const exit: ExitInfo = { code: e.code };
-    if (typeof e.reason === "string") exit.reason = e.reason.slice(0, 1024);
-    if (typeof e.signal === "string") exit.signal = e.signal.slice(0, 32);
-    out.exit = exit;
-  }
-  for (const k of Object.keys(out) as (keyof typeof out)[]) if (out[k] === undefined) delete out[k];
-  return out;
 }
 
 type Peer = { pid: number; start: string | null };
@@ -117,13 +42,19 @@ export class StateStore {
   private readonly byName = new Map<string, ContainerStatus>();
   private readonly watchers = new Set<(e: StateEvent) => void>();
   private readonly peers = new Map<string, Peer>();
+  private readonly dirty = new Set<string>();
+  private flushTimer: ReturnType<typeof setTimeout> | null = null;
 
   /**
-   * With a directory, each container's last status is kept in DIR/NAME.json (written atomically on every
-   * report) and read back at start, so an agent restarted under a running container still knows it; the
-   * saved peer (host pid + start time) tells whether that init is still the one running.
+   * With a directory, each container's last status is kept in DIR/NAME.json and read back at start, so an
+   * agent restarted under a running container still knows it; the saved peer (host pid + start time) tells
+   * whether that init is still the one running. `durablePath(name)` names the durable record of an installed
+   * container (null: none); it is written beside the state file.
    */
-  constructor(private readonly dir: string | null = null) {
+  constructor(
+    private readonly dir: string | null = null,
+    private readonly durablePath: (name: string) => string | null = () => null,
+  ) {
     if (!dir) return;
     let names: string[] = [];
     try {
@@ -132,26 +63,72 @@ export class StateStore {
       return;
     }
     for (const n of names) {
+      const name = n.slice(0, -5);
       try {
-        const saved = JSON.parse(readFileSync(join(dir, n), "utf8")) as { status: ContainerStatus; peer: Peer | null };
-        const name = n.slice(0, -5);
-        if (saved.status?.name !== name || !Array.isArray(saved.status.history)) continue;
-        saved.status.installed = false; // the server marks installed containers again
-        this.byName.set(name, saved.status);
-        if (saved.peer) this.peers.set(name, saved.peer);
+        const saved = JSON.parse(readRegular(join(dir, n), MAX_SAVED)) as { status?: unknown; peer?: unknown };
+        const s = trimStatus(saved.status, name);
+        if (!s) continue;
+        this.byName.set(name, s);
+        const p = saved.peer as Peer | null;
+        if (p && Number.isSafeInteger(p.pid) && p.pid > 0 && (typeof p.start === "string" || p.start === null)) {
+          this.peers.set(name, { pid: p.pid, start: p.start === null ? null : p.start.slice(0, 32) });
+        }
       } catch {
         // a damaged file is skipped; the next report rewrites it
       }
     }
   }
 
-  private save(s: ContainerStatus): void {
-    if (!this.dir) return;
+  /** An installed container the state directory does not know: take its durable record, if any. */
+  loadDurable(name: string): void {
+    if (this.byName.has(name)) return;
+    const path = this.durablePath(name);
+    if (!path) return;
     try {
-      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-      writeAtomic(join(this.dir, `${s.name}.json`), JSON.stringify({ status: s, peer: this.peers.get(s.name) ?? null }), 0o600);
-    } catch (e) {
-      log(`cannot save the state of ${s.name}: ${(e as Error).message}`);
+      const s = trimStatus(JSON.parse(readRegular(path, MAX_SAVED)), name);
+      if (s) this.byName.set(name, s);
+    } catch {
+      // none yet, or damaged: the next report rewrites it
+    }
+  }
+
+  private markDirty(name: string): void {
+    this.dirty.add(name);
+    // a fixed internal interval (not from outside), so a plain timer
+    this.flushTimer ??= setTimeout(() => {
+      this.flushTimer = null;
+      this.flush();
+    }, FLUSH_MS);
+  }
+
+  /** Write every dirty container's files now (also called at shutdown). */
+  flush(): void {
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = null;
+    for (const name of [...this.dirty]) {
+      this.dirty.delete(name);
+      const s = this.byName.get(name);
+      if (s) this.save(s);
+    }
+  }
+
+  private save(s: ContainerStatus): void {
+    const { initAlive: _alive, installed: _inst, ...record } = s;
+    if (this.dir) {
+      try {
+        mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+        writeAtomic(join(this.dir, `${s.name}.json`), JSON.stringify({ status: record, peer: this.peers.get(s.name) ?? null }), 0o600);
+      } catch (e) {
+        log(`cannot save the state of ${s.name}: ${(e as Error).message}`);
+      }
+    }
+    const durable = s.installed ? this.durablePath(s.name) : null;
+    if (durable) {
+      try {
+        writeAtomic(durable, `${JSON.stringify(record, null, 2)}\n`, 0o644);
+      } catch (e) {
+        log(`cannot write the status record of ${s.name}: ${(e as Error).message}`);
+      }
     }
   }
 
@@ -191,14 +168,15 @@ export class StateStore {
   }
 
   /**
-   * Merge a report. A new run (a first phase, or a report from another init process than the last one)
-   * drops the previous run's fields.
+   * Merge a validated report. A new run (a first phase, or a report from another init process than the
+   * last one) drops the previous run's fields. Every field is replaced whole, so the record stays within
+   * the validator's bounds.
    */
-  report(name: string, r: Partial<ContainerStatus> & { phase: Phase }, peer: Peer | null = null, now = Date.now()): ContainerStatus {
+  report(name: string, r: ReportRecord, peer: Peer | null = null, now = Date.now()): ContainerStatus {
     const s = this.entry(name);
     const last = this.peers.get(name);
     const otherInit = peer !== null && last !== undefined && (last.pid !== peer.pid || last.start !== peer.start);
-    if (FIRST_PHASES.has(r.phase) || otherInit) {
+    if ((FIRST_PHASES as readonly string[]).includes(r.phase) || otherInit) {
       for (const k of ["initPid", "pid1", "appPid", "addresses", "health", "exit", "message", "timings", "hostPid"] as const) delete s[k];
       this.peers.delete(name);
     }
@@ -209,9 +187,9 @@ export class StateStore {
     }
     this.refreshAlive(s);
     s.updatedAt = now;
-    s.history.push({ phase: r.phase, at: now });
+    s.history.push({ phase: r.phase as ReportPhase, at: now });
     if (s.history.length > HISTORY) s.history.splice(0, s.history.length - HISTORY);
-    this.save(s);
+    this.markDirty(name);
     const ev: StateEvent = { name, phase: s.phase, at: now, status: structuredClone(s) };
     for (const w of this.watchers) {
       try {

@@ -6,38 +6,9 @@ import { dirname } from "node:path";
 import { log } from "../common/log.ts";
 import { VERSION } from "../common/version.ts";
 
-export type Phase =
-  | "signals" | "env" | "protected-dirs" | "network" | "dependencies" | "app" | "running" | "stopping"
-  | "draining" | "exited" | "exec";
-
-export interface StatusRecord {
-  version: string;
-  pid: number;
-  mode: "pid1" | "pid2" | "subreaper";
-  phase: Phase;
-  startedAt: string;
-  /** duration of each start-up phase in ms; "runtime" is the runtime's time origin → the init's first statement */
-  phases: Record<string, number>;
-  /** startedAfterMs: the runtime's time origin → the app's spawn (exec is ~3 ms earlier) */
-  app: { argv: string[]; pid: number; startedAt: string; group: boolean; startedAfterMs: number } | null;
-  network: unknown;
-  /** Docker's State.Health: status, failingStreak, log */
-  health: unknown;
-  /** when and how READY=1 was sent */
-  ready: unknown;
-  stop: { signal: string; requestedAt: string; sent: string | null; timeoutSec: number } | null;
-  exit: {
-    code: number;
-    reason: string;
-    app: { code: number | null; signal: string | null } | null;
-    killedAfterTimeout: boolean;
-    drained: number;
-    orphansReaped: number;
-    /** the largest reaping pass: zombies and ms */
-    largestReap?: { n: number; ms: number };
-    at: string;
-  } | null;
-}
+// the schema is shared with the agent (common/report.ts); only its types are used here
+import type { StatusRecord } from "../common/report.ts";
+export type { ExitRecord, Phase, StatusRecord } from "../common/report.ts";
 
 export class StatusFile {
   private warned = false;

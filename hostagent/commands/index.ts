@@ -5,9 +5,9 @@ import { containerAddress, prefixText, suffixText } from "../address.ts";
 import { optStr } from "../args.ts";
 import { AgentError, ERR } from "../errors.ts";
 import { checkName } from "../layout.ts";
-import { encodeFrame, type RequestId } from "../protocol.ts";
+import { MAX_FRAME, encodeFrame, type RequestId } from "../protocol.ts";
 import type { AgentServer, Conn } from "../server.ts";
-import { parseReport, type StateEvent } from "../state.ts";
+import { type ContainerStatus, parseReport, type StateEvent } from "../state.ts";
 import { classifyCmd, injectCmd, installCmd, renderCmd } from "./image.ts";
 
 export interface CallContext {
@@ -25,6 +25,28 @@ export interface Command {
 }
 
 export const PROTOCOL_VERSION = 1;
+
+/**
+ * A list of containers that always fits one reply frame: each record is bounded (common/report.ts), but
+ * their number is not, so beyond a frame the list is cut down to the fields an overview needs, and past
+ * that to its first entries; `truncated` says so (then ask `status NAME` for one record in full).
+ */
+export function fitList(list: ContainerStatus[]): { containers: ContainerStatus[]; truncated?: "summary" | number } {
+  const room = MAX_FRAME - 4096;
+  if (encodeFrame(list).length <= room) return { containers: list };
+  const brief = list.map((s): ContainerStatus => {
+    const b: ContainerStatus = { name: s.name, installed: s.installed, phase: s.phase, updatedAt: s.updatedAt, history: [] };
+    if (s.initAlive !== undefined) b.initAlive = s.initAlive;
+    if (s.appPid !== undefined) b.appPid = s.appPid;
+    if (s.health !== undefined) b.health = s.health;
+    if (s.exit) b.exit = { code: s.exit.code, ...(s.exit.reason ? { reason: s.exit.reason.slice(0, 80) } : {}) };
+    return b;
+  });
+  if (encodeFrame(brief).length <= room) return { containers: brief, truncated: "summary" };
+  let n = brief.length;
+  while (n > 0 && encodeFrame(brief.slice(0, n)).length > room) n = Math.floor(n * 0.9);
+  return { containers: brief.slice(0, n), truncated: brief.length - n };
+}
 
 const admin = (run: Command["run"]): Command => ({ run, onAdminSocket: true, onReportSocket: false });
 
@@ -45,7 +67,7 @@ export const COMMANDS: Record<string, Command> = {
   }),
   status: admin((a, ctx) => {
     const name = a.name === undefined || a.name === null ? undefined : checkName(a.name);
-    if (name === undefined) return { containers: ctx.server.state.all() };
+    if (name === undefined) return fitList(ctx.server.state.all());
     const s = ctx.server.state.get(name);
     if (!s) throw new AgentError(ERR.NOT_FOUND, `no container '${name}' is known to this agent`);
     return { container: s };
@@ -58,7 +80,7 @@ export const COMMANDS: Record<string, Command> = {
     });
     conn.cleanups.push(stop);
     const now = name === undefined ? ctx.server.state.all() : [ctx.server.state.get(name)].filter((s) => s !== undefined);
-    return { watching: name ?? "*", containers: now };
+    return { watching: name ?? "*", ...fitList(now) };
   }),
   report: {
     onAdminSocket: false,

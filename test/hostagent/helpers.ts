@@ -6,7 +6,8 @@ import { resolve } from "node:path";
 import { AgentClient } from "../../hostagent/client.ts";
 
 export const REPO = resolve(import.meta.dir, "../..");
-export const BIN = `${REPO}/dist/man8s`;
+/** M8A_BIN runs the suites against another build (to show a new test failing on the old code) */
+export const BIN = process.env.M8A_BIN ?? `${REPO}/dist/man8s`;
 export const BUNDLE = `${REPO}/dist/man8s-init`;
 
 const temps: string[] = [];
@@ -33,12 +34,13 @@ export interface Agent {
   stop(signal?: NodeJS.Signals | number): Promise<number>;
 }
 
-export async function startAgent(opts: { root?: string; socket?: string; extra?: string[] } = {}): Promise<Agent> {
+/** wrap: a command that execs the agent in its own pid (e.g. prlimit), so stop() still signals the agent */
+export async function startAgent(opts: { root?: string; socket?: string; extra?: string[]; wrap?: string[] } = {}): Promise<Agent> {
   ensureBuilt();
   const dir = tmp("agent");
   const root = opts.root ?? `${dir}/root`;
   const socket = opts.socket ?? `${dir}/agent.sock`;
-  const proc = Bun.spawn([BIN, "hostagent", "serve", "--socket", socket, "--root", root, "--bundle", BUNDLE, ...(opts.extra ?? [])], {
+  const proc = Bun.spawn([...(opts.wrap ?? []), BIN, "hostagent", "serve", "--socket", socket, "--root", root, "--bundle", BUNDLE, ...(opts.extra ?? [])], {
     stdout: "ignore",
     stderr: "pipe",
   });
