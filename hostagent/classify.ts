@@ -151,11 +151,11 @@ function classifyArgv(ctx: Ctx, argv: string[], depth: number): Result {
   }
   // shell form: Docker writes ["/bin/sh", "-c", "cmd"] (or Config.Shell + cmd)
   const shell = ctx.cfg.shell ?? ["/bin/sh", "-c"];
-  const isShellForm =
-    (argv.length >= shell.length + 1 && shell.every((w, i) => argv[i] === w)) ||
-    (argv.length >= 3 && ["/bin/sh", "sh", "/bin/bash", "bash"].includes(argv[0]!) && argv[1] === "-c");
-  if (isShellForm) {
-    const script = argv[argv[1] === "-c" ? 2 : shell.length]!;
+  const viaShell = argv.length >= shell.length + 1 && shell.every((w, i) => argv[i] === w);
+  const viaSh = argv.length >= 3 && ["/bin/sh", "sh", "/bin/bash", "bash"].includes(argv[0]!) && argv[1] === "-c";
+  if (viaShell || viaSh) {
+    // the script is the word after the shell's own words (Config.Shell may be ["x"] with argv ["x", "-c"])
+    const script = argv[viaShell ? shell.length : 2]!;
     const words = script.trim().split(/\s+/);
     const first = words[0] === "exec" ? words[1] : words[0];
     ctx.ev.push({ decision: "shell-form command", source: "config argv[0..1]", detail: `${argv[0]} ${argv[1]} '${script.slice(0, 200)}'` });

@@ -7,6 +7,7 @@ import { AgentError, ERR } from "./errors.ts";
 import type { ImageConfig } from "./image-config.ts";
 import { IN_CONTAINER_BUNDLE, IN_CONTAINER_ENV, IN_CONTAINER_REPORT_DIR, IN_CONTAINER_REPORT_SOCKET, envFile, reportDir } from "./layout.ts";
 import { shlexJoin } from "./shlex.ts";
+import { checkSettings } from "./validate.ts";
 
 export interface RenderInput {
   name: string;
@@ -75,6 +76,8 @@ export function renderFiles(inp: RenderInput): Rendered {
     set(k, v);
   }
   for (const [k, v] of Object.entries(inp.env ?? {})) set(k, v);
+  // the init's own validator: what the init would refuse (exit 65) is refused here, naming the field
+  checkSettings(env, { requestEnv: inp.env, imageEnv: cfg.env, imageStopSignal: cfg.stopSignal });
 
   const lines = [`# man8s ${VERSION} hostagent: literal KEY=VALUE lines (no quotes removed, no expansion)`];
   for (const [k, v] of env) {

@@ -2,6 +2,7 @@
 import { existsSync } from "node:fs";
 import { basename } from "node:path";
 import { ExitError, EXIT } from "../common/log.ts";
+import { argvJson } from "../common/settings.ts";
 import { splitWords } from "./shellwords.ts";
 
 export interface AppCommand {
@@ -25,15 +26,7 @@ export function resolveApp(override: string[] | null, env: Record<string, string
 
   const json = env.MAN8S_APPLICATION_ARGV;
   if (json !== undefined && json !== "") {
-    let argv: unknown;
-    try {
-      argv = JSON.parse(json);
-    } catch (e) {
-      throw new ExitError(EXIT.badEnv, `MAN8S_APPLICATION_ARGV: not valid JSON (${(e as Error).message})`);
-    }
-    if (!Array.isArray(argv) || argv.length === 0 || !argv.every((a) => typeof a === "string"))
-      throw new ExitError(EXIT.badEnv, "MAN8S_APPLICATION_ARGV: must be a non-empty JSON array of strings");
-    if (argv[0] === "") throw new ExitError(EXIT.badEnv, "MAN8S_APPLICATION_ARGV: the program name is empty");
+    const argv = argvJson("MAN8S_APPLICATION_ARGV", json);
     return { argv, source: "MAN8S_APPLICATION_ARGV", group: wantGroup || isShellForm(argv) };
   }
 
@@ -60,13 +53,5 @@ export function resolveApp(override: string[] | null, env: Record<string, string
 export function resolveExecInit(env: Record<string, string | undefined>): string[] | null {
   const json = env.MAN8S_EXEC_INIT;
   if (json === undefined || json === "") return null;
-  let argv: unknown;
-  try {
-    argv = JSON.parse(json);
-  } catch (e) {
-    throw new ExitError(EXIT.badEnv, `MAN8S_EXEC_INIT: not valid JSON (${(e as Error).message})`);
-  }
-  if (!Array.isArray(argv) || argv.length === 0 || !argv.every((a) => typeof a === "string") || argv[0] === "")
-    throw new ExitError(EXIT.badEnv, "MAN8S_EXEC_INIT: must be a non-empty JSON array of strings");
-  return argv;
+  return argvJson("MAN8S_EXEC_INIT", json);
 }

@@ -3,7 +3,8 @@
 import { existsSync } from "node:fs";
 import { ExitError, EXIT, isExitError, log, setLogPrefix } from "../common/log.ts";
 import { ENOENT, execve, libc, sigactionStruct } from "../common/libc.ts";
-import { parseSignal, signalName } from "../common/signals.ts";
+import { signalName } from "../common/signals.ts";
+import { DEFAULT_STOP_TIMEOUT_S, MAX_STOP_TIMEOUT_S, stopSignal, stopTimeout, userSpec, wantsNetwork, wantsProbes } from "../common/settings.ts";
 import { IN_CONTAINER_ENV, IN_CONTAINER_REPORT_SOCKET, IN_CONTAINER_STATUS } from "../common/paths.ts";
 import { VERSION } from "../common/version.ts";
 import { resolveApp, resolveExecInit } from "./app.ts";
@@ -16,9 +17,6 @@ import { Supervisor } from "./supervisor.ts";
 import { load } from "../lazy.ts";
 import type { HealthHandle, ReadyHandle } from "./probes/index.ts";
 
-const DEFAULT_STOP_TIMEOUT_S = 10;
-/** nspawn's stub gives up after 90 s; stay well clear of it */
-const MAX_STOP_TIMEOUT_S = 80;
 const SWEEP_MS = 1000;
 
 const HELP = `usage: man8s init [-- CMD ARGS...]
@@ -121,6 +119,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   sup.configureStop(settings.signal, settings.timeoutMs);
   const execInit = override ? null : resolveExecInit(env);
   const app = execInit ? null : resolveApp(override, env);
+  if (!execInit) userSpec(env); // its syntax (exit 65); the names are looked up when the app starts
 
   await phase("protected-dirs", () => {
     for (const [src, dest] of PROTECTED_DIRS) {
@@ -275,36 +274,9 @@ async function execImageInit(argv: string[], env: Record<string, string>, status
   return err === ENOENT ? EXIT.notFound : EXIT.notExecutable;
 }
 
-/** The network phase runs when asked for, or when the env file carries yggdrasil settings (mbctl's). */
-function wantsNetwork(env: Record<string, string>): boolean {
-  const mode = env.MAN8S_NETWORK?.trim();
-  if (mode === "none") return false;
-  return Boolean(mode || env.MAN8S_YGGDRASIL_ADDRESS || env.MAN8S_YGGDRASIL_PREFIX);
-}
-
-/** Any probe variable loads the probes, so that each one is checked at start (exit 65), even one left unused. */
-function wantsProbes(env: Record<string, string>): boolean {
-  return ["MAN8S_WAIT_FOR", "MAN8S_WAIT_TIMEOUT", "MAN8S_WAIT_PROBE_TIMEOUT", "MAN8S_HEALTHCHECK", "MAN8S_READY", "MAN8S_READY_INTERVAL"]
-    .some((k) => Boolean(env[k]));
-}
-
 function stopSettings(env: Record<string, string>): { signal: number; timeoutMs: number } {
-  let signal = 15;
-  if (env.MAN8S_STOP_SIGNAL) {
-    const n = parseSignal(env.MAN8S_STOP_SIGNAL);
-    if (n === null || n === 19) throw new ExitError(EXIT.badEnv, `MAN8S_STOP_SIGNAL: '${env.MAN8S_STOP_SIGNAL}' is not a usable signal`);
-    signal = n;
-  }
-  let timeoutS = DEFAULT_STOP_TIMEOUT_S;
-  if (env.MAN8S_STOP_TIMEOUT) {
-    const t = Number(env.MAN8S_STOP_TIMEOUT);
-    if (!/^\d+(\.\d+)?$/.test(env.MAN8S_STOP_TIMEOUT.trim()) || !Number.isFinite(t))
-      throw new ExitError(EXIT.badEnv, `MAN8S_STOP_TIMEOUT: '${env.MAN8S_STOP_TIMEOUT}' is not a number of seconds`);
-    timeoutS = t;
-    if (t > MAX_STOP_TIMEOUT_S) {
-      log(`MAN8S_STOP_TIMEOUT ${t} s capped at ${MAX_STOP_TIMEOUT_S} s (nspawn's stub gives up at 90 s)`);
-      timeoutS = MAX_STOP_TIMEOUT_S;
-    }
-  }
-  return { signal, timeoutMs: timeoutS * 1000 };
+  const signal = stopSignal(env);
+  const timeout = stopTimeout(env);
+  if (timeout.capped) log(`MAN8S_STOP_TIMEOUT ${env.MAN8S_STOP_TIMEOUT} s capped at ${MAX_STOP_TIMEOUT_S} s (nspawn's stub gives up at 90 s)`);
+  return { signal, timeoutMs: timeout.ms };
 }

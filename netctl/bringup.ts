@@ -5,6 +5,7 @@ import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { AF_INET, AF_INET6 } from "../common/libc-net.ts";
 import { ExitError } from "../common/log.ts";
+import { networkSettings, type NetMode } from "../common/settings.ts";
 import { listAddresses } from "./address.ts";
 import { formatIPv4, formatIPv6 } from "./addrmath.ts";
 import { Dhcp4Client, type Lease, type LeaseEvent } from "./dhcp4.ts";
@@ -22,7 +23,7 @@ export interface NetResult {
   lease?: { address: string; server: string; router?: string; dns: string[]; domain?: string; leaseTime: number; t1: number; t2: number; obtained: string; event: LeaseEvent };
 }
 
-export type NetMode = "dual" | "v4" | "v6" | "none";
+export type { NetMode };
 
 export interface NetConfig {
   mode: NetMode;
@@ -35,22 +36,9 @@ export interface NetConfig {
   checkTargets: string[];
 }
 
-const bad = (msg: string) => new ExitError(65, msg);
-
 /** Validates the env; throws ExitError(65) naming the variable. */
 export function netConfigFromEnv(env: Record<string, string | undefined>): NetConfig {
-  const modeText = (env.MAN8S_NETWORK ?? "").trim() || "dual";
-  if (!["dual", "v4", "v6", "none"].includes(modeText)) throw bad(`MAN8S_NETWORK: '${modeText}' is not one of dual, v4, v6, none`);
-  const mode = modeText as NetMode;
-  const toText = (env.MAN8S_NETWORK_TIMEOUT ?? "").trim();
-  let timeoutMs = 30_000;
-  if (toText) {
-    const m = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(toText);
-    if (!m || Number(m[1]) <= 0) throw bad(`MAN8S_NETWORK_TIMEOUT: '${toText}' is not a positive number of seconds (e.g. 30, 2.5, 500ms)`);
-    timeoutMs = m[2] === "ms" ? Number(m[1]) : Number(m[1]) * 1000;
-  }
-  const iface = env.MAN8S_HOST_IFACE?.trim() || undefined;
-  if (iface !== undefined && !/^[^\s/:]{1,15}$/.test(iface)) throw bad(`MAN8S_HOST_IFACE: '${iface}' is not a valid interface name`);
+  const { mode, timeoutMs, iface } = networkSettings(env);
   const ygg = mode === "v4" || mode === "none" ? undefined : yggConfigFromEnv(env);
   const checkTargets = (env.MAN8S_CHECK_TARGETS ?? "").split(/[\s,]+/).filter(Boolean);
   const name = env.MAN8S_CONTAINER_NAME || undefined;

@@ -3,61 +3,20 @@
 // priority 100. The src matters: yggdrasil drops packets whose source is outside the node's /64
 // (notes/net-lab.md G4). nodad because a route with a tentative prefsrc is refused (G1). Idempotent.
 import { AF_INET6, EEXIST } from "../common/libc-net.ts";
-import { ExitError } from "../common/log.ts";
 import { addAddress, IFA_F_NODAD, IFA_F_NOPREFIXROUTE, listAddresses } from "./address.ts";
-import { addressForName, formatIPv6, inPrefix6, parseIPv6, parsePrefix6, type Prefix6 } from "./addrmath.ts";
+import { formatIPv6 } from "./addrmath.ts";
 import { NetlinkError, type Rtnl } from "./netlink.ts";
 import { addRoute, listRoutes } from "./route.ts";
 import { addRule, listRules } from "./rule.ts";
 
 export const YGG_TABLE = 199;
 export const YGG_RULE_PRIORITY = 100;
-export const YGG_SPACE: Prefix6 = { network: parseIPv6("200::")!, len: 7 };
+import { YGG_SPACE } from "../common/ygg-settings.ts";
+export { YGG_SPACE };
 
-export interface YggConfig {
-  address: Uint8Array;
-  subnet: Prefix6;
-  gateway: Uint8Array;
-}
-
-const bad = (msg: string) => new ExitError(65, msg);
-
-/** From MAN8S_YGGDRASIL_ADDRESS, or MAN8S_CONTAINER_NAME + MAN8S_YGGDRASIL_PREFIX; undefined when neither is set. */
-export function yggConfigFromEnv(env: Record<string, string | undefined>): YggConfig | undefined {
-  const addrText = env.MAN8S_YGGDRASIL_ADDRESS?.trim();
-  const prefixText = env.MAN8S_YGGDRASIL_PREFIX?.trim();
-  const name = env.MAN8S_CONTAINER_NAME;
-  let prefix: Prefix6 | undefined;
-  if (prefixText) {
-    const p = parsePrefix6(prefixText, 64);
-    if (!p) throw bad(`MAN8S_YGGDRASIL_PREFIX: '${prefixText}' is not an IPv6 prefix (expected e.g. 300:2e98:a4b0:1789::/64)`);
-    if (p.len !== 64) throw bad(`MAN8S_YGGDRASIL_PREFIX: '${prefixText}' must be a /64 (yggdrasil subnets are /64)`);
-    if (!inPrefix6(p.network, YGG_SPACE)) throw bad(`MAN8S_YGGDRASIL_PREFIX: '${prefixText}' is outside 200::/7, not a yggdrasil subnet`);
-    prefix = p;
-  }
-  let address: Uint8Array | undefined;
-  if (addrText) {
-    const bare = addrText.replace(/\/64$/, "");
-    address = parseIPv6(bare) ?? undefined;
-    if (!address) throw bad(`MAN8S_YGGDRASIL_ADDRESS: '${addrText}' is not an IPv6 address`);
-    if (!inPrefix6(address, YGG_SPACE)) throw bad(`MAN8S_YGGDRASIL_ADDRESS: '${addrText}' is outside 200::/7, not a yggdrasil address`);
-    if (prefix && !inPrefix6(address, prefix)) throw bad(`MAN8S_YGGDRASIL_ADDRESS: '${addrText}' is not inside MAN8S_YGGDRASIL_PREFIX ${prefixText}`);
-  } else if (prefix) {
-    if (name === undefined || name === "") throw bad("MAN8S_YGGDRASIL_PREFIX is set but MAN8S_CONTAINER_NAME is empty: cannot compute the yggdrasil address");
-    address = addressForName(name, prefix);
-  }
-  if (!address) return undefined;
-  const subnet = parsePrefix6(`${formatIPv6(address)}/64`)!;
-  let gateway: Uint8Array = new Uint8Array(subnet.network);
-  gateway[15] = 1;
-  const gwText = env.MAN8S_YGGDRASIL_GATEWAY?.trim();
-  if (gwText) {
-    const g = parseIPv6(gwText);
-    if (!g) throw bad(`MAN8S_YGGDRASIL_GATEWAY: '${gwText}' is not an IPv6 address`);
-    gateway = g;
-  }
-  return { address, subnet, gateway };
-}
+// the env settings are validated by the agent too: parsed in common/ygg-settings.ts
+export { type YggConfig, yggConfigFromEnv } from "../common/ygg-settings.ts";
+import type { YggConfig } from "../common/ygg-settings.ts";
 
 const same = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((x, i) => x === b[i]);
 

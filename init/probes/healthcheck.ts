@@ -42,89 +42,11 @@ export interface HealthState {
   log: HealthResult[];
 }
 
-export interface HealthcheckConfig {
-  /** the Test array as given */
-  test: string[];
-  /** what is executed: CMD args, or shell + the CMD-SHELL string */
-  argv: string[];
-  intervalMs: number;
-  timeoutMs: number;
-  startPeriodMs: number;
-  startIntervalMs: number;
-  retries: number;
-}
+// the JSON is a setting the agent validates too: its parser lives in common/probe-settings.ts
+import { DEFAULTS, HealthcheckError, parseDurationMs, parseHealthcheck, type HealthcheckConfig } from "../../common/probe-settings.ts";
+export { DEFAULTS, HealthcheckError, parseDurationMs, parseHealthcheck, type HealthcheckConfig };
 
-export const DEFAULTS = { intervalMs: 30_000, timeoutMs: 30_000, startPeriodMs: 0, startIntervalMs: 5_000, retries: 3 } as const;
 export const MAX_LOG_ENTRIES = 5;
-
-export class HealthcheckError extends Error {}
-
-const GO_UNITS: Record<string, number> = { ns: 1e-6, us: 1e-3, "µs": 1e-3, "μs": 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/** Nanoseconds (number or digit string) or a Go duration string → milliseconds. */
-export function parseDurationMs(v: unknown, field: string): number {
-  if (v === undefined || v === null) return 0;
-  if (typeof v === "number") {
-    if (!Number.isFinite(v) || v < 0 || !Number.isInteger(v)) throw new HealthcheckError(`MAN8S_HEALTHCHECK: ${field} must be a non-negative integer of nanoseconds, got ${v}`);
-    return v / 1e6;
-  }
-  if (typeof v === "string") {
-    const s = v.trim();
-    if (/^\d+$/.test(s)) return Number(s) / 1e6;
-    const re = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)/gy;
-    let ms = 0, at = 0;
-    for (let m; (m = re.exec(s)); at = re.lastIndex) ms += Number(m[1]) * GO_UNITS[m[2]!]!;
-    if (at !== s.length || s === "") throw new HealthcheckError(`MAN8S_HEALTHCHECK: ${field} '${v}' is not a duration (nanoseconds, or e.g. "30s", "500ms")`);
-    return ms;
-  }
-  throw new HealthcheckError(`MAN8S_HEALTHCHECK: ${field} must be nanoseconds, got ${JSON.stringify(v)}`);
-}
-
-export function parseHealthcheck(
-  text: string | undefined,
-  opts: { shell?: string[]; warn?: (msg: string) => void } = {},
-): HealthcheckConfig | null {
-  if (text === undefined || text.trim() === "") return null;
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new HealthcheckError(`MAN8S_HEALTHCHECK is not valid JSON: ${(e as Error).message}`);
-  }
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new HealthcheckError("MAN8S_HEALTHCHECK must be a JSON object like {\"Test\": [\"CMD\", ...]}");
-  const obj: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(raw)) obj[k.toLowerCase()] = v;
-  let test = obj.test;
-  if (typeof test === "string") test = ["CMD-SHELL", test];
-  if (test === undefined || test === null) test = [];
-  if (!Array.isArray(test) || !test.every((t) => typeof t === "string")) throw new HealthcheckError("MAN8S_HEALTHCHECK: Test must be an array of strings");
-  const t = test as string[];
-  if (t.length === 0 || t[0] === "NONE") return null;
-  let argv: string[];
-  if (t[0] === "CMD") argv = t.slice(1);
-  else if (t[0] === "CMD-SHELL") argv = [...(opts.shell ?? ["/bin/sh", "-c"]), ...t.slice(1)];
-  else {
-    opts.warn?.(`MAN8S_HEALTHCHECK: unknown Test type '${t[0]}' (expected CMD, CMD-SHELL or NONE): health checks disabled`);
-    return null;
-  }
-  if (argv.length === 0 || (t[0] === "CMD-SHELL" && t.length < 2)) throw new HealthcheckError(`MAN8S_HEALTHCHECK: ${t[0]} needs a command`);
-  const dur = (key: string, name: string) => {
-    const ms = parseDurationMs(obj[key], name);
-    if (ms !== 0 && ms < 1) throw new HealthcheckError(`MAN8S_HEALTHCHECK: ${name} cannot be less than 1ms`);
-    return ms;
-  };
-  const retries = obj.retries ?? 0;
-  if (typeof retries !== "number" || !Number.isInteger(retries) || retries < 0) throw new HealthcheckError("MAN8S_HEALTHCHECK: Retries must be a non-negative integer");
-  return {
-    test: t,
-    argv,
-    intervalMs: dur("interval", "Interval") || DEFAULTS.intervalMs,
-    timeoutMs: dur("timeout", "Timeout") || DEFAULTS.timeoutMs,
-    startPeriodMs: dur("startperiod", "StartPeriod") || DEFAULTS.startPeriodMs,
-    startIntervalMs: dur("startinterval", "StartInterval") || DEFAULTS.startIntervalMs,
-    retries: retries || DEFAULTS.retries,
-  };
-}
 
 /** Docker's handleProbeResult. Mutates state; returns true when the status changed. */
 export function applyResult(state: HealthState, result: HealthResult, sinceStartMs: number, cfg: HealthcheckConfig): boolean {

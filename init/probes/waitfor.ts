@@ -14,9 +14,10 @@ import { ExitError, EXIT } from "../../common/log.ts";
 import { parseProbeUrl, splitProbeList, ProbeUrlError, type Probe } from "./url.ts";
 import { runProbe } from "./run.ts";
 
-export const DEFAULT_WAIT_TIMEOUT_MS = 60_000;
+// the durations are settings the agent validates too: parsed in common/probe-settings.ts
+import { DEFAULT_ATTEMPT_TIMEOUT_MS, DEFAULT_WAIT_TIMEOUT_MS, parseWaitTimeoutMs } from "../../common/probe-settings.ts";
+export { DEFAULT_ATTEMPT_TIMEOUT_MS, DEFAULT_WAIT_TIMEOUT_MS, parseWaitTimeoutMs };
 export const RETRY_MS = 250;
-export const DEFAULT_ATTEMPT_TIMEOUT_MS = 2_000;
 
 export interface WaitReport {
   targets: { url: string; ms: number; attempts: number; detail: string }[];
@@ -30,15 +31,6 @@ export interface WaitOptions {
   retryMs?: number;
   /** environment of exec: probes (the app's environment; default process.env) */
   spawnEnv?: Record<string, string | undefined>;
-}
-
-/** "30" / "1.5" seconds, or "500ms", "30s", "2m", "1h"; 0 or "0" means no limit. Throws on garbage. */
-export function parseWaitTimeoutMs(text: string | undefined, name = "MAN8S_WAIT_TIMEOUT", dflt = DEFAULT_WAIT_TIMEOUT_MS): number {
-  if (text === undefined || text.trim() === "") return dflt;
-  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(text.trim());
-  if (!m) throw new ExitError(EXIT.badEnv, `${name}='${text}' is not a duration (seconds, or e.g. 500ms, 30s, 2m)`);
-  const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? "s"]!;
-  return Number(m[1]) * mult;
 }
 
 function parseTargets(text: string): Probe[] {

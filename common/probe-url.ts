@@ -1,0 +1,146 @@
+// Probe URLs (DESIGN §6). Pure parsing, no I/O.
+//
+//   tcp://HOST:PORT             passes when a TCP connection is established
+//   http://HOST[:PORT][/PATH]   passes on a 2xx or 3xx status (redirects are not followed); port 80
+//   https://HOST[:PORT][/PATH]  the same over TLS (certificate not verified); port 443
+//   exec:CMD                    passes when CMD exits 0; run by /bin/sh -c when the image has /bin/sh,
+//                               otherwise split into words (POSIX quoting) and exec'd directly
+//   icmp://HOST                 passes on an ICMP/ICMPv6 echo reply
+// HOST: an IPv4 address, an IPv6 address in brackets ([::1]), a DNS name, or a container name
+// (resolved to its yggdrasil address, see resolve.ts).
+//
+// API:
+//   parseProbeUrl(text): Probe        throws ProbeUrlError naming the bad URL
+//   splitProbeList(text): string[]    MAN8S_WAIT_FOR words: space-separated, '…' and "…" quote (for exec:)
+//   parseProbeList(text): Probe[]     both of the above
+//   splitWords(text): string[]        POSIX-like word splitting (quotes and backslash), used for exec:
+
+export type Probe =
+  | { kind: "tcp"; url: string; host: string; port: number }
+  | { kind: "http"; url: string; host: string; port: number; path: string; tls: boolean }
+  | { kind: "exec"; url: string; command: string }
+  | { kind: "icmp"; url: string; host: string };
+
+export class ProbeUrlError extends Error {}
+
+// names: DNS names and container names (mbctl accepts any UTF-8, e.g. 容器1); no URL delimiters or blanks
+const HOST_NAME = /^[^\s/?#@:[\]%\\'"]{1,253}$/u;
+
+function bad(url: string, why: string): never {
+  throw new ProbeUrlError(`bad probe URL '${url}': ${why} (forms: tcp://HOST:PORT, http://HOST:PORT/PATH, exec:CMD, icmp://HOST)`);
+}
+
+/** Splits "HOST[:PORT]" or "[V6][:PORT]". Port is null when absent. */
+function splitHostPort(url: string, hp: string): { host: string; port: number | null } {
+  let host: string;
+  let rest: string;
+  if (hp.startsWith("[")) {
+    const end = hp.indexOf("]");
+    if (end < 0) bad(url, "unclosed '[' in IPv6 host");
+    host = hp.slice(1, end);
+    rest = hp.slice(end + 1);
+    if (!/^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?$/.test(host) || !host.includes(":")) bad(url, `'${host}' is not an IPv6 address`);
+  } else {
+    const colon = hp.lastIndexOf(":");
+    if (hp.indexOf(":") !== colon) bad(url, "an IPv6 host must be written in brackets, e.g. tcp://[::1]:80");
+    host = colon < 0 ? hp : hp.slice(0, colon);
+    rest = colon < 0 ? "" : hp.slice(colon);
+    if (host === "") bad(url, "missing host");
+    if (!HOST_NAME.test(host)) bad(url, `'${host}' is not a valid host name or address`);
+  }
+  if (rest === "") return { host, port: null };
+  if (!/^:\d{1,5}$/.test(rest)) bad(url, `bad port '${rest.slice(1)}'`);
+  const port = Number(rest.slice(1));
+  if (port < 1 || port > 65535) bad(url, `port ${port} out of range 1-65535`);
+  return { host, port };
+}
+
+export function parseProbeUrl(text: string): Probe {
+  const url = text.trim();
+  if (url === "") bad(text, "empty");
+  if (url.startsWith("exec:")) {
+    const command = url.slice(5).trim();
+    if (command === "") bad(url, "exec: needs a command");
+    return { kind: "exec", url, command };
+  }
+  const m = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/([^/?#]*)(.*)$/.exec(url);
+  if (!m) bad(url, "no scheme");
+  const scheme = m[1]!.toLowerCase();
+  const authority = m[2]!;
+  const tail = m[3]!;
+  if (authority.includes("@")) bad(url, "user information is not supported");
+  switch (scheme) {
+    case "tcp": {
+      if (tail !== "" && tail !== "/") bad(url, "tcp:// takes no path");
+      const { host, port } = splitHostPort(url, authority);
+      if (port === null) bad(url, "tcp:// needs a port");
+      return { kind: "tcp", url, host, port };
+    }
+    case "http":
+    case "https": {
+      const tls = scheme === "https";
+      const { host, port } = splitHostPort(url, authority);
+      if (tail !== "" && !tail.startsWith("/") && !tail.startsWith("?")) bad(url, "bad path");
+      if (/[\s\x00-\x1f\x7f]/.test(tail)) bad(url, "the path contains spaces or control characters");
+      const path = tail === "" ? "/" : tail.startsWith("?") ? `/${tail}` : tail;
+      return { kind: "http", url, host, port: port ?? (tls ? 443 : 80), path: path.replace(/#.*$/, "") || "/", tls };
+    }
+    case "icmp": {
+      if (tail !== "" && tail !== "/") bad(url, "icmp:// takes no path");
+      const { host, port } = splitHostPort(url, authority);
+      if (port !== null) bad(url, "icmp:// takes no port");
+      return { kind: "icmp", url, host };
+    }
+    default:
+      bad(url, `unknown scheme '${scheme}'`);
+  }
+}
+
+/**
+ * POSIX-shell-like word splitting without expansion: blanks separate words, '...' is literal, "..." allows
+ * \" \\ \$ \` escapes, a backslash outside quotes escapes the next character. Throws on unclosed quotes.
+ */
+export function splitWords(text: string): string[] {
+  const words: string[] = [];
+  let cur = "";
+  let inWord = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (c === " " || c === "\t" || c === "\n") {
+      if (inWord) words.push(cur);
+      cur = "";
+      inWord = false;
+      continue;
+    }
+    inWord = true;
+    if (c === "'") {
+      const end = text.indexOf("'", i + 1);
+      if (end < 0) throw new ProbeUrlError(`unclosed ' in: ${text}`);
+      cur += text.slice(i + 1, end);
+      i = end;
+    } else if (c === '"') {
+      let j = i + 1;
+      for (; j < text.length && text[j] !== '"'; j++) {
+        if (text[j] === "\\" && j + 1 < text.length && '"\\$`'.includes(text[j + 1]!)) j++;
+        cur += text[j];
+      }
+      if (j >= text.length) throw new ProbeUrlError(`unclosed " in: ${text}`);
+      i = j;
+    } else if (c === "\\" && i + 1 < text.length) {
+      cur += text[++i];
+    } else {
+      cur += c;
+    }
+  }
+  if (inWord) words.push(cur);
+  return words;
+}
+
+/** MAN8S_WAIT_FOR: space-separated probe URLs; quote an exec: probe that contains spaces. */
+export function splitProbeList(text: string): string[] {
+  return splitWords(text);
+}
+
+export function parseProbeList(text: string): Probe[] {
+  return splitProbeList(text).map(parseProbeUrl);
+}
