@@ -99,6 +99,9 @@ export const RECIPES: Recipe[] = [
       rmSync(`${r}/var/log/nginx/error.log`, { force: true });
       symlinkSync("/dev/stdout", `${r}/var/log/nginx/access.log`);
       symlinkSync("/dev/stderr", `${r}/var/log/nginx/error.log`);
+      // the official image's conf logs notices (start, signals, worker exits) to the console
+      const conf = `${r}/etc/nginx/nginx.conf`;
+      writeFileSync(conf, readFileSync(conf, "utf8").replace(/^error_log (\S+);/m, "error_log $1 notice;"));
       write(r, "/var/www/html/index.html", "<h1>man8s real-apps nginx</h1>\n");
       put(r, "/docker-entrypoint.sh", `${FILES}/nginx-entrypoint.sh`);
       mkdirSync(`${r}/docker-entrypoint.d`, { recursive: true });
