@@ -6,7 +6,8 @@ import { dirname, join } from "node:path";
 import { peerCred } from "../common/libc-unix.ts";
 import { log } from "../common/log.ts";
 import { AgentError, ERR } from "./errors.ts";
-import { CONFIGS_DIR, checkName, nspawnFile, reportDir, reportSocket } from "./layout.ts";
+import { isInstalled, recoverAll } from "./install.ts";
+import { CONFIGS_DIR, checkName, reportDir, reportSocket } from "./layout.ts";
 import { FrameReader, errorReply, okReply, parseRequest, type RequestId } from "./protocol.ts";
 import { procStart } from "./proc.ts";
 import { StateStore } from "./state.ts";
@@ -111,6 +112,7 @@ export class AgentServer {
       process.umask(old);
     }
     chmodSync(path, 0o600);
+    recoverAll(this.opts.root); // an install killed half-way: back to the last complete pair first
     this.openReportSocketsForInstalled();
   }
 
@@ -128,7 +130,7 @@ export class AgentServer {
       } catch {
         continue;
       }
-      if (!existsSync(nspawnFile(this.opts.root, n))) continue;
+      if (!isInstalled(this.opts.root, n)) continue;
       try {
         this.openReportSocket(n);
       } catch (e) {
