@@ -104,6 +104,8 @@ export class AgentServer {
     mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
     if (await isLive(path)) throw new AgentError(ERR.EXISTS, `another agent is listening on ${path}`);
     removeStaleSocket(path);
+    // an install killed half-way: back to the last complete pair before any client can ask
+    recoverAll(this.opts.root);
     // create the socket with mode 0600 from the start: no window where others could connect
     const old = process.umask(0o177);
     try {
@@ -112,7 +114,6 @@ export class AgentServer {
       process.umask(old);
     }
     chmodSync(path, 0o600);
-    recoverAll(this.opts.root); // an install killed half-way: back to the last complete pair first
     this.openReportSocketsForInstalled();
   }
 

@@ -6,7 +6,7 @@
 // At install a target that does not exist yet is seeded from the image's content at that path (owners,
 // modes and links kept, so the image's user owns it inside the container under PrivateUsers=pick + :idmap);
 // a target that exists is never touched: `install --force` keeps every byte of existing data.
-import { existsSync, lstatSync, mkdirSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { copyInto } from "./copytree.ts";
 import { AgentError, ERR, ioError } from "./errors.ts";
@@ -101,33 +101,47 @@ export function planVolumes(root: string, name: string, declared: string[], args
  * goes to a temporary sibling first and is renamed into place, so a failed or killed seed leaves no
  * half-filled target that a later install would then "keep".
  */
-export function seedVolumes(rootfs: string, plans: VolumePlan[]): VolumeResult[] {
+export function seedVolumes(rootfs: string, plans: VolumePlan[]): { results: VolumeResult[]; undo: () => void } {
   const out: VolumeResult[] = [];
-  for (const p of plans) {
-    if (p.mode === "skip" || !p.host) {
-      out.push({ ...p });
-      continue;
-    }
-    if (existsSync(p.host) || isLink(p.host)) {
-      out.push({ ...p, seeded: "kept" });
-      continue;
-    }
-    // resolve inside the rootfs: a symlink in the image never leads to the host
-    const src = resolveIn(rootfs, p.path);
-    try {
-      mkdirSync(dirname(p.host), { recursive: true, mode: 0o755 });
-      if (src.stat && (src.stat.isDirectory() || src.stat.isFile())) {
-        copyInto(src.host, p.host);
-        out.push({ ...p, seeded: "image" });
-      } else {
-        mkdirSync(p.host, { mode: 0o755 });
-        out.push({ ...p, seeded: "empty" });
+  // what this call made (the first directory of each mkdir -p, and each seeded target): a failed install
+  // removes exactly these, newest first; data that existed before is never in the list
+  const made: string[] = [];
+  const undo = () => {
+    for (const p of made.splice(0).reverse()) rmSync(p, { recursive: true, force: true });
+  };
+  try {
+    for (const p of plans) {
+      if (p.mode === "skip" || !p.host) {
+        out.push({ ...p });
+        continue;
       }
-    } catch (e) {
-      throw ioError(e, `seeding volume ${p.path} at ${p.host}`);
+      if (existsSync(p.host) || isLink(p.host)) {
+        out.push({ ...p, seeded: "kept" });
+        continue;
+      }
+      // resolve inside the rootfs: a symlink in the image never leads to the host
+      const src = resolveIn(rootfs, p.path);
+      try {
+        const first = mkdirSync(dirname(p.host), { recursive: true, mode: 0o755 });
+        if (first) made.push(first);
+        if (src.stat && (src.stat.isDirectory() || src.stat.isFile())) {
+          copyInto(src.host, p.host);
+          made.push(p.host);
+          out.push({ ...p, seeded: "image" });
+        } else {
+          mkdirSync(p.host, { mode: 0o755 });
+          made.push(p.host);
+          out.push({ ...p, seeded: "empty" });
+        }
+      } catch (e) {
+        throw ioError(e, `seeding volume ${p.path} at ${p.host}`);
+      }
     }
+  } catch (e) {
+    undo();
+    throw e;
   }
-  return out;
+  return { results: out, undo };
 }
 
 function isLink(p: string): boolean {

@@ -1,5 +1,5 @@
 // classify, render/plan, install, inject: the commands that read an image and write a container.
-import { lstatSync, rmSync } from "node:fs";
+import { lstatSync } from "node:fs";
 import { containerAddress } from "../address.ts";
 import { optBool, optEnum, optInt, optMap, optStr, optStrMap } from "../args.ts";
 import { classify, type Classification } from "../classify.ts";
@@ -96,12 +96,9 @@ export function installCmd(a: Args, ctx: CallContext) {
     // after the checks, before the switch: what the new files bind must exist when they become current
     prepare: () => {
       prot = prepareProtected(p.rootfs);
-      volumes = seedVolumes(p.rootfs, p.volumes);
-      const made = volumes.filter((v) => v.seeded === "image" || v.seeded === "empty");
-      // a failed install removes only what it created: existing data is never touched
-      return () => {
-        for (const v of made) rmSync(v.host!, { recursive: true, force: true });
-      };
+      const seeded = seedVolumes(p.rootfs, p.volumes);
+      volumes = seeded.results;
+      return seeded.undo; // a failed install removes only what it created: existing data is never touched
     },
   });
   const reportSocket = ctx.server.openReportSocket(p.name);
