@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { AgentError, ERR } from "./errors.ts";
 
 export const CONFIGS_DIR = "var/lib/man8machine_configs";
+export const STORAGE_DIR = "var/lib/man8machine_storage";
 export const NSPAWN_DIR = "etc/systemd/nspawn";
 export const DEFAULT_SOCKET = "/run/man8s/agent.sock";
 
@@ -18,6 +19,9 @@ export const reportDir = (root: string, name: string) => join(configDir(root, na
 /** the durable copy of the container's latest status record, written by the agent (outlives the container) */
 export const statusFile = (root: string, name: string) => join(configDir(root, name), "status.json");
 export const reportSocket = (root: string, name: string) => join(reportDir(root, name), "report.sock");
+
+/** names in a container's config directory that belong to the agent (a `config` volume may not use them) */
+export const RESERVED_IN_CONFIG_DIR = new Set(["man8env.env", "container.nspawn", "agent", "status.json", "current", "generations"]);
 
 // systemd machine names are host names: letters, digits, '-', '_', '.'; at most 64 characters.
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;

@@ -7,7 +7,8 @@ import { closeFd, peerCred, peerPidfd, pidfdAlive, userNsOwner } from "../common
 import { REPORT_LIMITS } from "../common/report.ts";
 import { log } from "../common/log.ts";
 import { AgentError, ERR } from "./errors.ts";
-import { CONFIGS_DIR, checkName, configDir, nspawnFile, reportDir, reportSocket, statusFile } from "./layout.ts";
+import { isInstalled, recoverAll } from "./install.ts";
+import { CONFIGS_DIR, checkName, configDir, reportDir, reportSocket, statusFile } from "./layout.ts";
 import { FrameReader, MAX_FRAME, errorReply, okReply, parseRequest, type RequestId } from "./protocol.ts";
 import { procStart } from "./proc.ts";
 import { StateStore } from "./state.ts";
@@ -166,6 +167,8 @@ export class AgentServer {
     mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
     if (await isLive(path)) throw new AgentError(ERR.EXISTS, `another agent is listening on ${path}`);
     removeStaleSocket(path);
+    // an install killed half-way: back to the last complete pair before any client can ask
+    recoverAll(this.opts.root);
     // create the socket with mode 0600 from the start: no window where others could connect
     const old = process.umask(0o177);
     try {
@@ -204,7 +207,7 @@ export class AgentServer {
       } catch {
         continue;
       }
-      if (!existsSync(nspawnFile(this.opts.root, n))) continue;
+      if (!isInstalled(this.opts.root, n)) continue;
       this.state.loadDurable(n);
       try {
         this.openReportSocket(n);

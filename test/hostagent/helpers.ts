@@ -35,7 +35,7 @@ export interface Agent {
 }
 
 /** wrap: a command that execs the agent in its own pid (e.g. prlimit), so stop() still signals the agent */
-export async function startAgent(opts: { root?: string; socket?: string; extra?: string[]; wrap?: string[] } = {}): Promise<Agent> {
+export async function startAgent(opts: { root?: string; socket?: string; extra?: string[]; wrap?: string[]; env?: Record<string, string> } = {}): Promise<Agent> {
   ensureBuilt();
   const dir = tmp("agent");
   const root = opts.root ?? `${dir}/root`;
@@ -43,6 +43,7 @@ export async function startAgent(opts: { root?: string; socket?: string; extra?:
   const proc = Bun.spawn([...(opts.wrap ?? []), BIN, "hostagent", "serve", "--socket", socket, "--root", root, "--bundle", BUNDLE, ...(opts.extra ?? [])], {
     stdout: "ignore",
     stderr: "pipe",
+    env: { ...process.env, ...(opts.env ?? {}) },
   });
   procs.add(proc);
   const t0 = Date.now();
