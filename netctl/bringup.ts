@@ -5,6 +5,7 @@ import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { AF_INET, AF_INET6 } from "../common/libc-net.ts";
 import { ExitError } from "../common/log.ts";
+import { setLongTimeout } from "../common/timer.ts";
 import { listAddresses } from "./address.ts";
 import { formatIPv4, formatIPv6 } from "./addrmath.ts";
 import { Dhcp4Client, type Lease, type LeaseEvent } from "./dhcp4.ts";
@@ -82,12 +83,13 @@ class Wakeup {
   }
   wait(ms: number): Promise<void> {
     return new Promise((res) => {
-      const t = setTimeout(() => {
+      // the wait lasts up to MAN8S_NETWORK_TIMEOUT, which may be longer than a plain setTimeout can wait
+      const t = setLongTimeout(() => {
         this.waiters = this.waiters.filter((w) => w !== done);
         res();
       }, Math.max(0, ms));
       const done = () => {
-        clearTimeout(t);
+        t.clear();
         res();
       };
       this.waiters.push(done);
