@@ -2,7 +2,9 @@
 // app did with its stop signal, the health status of a container that is gone, and the record's own writes
 // (a full filesystem leaves no temp file behind, and the final record is the one that stays).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { ensureBuilt, killLeftovers, runInit, type Running } from "./harness.ts";
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { $ } from "zx";
+import { busyboxRootfs, ensureBuilt, killLeftovers, runInit, WORK, type Running } from "./harness.ts";
 
 const BB = "/bin/busybox";
 beforeAll(ensureBuilt, 120_000);
@@ -84,4 +86,99 @@ describe("health in the final record", () => {
     expect(await exited(r)).toBe(143);
     expect(r.status()!.health).toMatchObject({ status: "unhealthy", lastStatus: "healthy", failingStreak: 0 });
   }, 30_000);
+});
+
+let seq = 0;
+
+/** A tmpfs of `size` bytes of our own, unmounted afterwards (each file takes whole 4 KiB pages). */
+async function withTmpfs<T>(size: number, fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = `${WORK}/tmpfs-${++seq}`;
+  mkdirSync(dir, { recursive: true });
+  await $`mount -t tmpfs -o size=${size},mode=0755 m8i-full ${dir}`;
+  try {
+    return await fn(dir);
+  } finally {
+    await $`umount ${dir}`.nothrow();
+  }
+}
+
+describe("writing the record on a full filesystem", () => {
+  test("room for one record only: the final record says exited, and no temp file is left", async () => {
+    await withTmpfs(4096, async (dir) => {
+      const file = `${dir}/status.json`;
+      const r = await runInit("subreaper", () => [BB, "sh", "-c", "echo up; sleep 0.5; exit 7"], {
+        env: { MAN8S_STATUS_FILE: file },
+        envFile: `MAN8S_HEALTHCHECK=${JSON.stringify({ Test: ["CMD", BB, "true"], Interval: "100ms" })}\n`,
+      });
+      expect(await exited(r)).toBe(7);
+      const rec = JSON.parse(readFileSync(file, "utf8"));
+      // before the fix: "running" (every later write failed for want of room for the temp copy)
+      expect(rec.phase).toBe("exited");
+      expect(rec.exit.code).toBe(7);
+      expect(readdirSync(dir)).toEqual(["status.json"]); // before: status.json.PID.tmp stayed
+      expect(statSync(file).mode & 0o777).toBe(0o644);
+    });
+  }, 30_000);
+
+  test("no room at all: no temp file, and one log line, not one per write", async () => {
+    await withTmpfs(4096, async (dir) => {
+      writeFileSync(`${dir}/filler`, Buffer.alloc(4096));
+      const file = `${dir}/status.json`;
+      const r = await runInit("subreaper", () => [BB, "sh", "-c", "sleep 0.5; exit 5"], {
+        env: { MAN8S_STATUS_FILE: file },
+        envFile: `MAN8S_HEALTHCHECK=${JSON.stringify({ Test: ["CMD", BB, "true"], Interval: "50ms" })}\n`,
+      });
+      expect(await exited(r)).toBe(5);
+      expect(readdirSync(dir)).toEqual(["filler"]);
+      expect(r.stderr().match(/cannot write status record/g)?.length).toBe(1);
+    });
+  }, 30_000);
+});
+
+describe("the record's directory is the init's own", () => {
+  test("created with mode 0755 and the record 0644 whatever the umask, so any user of the app can read it", async () => {
+    const file = `${WORK}/fresh-${++seq}/man8s/status.json`;
+    const old = process.umask(0o077);
+    let r: Running;
+    try {
+      r = await runInit("subreaper", () => [BB, "true"], { env: { MAN8S_STATUS_FILE: file } });
+    } finally {
+      process.umask(old);
+    }
+    expect(await exited(r)).toBe(0);
+    // before the fix: 0700 and 0600 (the umask applied)
+    expect((statSync(file.replace("/status.json", "")).mode & 0o777).toString(8)).toBe("755");
+    expect((statSync(file).mode & 0o777).toString(8)).toBe("644");
+  }, 30_000);
+
+  describe("under PrivateUsers=pick (systemd-nspawn -U), as the agent installs containers", () => {
+    const agentDir = `${WORK}/agent-dir`;
+    const app = [BB, "sh", "-c", "sleep 0.3; stat -c 'dir %u %a' /run/man8s; cat /run/man8s/status.json; echo END"];
+
+    test("the agent's bind at /run/man8s-agent: the init makes /run/man8s (root, 0755) and the app reads the record", async () => {
+      mkdirSync(agentDir, { recursive: true });
+      const rootfs = await busyboxRootfs("rootfs-userns");
+      const r = await runInit("nspawn", () => app, {
+        rootfs, bindRunMan8s: false, nspawnArgs: ["-U", `--bind-ro=${agentDir}:/run/man8s-agent`],
+      });
+      expect(await exited(r)).toBe(0);
+      const out = r.stdout();
+      expect(out).toContain("dir 0 755");
+      const rec = JSON.parse(out.slice(out.indexOf("{"), out.lastIndexOf("}") + 1));
+      expect(rec.phase).toBe("running");
+      expect(r.stderr()).not.toContain("status record");
+    }, 60_000);
+
+    test("a bind below /run/man8s (the old agent layout): the init says why the record cannot be written", async () => {
+      mkdirSync(agentDir, { recursive: true });
+      const rootfs = await busyboxRootfs("rootfs-userns");
+      const r = await runInit("nspawn", () => [BB, "true"], {
+        rootfs, bindRunMan8s: false, nspawnArgs: ["-U", `--bind-ro=${agentDir}:/run/man8s/agent`],
+      });
+      expect(await exited(r)).toBe(0);
+      // before the fix: only "cannot write status record /run/man8s/status.json: EACCES ..."
+      expect(r.stderr()).toMatch(/directory \/run\/man8s is not usable: .*owned by uid 65534.*bind nothing under it \(the agent's directory is \/run\/man8s-agent\)/);
+      expect(r.stderr().match(/cannot write status record/g)?.length).toBe(1);
+    }, 60_000);
+  });
 });
