@@ -35,7 +35,21 @@ export interface StatusRecord {
   health: unknown;
   /** when and how READY=1 was sent */
   ready: unknown;
-  stop: { signal: string; requestedAt: string; sent: string | null; timeoutSec: number } | null;
+  /**
+   * The stop request (`signal` as received) and what the init did: `sent` the app's stop signal at `sentAt`
+   * (null: no app running); `escalated` when the app was still running at the timeout and got SIGKILL,
+   * with what the app did with the stop signal at that moment (`appSignalState`).
+   */
+  stop: {
+    signal: string;
+    requestedAt: string;
+    sent: string | null;
+    sentAt: string | null;
+    timeoutSec: number;
+    escalated: boolean;
+    escalatedAt: string | null;
+    appSignalState: "handled" | "ignored" | "blocked" | "default" | "unknown" | null;
+  } | null;
   exit: ExitRecord | null;
 }
 
@@ -44,6 +58,7 @@ export interface ExitRecord {
   code: number;
   reason: string;
   app: { code: number | null; signal: string | null } | null;
+  /** the init escalated to SIGKILL at the stop timeout and that SIGKILL ended the app */
   killedAfterTimeout: boolean;
   drained: number;
   orphansReaped: number;
