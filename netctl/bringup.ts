@@ -8,8 +8,8 @@ import { ExitError } from "../common/log.ts";
 import { networkSettings, type NetMode } from "../common/settings.ts";
 import { setLongTimeout } from "../common/timer.ts";
 import { replaceFile } from "../common/atomic-file.ts";
-import { listAddresses } from "./address.ts";
-import { formatIPv4, formatIPv6 } from "./addrmath.ts";
+import { IFA_F_PERMANENT, listAddresses } from "./address.ts";
+import { formatIPv4, formatIPv6, inPrefix6 } from "./addrmath.ts";
 import { Dhcp4Client, type Lease, type LeaseEvent } from "./dhcp4.ts";
 import { subscribe } from "./events.ts";
 import { hasCarrier, IFF_LOOPBACK, type Link, listLinks, setLinkUp } from "./link.ts";
@@ -84,6 +84,12 @@ class Wakeup {
       this.waiters.push(done);
     });
   }
+}
+
+/** An autoconfigured (non-permanent, global) address inside the ygg /64: an RA for the ygg prefix itself. */
+function yggOnlySlaac(nl: Rtnl, index: number, ygg: YggConfig): string | undefined {
+  const a = listAddresses(nl, AF_INET6, index).find((a) => a.scope === 0 && !(a.flags & IFA_F_PERMANENT) && inPrefix6(a.bytes, ygg.subnet));
+  return a?.address;
 }
 
 function pickLink(links: Link[], want?: string): Link | undefined {
@@ -283,10 +289,13 @@ export async function bringUp(
         const why: string[] = [];
         if (wantV4 && !v4ok) {
           const s = dhcp!.stats;
-          why.push(s.offers === 0 ? `no DHCP offer on ${L.name} (${s.discovers} DISCOVERs sent)` : `no DHCP ACK on ${L.name} (${s.offers} offers, ${s.requests} REQUESTs, ${s.naks} NAKs)`);
+          const last = dhcp!.lastProblem ? `; last: ${dhcp!.lastProblem}` : "";
+          why.push(s.offers === 0 ? `no DHCP offer on ${L.name} (${s.discovers} DISCOVERs sent)` : `no usable DHCP lease on ${L.name} (${s.offers} offers, ${s.requests} REQUESTs, ${s.naks} NAKs${last})`);
         }
         if (wantV6 && !v6ok) {
           if (slaac.state === "none" && vanished) why.push(`DAD failed for ${vanished} on ${L.name} (duplicate address; the kernel removed it)`);
+          else if (slaac.state === "none" && cfg.ygg && yggOnlySlaac(nl, L.index, cfg.ygg))
+            why.push(`the only SLAAC address on ${L.name} (${yggOnlySlaac(nl, L.index, cfg.ygg)}) is in the yggdrasil /64: the RA advertises the ygg prefix itself, not a ULA or global /64 for ordinary traffic`);
           else if (slaac.state === "none") why.push(`no RA: no SLAAC address on ${L.name}`);
           else if (slaac.state === "dadfailed") why.push(`DAD failed for ${slaac.addr.address} on ${L.name}`);
           else if (slaac.state === "tentative") why.push(`SLAAC address ${slaac.addr.address} still tentative (DAD not finished)`);

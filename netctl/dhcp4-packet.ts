@@ -1,4 +1,6 @@
 // DHCPv4 message encoding and decoding (RFC 2131 §2 layout, RFC 2132 options). Pure code, unit-tested.
+// Every reply is untrusted input: sizes, counts and pointer chains are bounded, names and addresses validated.
+import { isDomainName, MAX_SEARCH_CHARS, MAX_SEARCH_NAMES, printable, searchList } from "./resolvconf.ts";
 
 export const BOOTREQUEST = 1, BOOTREPLY = 2;
 export const DHCPDISCOVER = 1, DHCPOFFER = 2, DHCPREQUEST = 3, DHCPDECLINE = 4, DHCPACK = 5, DHCPNAK = 6, DHCPRELEASE = 7;
@@ -95,7 +97,8 @@ export function decodeMessage(b: Uint8Array): DhcpMessage | null {
   for (let i = 0; i < 4; i++) if (b[236 + i] !== MAGIC[i]) return null;
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
   const hlen = Math.min(b[2]!, 16);
-  const options = new Map<number, Uint8Array>();
+  // pieces of each option, joined once at the end: a 64 KiB reply of 1-byte fragments stays linear
+  const parts = new Map<number, Uint8Array[]>();
   const readOpts = (from: number, to: number): boolean => {
     for (let p = from; p < to; ) {
       const code = b[p]!;
@@ -107,18 +110,21 @@ export function decodeMessage(b: Uint8Array): DhcpMessage | null {
       if (p + 1 >= to) return false;
       const l = b[p + 1]!;
       if (p + 2 + l > to) return false;
-      const v = b.slice(p + 2, p + 2 + l);
-      const prev = options.get(code);
-      options.set(code, prev ? concat(prev, v) : v);
+      const v = b.subarray(p + 2, p + 2 + l);
+      const list = parts.get(code);
+      if (list) list.push(v);
+      else parts.set(code, [v]);
       p += 2 + l;
     }
     return true;
   };
   if (!readOpts(240, b.length)) return null;
   // option overload (52): options continue in the file (1), sname (2) or both (3) fields
-  const ov = options.get(OPT.overload)?.[0] ?? 0;
+  const ov = parts.get(OPT.overload)?.[0]?.[0] ?? 0;
   if (ov & 1) readOpts(108, 236);
   if (ov & 2) readOpts(44, 108);
+  const options = new Map<number, Uint8Array>();
+  for (const [code, list] of parts) options.set(code, list.length === 1 ? list[0]!.slice() : concat(list));
   return {
     op: b[0]!,
     xid: dv.getUint32(4),
@@ -132,10 +138,13 @@ export function decodeMessage(b: Uint8Array): DhcpMessage | null {
   };
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const r = new Uint8Array(a.length + b.length);
-  r.set(a);
-  r.set(b, a.length);
+function concat(list: Uint8Array[]): Uint8Array {
+  const r = new Uint8Array(list.reduce((n, x) => n + x.length, 0));
+  let o = 0;
+  for (const x of list) {
+    r.set(x, o);
+    o += x.length;
+  }
   return r;
 }
 
@@ -152,81 +161,195 @@ const addrList = (v: Uint8Array | undefined): Uint8Array[] => {
   return out;
 };
 
-/** RFC 1035 name list as used by option 119 (RFC 3397), with compression pointers. */
-export function decodeDomainList(v: Uint8Array): string[] {
-  const out: string[] = [];
+/** Bounds of option 119 decoding: names looked at, compression pointers followed per name. */
+export const MAX_SEARCH_SCAN = 32;
+export const MAX_POINTER_HOPS = 16;
+
+export interface DomainList {
+  /** names in order as text (bytes as latin1, so nothing is lost for the log); not validated */
+  names: string[];
+  /** why decoding stopped early, if it did */
+  stopped?: string;
+}
+
+/**
+ * RFC 1035 name list as used by option 119 (RFC 3397), with compression pointers. Untrusted: a pointer
+ * must point backwards (so no loops), at most MAX_POINTER_HOPS per name, names of at most 255 wire bytes,
+ * and at most MAX_SEARCH_SCAN names are read. The work is bounded by these, whatever the option's size.
+ */
+export function decodeDomainList(v: Uint8Array, maxNames = MAX_SEARCH_SCAN): DomainList {
+  const names: string[] = [];
   let p = 0;
   while (p < v.length) {
+    if (names.length >= maxNames) return { names, stopped: `more than ${maxNames} names` };
     const labels: string[] = [];
-    let q = p, jumped = false, guard = 0;
+    // `seg` is where the current run of labels started: a pointer must go before it, so runs only ever
+    // move backwards and a loop is impossible (a real encoder points at an earlier occurrence)
+    let q = p, seg = p, jumped = false, hops = 0, wire = 0;
     for (;;) {
-      if (q >= v.length || guard++ > 128) return out;
+      if (q >= v.length) return { names, stopped: "a name runs past the end" };
       const l = v[q]!;
       if (l === 0) {
         q++;
         break;
       }
       if ((l & 0xc0) === 0xc0) {
-        if (q + 1 >= v.length) return out;
+        if (q + 1 >= v.length) return { names, stopped: "a pointer runs past the end" };
+        const target = ((l & 0x3f) << 8) | v[q + 1]!;
+        if (target >= seg) return { names, stopped: "a compression pointer that does not point backwards" };
+        if (++hops > MAX_POINTER_HOPS) return { names, stopped: `more than ${MAX_POINTER_HOPS} compression pointers in one name` };
         if (!jumped) p = q + 2;
         jumped = true;
-        q = ((l & 0x3f) << 8) | v[q + 1]!;
+        q = seg = target;
         continue;
       }
-      labels.push(new TextDecoder().decode(v.subarray(q + 1, q + 1 + l)));
+      if (l & 0xc0) return { names, stopped: "an unknown label type" };
+      if (q + 1 + l > v.length) return { names, stopped: "a label runs past the end" };
+      wire += 1 + l;
+      if (wire > 255) return { names, stopped: "a name longer than 255 bytes" };
+      labels.push(latin1(v.subarray(q + 1, q + 1 + l)));
       q += 1 + l;
     }
     if (!jumped) p = q;
-    out.push(labels.join("."));
+    names.push(labels.join("."));
   }
-  return out;
+  return { names };
 }
+
+const latin1 = (b: Uint8Array): string => String.fromCharCode(...b);
 
 export interface LeaseInfo {
   address: Uint8Array;
   prefixlen: number;
-  serverId: Uint8Array;
+  /** the server's identifier (option 54, exactly 4 bytes); absent when the reply had no usable one */
+  serverId?: Uint8Array;
   routers: Uint8Array[];
   dns: Uint8Array[];
   domain?: string;
   search: string[];
   broadcast?: Uint8Array;
-  /** seconds */
+  /** seconds; INFINITE_LEASE when infinite */
   leaseTime: number;
+  infinite: boolean;
   t1: number;
   t2: number;
+  /** what was dropped or changed while reading the reply, for the log (already escaped) */
+  notes: string[];
 }
 
-/**
- * Extracts what a client needs from an ACK. T1/T2 default to 0.5 and 0.875 of the lease and are
- * sanitised so that 0 < T1 < T2 < lease (a bad server value must not make us renew late or never).
- */
-export function leaseFromAck(m: DhcpMessage, fallbackServer?: Uint8Array): LeaseInfo {
-  const lease = u32opt(m, OPT.leaseTime) ?? 3600;
-  let t2 = u32opt(m, OPT.t2) ?? Math.floor(lease * 0.875);
-  if (!(t2 > 0 && t2 < lease)) t2 = Math.floor(lease * 0.875);
-  let t1 = u32opt(m, OPT.t1) ?? Math.floor(lease * 0.5);
-  if (!(t1 > 0 && t1 < t2)) t1 = Math.floor(Math.min(lease * 0.5, t2 * 0.9));
-  const mask = m.options.get(OPT.subnetMask);
-  let prefixlen = 32;
-  if (mask && mask.length === 4) {
-    prefixlen = 0;
-    for (const x of mask) for (let i = 7; i >= 0; i--) if (x & (1 << i)) prefixlen++;
+/** RFC 2131 §3.3: 0xffffffff is an infinite lease; the client never renews it. */
+export const INFINITE_LEASE = 0xffffffff;
+/** Shorter leases are raised to this (a lease of 0 s would otherwise renew in a loop). */
+export const MIN_LEASE = 60;
+
+/** An address a host may put on its interface or send to as a unicast peer. */
+export function isUsableUnicast(a: Uint8Array | undefined): a is Uint8Array {
+  if (!a || a.length !== 4) return false;
+  const x = a[0]!;
+  // 0/8 "this network", 127/8 loopback, 224/4 multicast, 240/4 reserved (and 255.255.255.255)
+  return x !== 0 && x !== 127 && x < 224;
+}
+
+const u32 = (a: Uint8Array) => ((a[0]! << 24) | (a[1]! << 16) | (a[2]! << 8) | a[3]!) >>> 0;
+
+/** The prefix length of a contiguous netmask, or -1. */
+export function maskToPrefix(m: Uint8Array): number {
+  if (m.length !== 4) return -1;
+  const v = u32(m);
+  const n = Math.clz32(~v >>> 0); // leading ones of the mask
+  const rebuilt = n === 0 ? 0 : (0xffffffff << (32 - n)) >>> 0;
+  return rebuilt === v ? n : -1;
+}
+
+/** Why this lease must not be applied, or undefined when it may. */
+export function leaseProblem(l: LeaseInfo): string | undefined {
+  const a = formatAddr(l.address);
+  if (!isUsableUnicast(l.address)) return `offered address ${a} is not usable (0/8, loopback, multicast or broadcast)`;
+  if (l.prefixlen < 0) return "the subnet mask (option 1) is not a contiguous netmask";
+  if (l.prefixlen < 8) return `the subnet mask /${l.prefixlen} is wider than any real subnet`;
+  if (l.prefixlen <= 30) {
+    const host = u32(l.address) & (0xffffffff >>> l.prefixlen);
+    if (host === 0xffffffff >>> l.prefixlen) return `offered address ${a} is the broadcast address of its /${l.prefixlen}`;
+    if (host === 0) return `offered address ${a} is the network address of its /${l.prefixlen}`;
   }
+  if (!l.serverId) return "no usable server identifier (option 54 must be a 4-byte unicast address)";
+  return undefined;
+}
+
+const formatAddr = (b: Uint8Array) => (b.length === 4 ? [...b].join(".") : `(${b.length} bytes)`);
+
+/**
+ * Extracts what a client needs from an ACK, treating every field as untrusted. T1/T2 default to 0.5 and
+ * 0.875 of the lease and are sanitised so that 0 < T1 < T2 < lease; an infinite lease has neither.
+ * Domain and search names are validated for resolv.conf; what is dropped is noted for the log.
+ */
+export function leaseFromAck(m: DhcpMessage): LeaseInfo {
+  const notes: string[] = [];
+  const raw = u32opt(m, OPT.leaseTime) ?? 3600;
+  const infinite = raw === INFINITE_LEASE;
+  let lease = raw;
+  if (!infinite && lease < MIN_LEASE) {
+    notes.push(`lease time ${raw} s raised to the minimum of ${MIN_LEASE} s`);
+    lease = MIN_LEASE;
+  }
+  let t1 = lease, t2 = lease;
+  if (!infinite) {
+    t2 = u32opt(m, OPT.t2) ?? Math.floor(lease * 0.875);
+    if (!(t2 > 0 && t2 < lease)) t2 = Math.floor(lease * 0.875);
+    t1 = u32opt(m, OPT.t1) ?? Math.floor(lease * 0.5);
+    if (!(t1 > 0 && t1 < t2)) t1 = Math.floor(Math.min(lease * 0.5, t2 * 0.9));
+  }
+  const mask = m.options.get(OPT.subnetMask);
+  const prefixlen = mask ? maskToPrefix(mask) : 32;
+  const sid = m.options.get(OPT.serverId);
+  const routers = addrList(m.options.get(OPT.router)).filter((r) => {
+    const ok = isUsableUnicast(r) && !(r.length === 4 && r.every((x, i) => x === m.yiaddr[i]));
+    if (!ok) notes.push(`ignored router ${formatAddr(r)} (option 3): not a unicast address of another host`);
+    return ok;
+  });
+  const dns = addrList(m.options.get(OPT.dns)).filter(isUsableUnicast);
+  // option 15: one name
+  let domain: string | undefined;
   const dom = m.options.get(OPT.domain);
-  const search = m.options.get(OPT.searchList);
-  const domain = dom ? new TextDecoder().decode(dom).replace(/\0+$/, "").trim() : undefined;
+  if (dom) {
+    const text = latin1(dom.length > 1024 ? dom.subarray(0, 1024) : dom).replace(/\0+$/, "");
+    if (isDomainName(text)) domain = text.replace(/\.$/, "");
+    else notes.push(`dropped domain name (option 15) ${printable(text)}: not a valid DNS name`);
+  }
+  // option 119: bounded decode, then the same validation and the resolv.conf limits
+  const search: string[] = [];
+  const sl = m.options.get(OPT.searchList);
+  if (sl) {
+    const { names, stopped } = decodeDomainList(sl);
+    if (stopped) notes.push(`option 119: ${stopped}: the rest is ignored`);
+    let dropped = 0;
+    for (const n of names) {
+      const name = n.replace(/\.$/, "");
+      if (!isDomainName(n)) {
+        if (dropped++ < 3) notes.push(`dropped search name (option 119) ${printable(n)}: not a valid DNS name`);
+        continue;
+      }
+      if (!search.includes(name) && name !== domain) search.push(name);
+    }
+    if (dropped > 3) notes.push(`dropped ${dropped - 3} more search names (option 119)`);
+    const kept = searchList(domain, search);
+    if (kept.length < search.length + (domain ? 1 : 0)) notes.push(`option 119: more than ${MAX_SEARCH_NAMES} names or ${MAX_SEARCH_CHARS} characters with the domain: the rest is dropped (resolv.conf limit)`);
+    search.splice(0, search.length, ...kept.filter((n) => n !== domain));
+  }
+  const bc = m.options.get(OPT.broadcast);
   return {
     address: m.yiaddr,
     prefixlen,
-    serverId: m.options.get(OPT.serverId)?.slice(0, 4) ?? fallbackServer ?? m.siaddr,
-    routers: addrList(m.options.get(OPT.router)),
-    dns: addrList(m.options.get(OPT.dns)),
+    ...(sid && sid.length === 4 && isUsableUnicast(sid) ? { serverId: sid.slice() } : {}),
+    routers,
+    dns,
     ...(domain ? { domain } : {}),
-    search: search ? decodeDomainList(search) : [],
-    ...(m.options.get(OPT.broadcast)?.length === 4 ? { broadcast: m.options.get(OPT.broadcast)! } : {}),
+    search,
+    ...(bc?.length === 4 ? { broadcast: bc } : {}),
     leaseTime: lease,
+    infinite,
     t1,
     t2,
+    notes,
   };
 }
