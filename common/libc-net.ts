@@ -117,6 +117,36 @@ export function sockSendTo(fd: number, buf: Uint8Array, addr: Uint8Array, port: 
   if (n !== buf.length) throw new SocketError(n < 0 ? errno() : EINVAL, what);
 }
 
+// <linux/if_packet.h>, <linux/if_ether.h>
+export const AF_PACKET = 17, SOCK_DGRAM = 2, ETH_P_IPV6 = 0x86dd;
+
+/**
+ * A send-only packet socket (protocol 0: the kernel queues nothing to it). It sends an IPv6 packet we built
+ * ourselves, so its source can be `::`, which the kernel's own source selection never picks. CAP_NET_RAW.
+ */
+export function packetSocket(): number {
+  const fd = lib.socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) throw new SocketError(errno(), "socket(AF_PACKET, SOCK_DGRAM)");
+  return fd;
+}
+
+/**
+ * sendto() one link-layer payload on interface `index` to `mac`; SOCK_DGRAM lets the kernel build the
+ * Ethernet header. struct sockaddr_ll (<linux/if_packet.h>), 20 bytes: u16 family, u16 protocol BE,
+ * i32 ifindex, u16 hatype, u8 pkttype, u8 halen, u8 addr[8].
+ */
+export function packetSendTo(fd: number, buf: Uint8Array, index: number, protocol: number, mac: Uint8Array, what: string): void {
+  const sa = new Uint8Array(20);
+  const dv = new DataView(sa.buffer);
+  dv.setUint16(0, AF_PACKET, true);
+  dv.setUint16(2, protocol);
+  dv.setInt32(4, index, true);
+  sa[11] = mac.length;
+  sa.set(mac.subarray(0, 8), 12);
+  const n = Number(lib.sendto(fd, buf, buf.length, 0, sa, sa.length));
+  if (n !== buf.length) throw new SocketError(n < 0 ? errno() : EINVAL, what);
+}
+
 export function sockSend(fd: number, buf: Uint8Array, what: string): void {
   for (;;) {
     const n = Number(lib.send(fd, buf, buf.length, 0));

@@ -1,6 +1,8 @@
 // The network phase (DESIGN §4): pick the interface, bring it up, wait for carrier, then DHCPv4, SLAAC and
 // the yggdrasil setup in parallel, until "online" for MAN8S_NETWORK or MAN8S_NETWORK_TIMEOUT. Every wait is
 // driven by rtnetlink events (subscribed before the first dump, so nothing is missed), never by polling.
+// Fast start (MAN8S_NETWORK_FAST_START, default on; docs/network.md): optimistic DAD on the interface and our
+// own router solicitation at carrier, so the SLAAC address is usable milliseconds after link-up.
 import { mkdirSync } from "node:fs";
 import { hostname } from "node:os";
 import { AF_INET, AF_INET6 } from "../common/libc-net.ts";
@@ -12,9 +14,10 @@ import { IFA_F_PERMANENT, listAddresses } from "./address.ts";
 import { formatIPv4, formatIPv6, inPrefix6 } from "./addrmath.ts";
 import { Dhcp4Client, type Lease, type LeaseEvent } from "./dhcp4.ts";
 import { subscribe } from "./events.ts";
-import { hasCarrier, IFF_LOOPBACK, type Link, listLinks, setLinkUp } from "./link.ts";
+import { hasCarrier, IFF_LOOPBACK, type Link, listLinks, setIpv6Token, setLinkUp } from "./link.ts";
+import { RouterSolicitor } from "./ndisc.ts";
 import { RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE, RTMGRP_LINK, Rtnl } from "./netlink.ts";
-import { pinDefaultSource, slaacState, type SlaacState } from "./slaac.ts";
+import { enableOptimisticDad, formatToken, MAX_NEW_IDS, pinDefaultSource, raDefaultRoute, randomInterfaceId, type SlaacPhase, SlaacTracker } from "./slaac.ts";
 import { applyYgg, type YggConfig, yggConfigFromEnv, yggMissing } from "./yggdrasil.ts";
 
 export interface NetResult {
@@ -22,6 +25,20 @@ export interface NetResult {
   addresses: { ipv4?: string; ula?: string; yggdrasil?: string };
   /** ms per phase; `*_at` entries are ms since the link was set up (for comparing with kernel events) */
   timings: Record<string, number>;
+  /** the SLAAC address's DAD (dual, v6): see SlaacTracker */
+  slaac?: {
+    phase: SlaacPhase | "gave-up";
+    address?: string;
+    /** addresses whose DAD failed (another node holds them), oldest first */
+    dadFailed: string[];
+    /** new interface identifiers (IPv6 tokens) set after DAD failures; at most MAX_NEW_IDS */
+    newIdentifiers: number;
+    /** our own router solicitations from :: (at most RS_MAX per burst) */
+    solicitations: number;
+    fastStart: boolean;
+    /** the last DAD event, for onChange listeners */
+    event?: "dadfailed" | "new-address" | "confirmed" | "gave-up";
+  };
   lease?: { address: string; server: string; router?: string; dns: string[]; domain?: string; leaseTime: number; t1: number; t2: number; obtained: string; event: LeaseEvent };
 }
 
@@ -36,13 +53,25 @@ export interface NetConfig {
   stateFile: string;
   hostname?: string;
   checkTargets: string[];
+  /** optimistic DAD + our own RS at carrier (MAN8S_NETWORK_FAST_START); off = the kernel's defaults */
+  fastStart: boolean;
 }
+
+/** No new SLAAC address this long after a new interface identifier: stop waiting for one. */
+const NEW_ID_WAIT_MS = 10_000;
+/** Hard bound on watching DAD after online (the kernel's DAD itself takes ~1 s per try). */
+const DAD_WATCH_MAX_MS = 60_000;
+
+const bad = (msg: string) => new ExitError(65, msg);
 
 /** Validates the env; throws ExitError(65) naming the variable. */
 export function netConfigFromEnv(env: Record<string, string | undefined>): NetConfig {
   const { mode, timeoutMs, iface } = networkSettings(env);
   const ygg = mode === "v4" || mode === "none" ? undefined : yggConfigFromEnv(env);
   const checkTargets = (env.MAN8S_CHECK_TARGETS ?? "").split(/[\s,]+/).filter(Boolean);
+  const fastText = (env.MAN8S_NETWORK_FAST_START ?? "").trim().toLowerCase() || "yes";
+  const fastStart = ["yes", "1", "true", "on"].includes(fastText);
+  if (!fastStart && !["no", "0", "false", "off"].includes(fastText)) throw bad(`MAN8S_NETWORK_FAST_START: '${fastText}' is not yes or no`);
   const name = env.MAN8S_CONTAINER_NAME || undefined;
   return {
     mode,
@@ -53,6 +82,7 @@ export function netConfigFromEnv(env: Record<string, string | undefined>): NetCo
     stateFile: env.MAN8S_NETCTL_STATE || "/run/man8s/netctl.json",
     ...(name || safeHostname() ? { hostname: name ?? safeHostname() } : {}),
     checkTargets,
+    fastStart,
   };
 }
 
@@ -139,13 +169,13 @@ export async function bringUp(
      */
     keepAddress?: boolean;
   },
-): Promise<{ result: NetResult; stop: () => Promise<void> }> {
+): Promise<{ result: NetResult; stop: () => Promise<void>; settled: Promise<void> }> {
   const t0 = performance.now();
   const cfg = netConfigFromEnv(env);
   const timings: Record<string, number> = { env: performance.now() - t0 };
   const log = opts.log;
   if (cfg.mode === "none") {
-    return { result: { iface: cfg.iface ?? "", addresses: {}, timings }, stop: async () => {} };
+    return { result: { iface: cfg.iface ?? "", addresses: {}, timings }, stop: async () => {}, settled: Promise.resolve() };
   }
   const deadline = t0 + cfg.timeoutMs;
   const writeState = stateWriter(cfg.stateFile, log);
@@ -167,8 +197,17 @@ export async function bringUp(
   );
   let dhcp: Dhcp4Client | undefined;
   let online = false;
+  let stopped = false;
+  let solicitor: RouterSolicitor | undefined;
+  let rsEarlier = 0;
+  const rsTotal = (): number => rsEarlier + (solicitor?.sent ?? 0);
+  let settled: Promise<void> = Promise.resolve();
   const result: NetResult = { iface: "", addresses: {}, timings };
   const stop = async (): Promise<void> => {
+    stopped = true;
+    solicitor?.stop();
+    wake.kick();
+    await settled;
     sub.close();
     await dhcp?.stop();
     nl.close();
@@ -188,6 +227,13 @@ export async function bringUp(
       await wake.wait(timeLeft());
     }
     result.iface = link.name;
+    const wantV4 = cfg.mode === "dual" || cfg.mode === "v4";
+    const wantV6 = cfg.mode === "dual" || cfg.mode === "v6";
+    if (wantV6 && cfg.fastStart) {
+      // before link up: the link-local and the SLAAC address are then created optimistic from the start
+      const errors = enableOptimisticDad(link.name);
+      if (errors.length) log(`netctl: optimistic DAD not enabled (${errors.join("; ")}); the SLAAC address is usable after DAD`);
+    }
     const lo = listLinks(nl).find((l) => l.flags & IFF_LOOPBACK);
     if (lo) setLinkUp(nl, lo);
     setLinkUp(nl, link);
@@ -208,8 +254,19 @@ export async function bringUp(
     timings.carrier = tCarrier - tLink;
     timings.carrier_at = tCarrier - tLink;
 
-    const wantV4 = cfg.mode === "dual" || cfg.mode === "v4";
-    const wantV6 = cfg.mode === "dual" || cfg.mode === "v6";
+    // our RS goes out before the DHCP DISCOVER: the RA path (RS, RA, SLAAC) is the longer of the two
+    const startSolicitor = (): void => {
+      solicitor?.stop();
+      rsEarlier += solicitor?.sent ?? 0;
+      solicitor = new RouterSolicitor(L.index, log);
+      solicitor.start();
+    };
+    const slaacInfo: NetResult["slaac"] = wantV6 ? { phase: "waiting", dadFailed: [], newIdentifiers: 0, solicitations: 0, fastStart: cfg.fastStart } : undefined;
+    if (slaacInfo) result.slaac = slaacInfo;
+    if (wantV6 && cfg.fastStart) {
+      startSolicitor();
+      timings.rs_at = performance.now() - tLink;
+    }
 
     // 3. DHCPv4 runs on its own timers; its lease events also wake the wait loop
     if (wantV4) {
@@ -247,11 +304,72 @@ export async function bringUp(
     }
 
     // 5. wait until online
-    let slaac: SlaacState = { state: "none" };
-    // a SLAAC address that was tentative and then vanished: the kernel deletes autoconf addresses whose DAD failed
-    let vanished: string | undefined;
-    let lastTentative: string | undefined;
-    let pinned = false;
+    const slaac = new SlaacTracker(L.index, cfg.ygg?.subnet);
+    let pinnedSrc: string | undefined;
+    let gaveUp = false;
+    let newIdAt = 0;
+    const note = (ev: NonNullable<NetResult["slaac"]>["event"]): void => {
+      if (!slaacInfo) return;
+      if (ev) slaacInfo.event = ev;
+      slaacInfo.phase = gaveUp ? "gave-up" : slaac.phase;
+      slaacInfo.solicitations = rsTotal();
+      if (slaac.addr && slaac.usable) slaacInfo.address = slaac.addr.address;
+      else delete slaacInfo.address;
+      if (online) {
+        writeState(result);
+        opts.onChange?.(result);
+      }
+    };
+    // reads the addresses and acts on the SLAAC state machine's events
+    const stepSlaac = (): void => {
+      const now = performance.now();
+      for (const e of slaac.observe(listAddresses(nl, AF_INET6, L.index))) {
+        if (e.kind === "usable") {
+          if (timings.slaac === undefined) {
+            timings.slaac = now - tCarrier;
+            timings.slaac_ready_at = (eventAt || now) - tLink;
+          } else log(`netctl: new SLAAC address ${e.addr.address} on ${L.name}${slaac.phase === "optimistic" ? " (optimistic: usable while DAD runs)" : ""}`);
+          result.addresses.ula = `${e.addr.address}/${e.addr.prefixlen}`;
+          newIdAt = 0;
+          note(slaacInfo?.dadFailed.length ? "new-address" : undefined);
+        } else if (e.kind === "confirmed") {
+          timings.slaac_dad_at = (eventAt || now) - tLink;
+          note("confirmed");
+        } else {
+          // another node answered our DAD probe; the kernel has removed the address (RFC 4862 §5.4.5)
+          slaacInfo?.dadFailed.push(e.address);
+          delete result.addresses.ula;
+          const tries = slaacInfo?.newIdentifiers ?? 0;
+          const what = `DAD failed for ${e.address} on ${L.name}: another node holds it`;
+          if (tries >= MAX_NEW_IDS) {
+            gaveUp = true;
+            log(`netctl: ${what}; giving up on a SLAAC address after ${tries} new interface identifiers`);
+            note("gave-up");
+            continue;
+          }
+          const token = randomInterfaceId();
+          try {
+            setIpv6Token(nl, L, token);
+          } catch (err) {
+            gaveUp = true;
+            log(`netctl: ${what}; no new interface identifier: ${(err as Error).message}`);
+            note("gave-up");
+            continue;
+          }
+          slaacInfo!.newIdentifiers = tries + 1;
+          newIdAt = now;
+          log(`netctl: ${what}; new interface identifier ${formatToken(token)} (${tries + 1}/${MAX_NEW_IDS})`);
+          // the kernel solicits as well once its link-local is ready; ours does not wait for that
+          if (cfg.fastStart) startSolicitor();
+          note("dadfailed");
+        }
+      }
+      if (solicitor?.state === "sending" && (slaac.phase !== "waiting" || raDefaultRoute(nl, L.index))) solicitor.stop();
+      if (slaac.usable && slaac.addr && pinnedSrc !== slaac.addr.address && pinDefaultSource(nl, L.index, slaac.addr)) {
+        pinnedSrc = slaac.addr.address;
+        log(`netctl: IPv6 default route source pinned to ${slaac.addr.address}`);
+      }
+    };
     for (;;) {
       const v4ok = !wantV4 || (dhcp!.state === "bound" && !!dhcp!.lease);
       if (wantV4 && v4ok && timings.dhcp4 === undefined) {
@@ -260,24 +378,10 @@ export async function bringUp(
       }
       let v6ok = true;
       if (wantV6) {
-        slaac = slaacState(listAddresses(nl, AF_INET6, L.index), L.index, cfg.ygg?.subnet);
-        v6ok = slaac.state === "ready";
-        if (slaac.state === "tentative") lastTentative = slaac.addr.address;
-        else if (slaac.state === "none" && lastTentative) {
-          vanished = lastTentative;
-          lastTentative = undefined;
-        }
-        if (slaac.state === "ready") {
-          if (timings.slaac === undefined) {
-            timings.slaac = performance.now() - tCarrier;
-            timings.slaac_ready_at = (eventAt || performance.now()) - tLink;
-          }
-          result.addresses.ula = `${slaac.addr.address}/${slaac.addr.prefixlen}`;
-          if (!pinned) {
-            pinned = pinDefaultSource(nl, L.index, slaac.addr);
-            if (pinned) log(`netctl: IPv6 default route source pinned to ${slaac.addr.address}`);
-          }
-        }
+        stepSlaac();
+        // without fast start "online" keeps its old meaning: DAD finished
+        v6ok = cfg.fastStart ? slaac.usable : slaac.phase === "confirmed";
+        if (gaveUp) fail(`DAD failed for ${slaacInfo!.dadFailed.join(", ")} on ${L.name} (duplicate addresses; ${slaacInfo!.newIdentifiers} new interface identifiers tried)`);
       }
       const yggMiss = wantV6 && cfg.ygg ? yggMissing(nl, L.index, cfg.ygg) : [];
       if (yggMiss.length && cfg.ygg) {
@@ -293,12 +397,13 @@ export async function bringUp(
           why.push(s.offers === 0 ? `no DHCP offer on ${L.name} (${s.discovers} DISCOVERs sent)` : `no usable DHCP lease on ${L.name} (${s.offers} offers, ${s.requests} REQUESTs, ${s.naks} NAKs${last})`);
         }
         if (wantV6 && !v6ok) {
-          if (slaac.state === "none" && vanished) why.push(`DAD failed for ${vanished} on ${L.name} (duplicate address; the kernel removed it)`);
-          else if (slaac.state === "none" && cfg.ygg && yggOnlySlaac(nl, L.index, cfg.ygg))
-            why.push(`the only SLAAC address on ${L.name} (${yggOnlySlaac(nl, L.index, cfg.ygg)}) is in the yggdrasil /64: the RA advertises the ygg prefix itself, not a ULA or global /64 for ordinary traffic`);
-          else if (slaac.state === "none") why.push(`no RA: no SLAAC address on ${L.name}`);
-          else if (slaac.state === "dadfailed") why.push(`DAD failed for ${slaac.addr.address} on ${L.name}`);
-          else if (slaac.state === "tentative") why.push(`SLAAC address ${slaac.addr.address} still tentative (DAD not finished)`);
+          const failed = slaacInfo!.dadFailed;
+          const yggOnly = slaac.phase === "waiting" && !failed.length && cfg.ygg ? yggOnlySlaac(nl, L.index, cfg.ygg) : undefined;
+          if (slaac.phase === "waiting" && failed.length) why.push(`DAD failed for ${failed.join(", ")} on ${L.name} (duplicate address; the kernel removed it)`);
+          else if (yggOnly)
+            why.push(`the only SLAAC address on ${L.name} (${yggOnly}) is in the yggdrasil /64: the RA advertises the ygg prefix itself, not a ULA or global /64 for ordinary traffic`);
+          else if (slaac.phase === "waiting") why.push(`no RA: no SLAAC address on ${L.name}`);
+          else if (slaac.addr) why.push(`SLAAC address ${slaac.addr.address} still tentative (DAD not finished)`);
         }
         if (yggMiss.length) why.push(`yggdrasil setup incomplete: ${yggMiss.join(", ")}`);
         fail(why.join("; "));
@@ -309,8 +414,34 @@ export async function bringUp(
     const tOnline = performance.now();
     timings.online_at = tOnline - tLink;
     timings.total = tOnline - t0;
-    if (wantV6 && !pinned) log("netctl: no router in the RA: IPv6 default route source not pinned");
-    sub.close();
+    if (wantV6 && !pinnedSrc) log("netctl: no router in the RA: IPv6 default route source not pinned");
+    note(undefined);
+    if (wantV6 && slaac.phase !== "confirmed") {
+      // online on an optimistic address: keep watching its DAD (bounded) and act on a failure
+      const until = performance.now() + DAD_WATCH_MAX_MS;
+      settled = (async () => {
+        while (!stopped && !gaveUp && slaac.phase !== "confirmed" && performance.now() < until) {
+          await wake.wait(Math.min(until, newIdAt ? newIdAt + NEW_ID_WAIT_MS : until) - performance.now());
+          if (stopped) break;
+          try {
+            stepSlaac();
+          } catch (e) {
+            log(`netctl: watching DAD: ${(e as Error).message}`);
+            break;
+          }
+          if (newIdAt && performance.now() >= newIdAt + NEW_ID_WAIT_MS && !slaac.usable) {
+            gaveUp = true;
+            log(`netctl: no new SLAAC address on ${L.name} within ${NEW_ID_WAIT_MS / 1000} s of the new interface identifier; giving up on a SLAAC address`);
+            note("gave-up");
+          }
+        }
+        solicitor?.stop();
+        sub.close();
+      })();
+    } else {
+      solicitor?.stop();
+      sub.close();
+    }
     const v4 = listAddresses(nl, AF_INET, L.index)[0];
     if (v4 && !result.addresses.ipv4) result.addresses.ipv4 = `${v4.address}/${v4.prefixlen}`;
     if (cfg.checkTargets.length) {
@@ -324,7 +455,7 @@ export async function bringUp(
       `netctl: online in ${timings.total.toFixed(0)} ms: ${[result.addresses.ipv4 && `ipv4 ${result.addresses.ipv4}`, result.addresses.ula && `ula ${result.addresses.ula}`, result.addresses.yggdrasil && `ygg ${result.addresses.yggdrasil}`].filter(Boolean).join(", ")}`,
     );
     writeState(result);
-    return { result, stop };
+    return { result, stop, settled };
   } catch (e) {
     await stop();
     throw e;

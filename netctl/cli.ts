@@ -18,9 +18,10 @@ every command takes --help. Environment: see docs/netctl.md.
 
 Brings the network up from the environment (MAN8S_NETWORK, MAN8S_NETWORK_TIMEOUT, MAN8S_HOST_IFACE,
 MAN8S_YGGDRASIL_ADDRESS or MAN8S_CONTAINER_NAME + MAN8S_YGGDRASIL_PREFIX, MAN8S_YGGDRASIL_GATEWAY,
-MAN8S_CHECK_TARGETS) and prints the result once online. Without --once it then stays in the foreground
-and keeps the DHCPv4 lease (renew, rebind, expiry, NAK) until SIGTERM or SIGINT. With --once it exits
-as soon as it is online; the address then lives until its lease lifetime runs out.
+MAN8S_CHECK_TARGETS, MAN8S_NETWORK_FAST_START) and prints the result once online. Without --once it then
+stays in the foreground and keeps the DHCPv4 lease (renew, rebind, expiry, NAK) until SIGTERM or SIGINT.
+With --once it exits once online and the SLAAC address's DAD is over (about 1 s; a duplicate gets a new
+interface identifier); the address then lives until its lease lifetime runs out.
   --json   print the result as JSON (addresses, lease, timings in ms)
 exit codes: 0 online (or stopped by a signal) · 65 invalid environment · 69 not online before the timeout
 `,
@@ -132,7 +133,7 @@ async function cmdUp(args: string[]): Promise<number> {
   const f = flags("up", args, ["--once", "--json"]);
   const { bringUp } = await import("./bringup.ts");
   const show = (r: unknown) => (f.has("--json") ? out(`${JSON.stringify(r)}\n`) : undefined);
-  const { result, stop } = await bringUp(process.env, { log, onChange: (r) => show({ event: r.lease?.event, ...r }) });
+  const { result, stop, settled } = await bringUp(process.env, { log, onChange: (r) => show({ event: r.lease?.event, ...r }) });
   if (f.has("--json")) show(result);
   else {
     out(`interface ${result.iface}\n`);
@@ -140,6 +141,8 @@ async function cmdUp(args: string[]): Promise<number> {
     out(`timings    ${Object.entries(result.timings).map(([k, v]) => `${k}=${v.toFixed(1)}ms`).join(" ")}\n`);
   }
   if (f.has("--once")) {
+    // online may rest on an optimistic address: see its DAD through (about 1 s) before leaving it alone
+    await settled;
     await stop();
     return 0;
   }

@@ -43,6 +43,7 @@ describe.skipIf(!haveTools)("bring-up failures and idempotency", () => {
       [{ MAN8S_YGGDRASIL_PREFIX: "300:1:2:3::/64" }, "MAN8S_CONTAINER_NAME"],
       [{ MAN8S_YGGDRASIL_ADDRESS: "300:1:2:3::5", MAN8S_YGGDRASIL_GATEWAY: "gw" }, "MAN8S_YGGDRASIL_GATEWAY"],
       [{ MAN8S_HOST_IFACE: "a/b" }, "MAN8S_HOST_IFACE"],
+      [{ MAN8S_NETWORK_FAST_START: "maybe" }, "MAN8S_NETWORK_FAST_START"],
     ];
     for (const [env, name] of cases) {
       const r = await up(ns, env);
@@ -79,14 +80,10 @@ describe.skipIf(!haveTools)("bring-up failures and idempotency", () => {
     expect(results[1].err).toContain("interface m8nnope (MAN8S_HOST_IFACE) never appeared");
   }, 30_000);
 
-  test("without a server: no DHCP offer (v4), no RA (v6); DAD failure is named", async () => {
+  // (a duplicate SLAAC address is handled, not fatal: see fastnet.test.ts)
+  test("without a server: no DHCP offer (v4), no RA (v6)", async () => {
     const v4 = await lab.addClientNs();
     const v6 = await lab.addClientNs();
-    const dad = await lab.addClientNs();
-    // the SLAAC address of `dad` (EUI-64 of its MAC) already sits on the bridge: its DAD must fail
-    await lab.sh(["ip", "link", "set", "m8nc0", "address", "02:00:00:00:00:99"], dad);
-    await lab.sh(["ip", "-6", "addr", "add", `${lab.ula}ff:fe00:99/128`, "dev", lab.bridge, "nodad"], lab.hostNs);
-    const dadRun = up(dad, { MAN8S_NETWORK: "v6", MAN8S_NETWORK_TIMEOUT: "8" });
     await lab.stopDnsmasq();
     try {
       const [a, b] = await Promise.all([up(v4, { MAN8S_NETWORK: "v4", MAN8S_NETWORK_TIMEOUT: "3" }), up(v6, { MAN8S_NETWORK: "v6", MAN8S_NETWORK_TIMEOUT: "3" })]);
@@ -97,9 +94,6 @@ describe.skipIf(!haveTools)("bring-up failures and idempotency", () => {
     } finally {
       await lab.startDnsmasq();
     }
-    const c = await dadRun;
-    expect(c.code).toBe(69);
-    expect(c.err).toContain(`DAD failed for ${lab.ula}ff:fe00:99`);
   }, 60_000);
 
   test("online with v4 only, then the ygg setup twice: the second run changes nothing", async () => {
@@ -115,6 +109,7 @@ describe.skipIf(!haveTools)("bring-up failures and idempotency", () => {
     const first = await up(ns, env);
     expect(first.code, first.err).toBe(0);
     expect(first.err).toContain("nodad noprefixroute");
+    expect(first.err).not.toContain("optimistic DAD not enabled");
     const s1 = snap();
     const second = await up(ns, env);
     expect(second.code, second.err).toBe(0);

@@ -1,7 +1,8 @@
 // Network lab for netctl tests and the bench: namespaces, a bridge with dnsmasq (DHCPv4 2-minute lease,
 // RA for a ULA /64, DNS), optional real yggdrasil nodes (host node A, remote node B peered over a veth), and
 // systemd-nspawn containers from a busybox-static rootfs with the man8s bundle bind-mounted at /man8s-init.
-// Every netns and link is named m8n*; everything started is tracked by pid and removed in cleanup().
+// Every netns and link is named with the lab's prefix (m8n* by default); everything started is tracked by pid
+// and removed in cleanup(). `router: "radvd"` replaces dnsmasq's RAs with radvd's (dnsmasq keeps DHCP and DNS).
 import { $ } from "bun";
 import { appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 
@@ -28,6 +29,10 @@ export interface LabOpts {
   ygg?: boolean;
   lease?: string;
   dnsmasqExtra?: string[];
+  /** name prefix of every netns, link and scratch dir (default m8n; keep prefix + tag + 3 chars <= 15) */
+  prefix?: string;
+  /** who sends RAs: dnsmasq (default) or radvd (rate-limited: MinDelayBetweenRAs 3 s, RFC 4861 §6.2.6) */
+  router?: "dnsmasq" | "radvd";
 }
 
 interface Tracked {
@@ -117,6 +122,9 @@ export class Lab {
   yggA = "";
   yggB = "";
   readonly fake2xx = "2ff:ffff::1";
+  readonly prefix: string;
+  /** the interface name inside client namespaces made by addClientNs */
+  readonly clientIf: string;
   private tracked: Tracked[] = [];
   private netns: string[] = [];
   containers: Container[] = [];
@@ -126,10 +134,12 @@ export class Lab {
     readonly tag: string,
     readonly o: LabOpts,
   ) {
-    this.dir = `/tmp/m8n-${tag}-${process.pid}`;
-    this.hostNs = `m8n${tag}h`;
-    this.remoteNs = `m8n${tag}r`;
-    this.bridge = `m8n${tag}br`;
+    const p = (this.prefix = o.prefix ?? "m8n");
+    this.clientIf = `${p}c0`;
+    this.dir = `/tmp/${p}-${tag}-${process.pid}`;
+    this.hostNs = `${p}${tag}h`;
+    this.remoteNs = `${p}${tag}r`;
+    this.bridge = `${p}${tag}br`;
     this.v4 = `10.${o.net}.0`;
     this.ula = `fd${o.net}::`;
   }
@@ -166,7 +176,14 @@ export class Lab {
     const h = this.hostNs;
     await this.sh(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", "net.ipv4.ip_forward=1"], h);
     await this.sh(["ip", "link", "add", this.bridge, "type", "bridge"], h);
-    await this.sh(["ip", "link", "set", this.bridge, "up"], h);
+    // like a host's bridge that has had ports for a while: carrier (an idle veth as its first port) and a
+    // valid link-local at once. Otherwise its link-local is still in DAD when the first container asks for an
+    // RA, and RAs sent from a global source are ignored (RFC 4861 §6.1.2).
+    await this.sh(["sysctl", "-qw", `net.ipv6.conf.${this.bridge}.accept_dad=0`], h);
+    const anchor = `${this.prefix}${this.tag}an`;
+    await this.sh(["ip", "link", "add", anchor, "type", "veth", "peer", "name", `${this.prefix}${this.tag}ap`], h);
+    await this.sh(["ip", "link", "set", anchor, "master", this.bridge], h);
+    for (const l of [anchor, `${this.prefix}${this.tag}ap`, this.bridge]) await this.sh(["ip", "link", "set", l, "up"], h);
     await this.sh(["ip", "addr", "add", `${this.v4}.1/24`, "dev", this.bridge], h);
     // nodad: a bridge without ports has no carrier, DAD would keep these tentative
     await this.sh(["ip", "-6", "addr", "add", `${this.ula}1/64`, "dev", this.bridge, "nodad"], h);
@@ -176,7 +193,24 @@ export class Lab {
     const pfx = this.yggSubnet.replace("::/64", "");
     await this.sh(["ip", "-6", "addr", "add", `${pfx}::1/64`, "dev", this.bridge, "nodad"], h);
     await this.startDnsmasq();
+    if (this.o.router === "radvd") await this.startRadvd();
     return this;
+  }
+
+  get radvdLog(): string {
+    try {
+      return readFileSync(`${this.dir}/radvd.log`, "utf8");
+    } catch {
+      return "";
+    }
+  }
+
+  /** radvd with its defaults for the RA rate (MinDelayBetweenRAs 3 s; initial RAs 16 s apart). */
+  private async startRadvd(): Promise<void> {
+    const conf = `${this.dir}/radvd.conf`;
+    writeFileSync(conf, `interface ${this.bridge} {\n  AdvSendAdvert on;\n  MaxRtrAdvInterval 600;\n  prefix ${this.ula}/64 {\n    AdvOnLink on;\n    AdvAutonomous on;\n  };\n};\n`);
+    const p = this.spawn("radvd", this.inHost(["radvd", "-n", "-C", conf, "-p", `${this.dir}/radvd.pid`, "-m", "logfile", "-l", `${this.dir}/radvd.log`, "-d", "5", "-u", "root"]));
+    await waitFor("radvd to send its first RA", () => /sending RA|sent RA/i.test(this.radvdLog) || (p.exitCode !== null ? Promise.reject(new Error(`radvd exited: ${this.radvdLog}`)) : false), 10000, 50);
   }
 
   get dnsmasqLog(): string {
@@ -193,7 +227,7 @@ export class Lab {
     const args = [
       "dnsmasq", "--no-daemon", "--user=root", "--group=root", "--conf-file=/dev/null", `--pid-file=${this.dir}/dnsmasq.pid`,
       `--interface=${this.bridge}`, "--bind-interfaces", `--dhcp-range=${range},${this.o.lease ?? "2m"}`,
-      "--enable-ra", `--dhcp-range=${this.ula},ra-only,64`, "--no-resolv", "--no-hosts", "--domain=lab.test",
+      ...(this.o.router === "radvd" ? [] : ["--enable-ra", `--dhcp-range=${this.ula},ra-only,64`]), "--no-resolv", "--no-hosts", "--domain=lab.test",
       `--host-record=gw.lab.test,${this.v4}.1,${this.ula}1`, `--dhcp-leasefile=${this.dir}/dnsmasq.leases`,
       "--log-dhcp", `--log-facility=${this.dir}/dnsmasq.log`, ...extra,
     ];
@@ -223,15 +257,15 @@ export class Lab {
   private async startYgg(): Promise<void> {
     await this.addNs(this.remoteNs);
     const r = this.remoteNs, h = this.hostNs;
-    const a = `m8n${this.tag}ya`, b = `m8n${this.tag}yb`;
+    const a = `${this.prefix}${this.tag}ya`, b = `${this.prefix}${this.tag}yb`;
     await this.sh(["ip", "link", "add", a, "netns", h, "type", "veth", "peer", "name", b, "netns", r]);
     await this.sh(["ip", "addr", "add", `10.${this.o.net}.255.1/30`, "dev", a], h);
     await this.sh(["ip", "link", "set", a, "up"], h);
     await this.sh(["ip", "addr", "add", `10.${this.o.net}.255.2/30`, "dev", b], r);
     await this.sh(["ip", "link", "set", b, "up"], r);
     await this.sh(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"], r);
-    const ca = await this.yggConf("A", [`tcp://10.${this.o.net}.255.1:17001`], [], `m8n${this.tag}ta`);
-    const cb = await this.yggConf("B", [], [`tcp://10.${this.o.net}.255.1:17001`], `m8n${this.tag}tb`);
+    const ca = await this.yggConf("A", [`tcp://10.${this.o.net}.255.1:17001`], [], `${this.prefix}${this.tag}ta`);
+    const cb = await this.yggConf("B", [], [`tcp://10.${this.o.net}.255.1:17001`], `${this.prefix}${this.tag}tb`);
     this.yggSubnet = (await $`yggdrasil -useconffile ${ca} -subnet`.quiet()).stdout.toString().trim();
     this.yggA = (await $`yggdrasil -useconffile ${ca} -address`.quiet()).stdout.toString().trim();
     this.yggB = (await $`yggdrasil -useconffile ${cb} -address`.quiet()).stdout.toString().trim();
@@ -243,13 +277,13 @@ export class Lab {
     await waitFor("yggdrasil peering", () => existsSync(logB) && readFileSync(logB, "utf8").includes("Connected"), 15000, 50);
   }
 
-  /** A plain network namespace plugged into the bridge (no nspawn), with interface `m8nc0`. */
+  /** A plain network namespace plugged into the bridge (no nspawn), with interface `clientIf` (m8nc0). */
   async addClientNs(): Promise<string> {
     const i = this.clients++;
-    const ns = `m8n${this.tag}c${i}`;
+    const ns = `${this.prefix}${this.tag}c${i}`;
     await this.addNs(ns);
-    const hv = `m8n${this.tag}v${i}`;
-    await this.sh(["ip", "link", "add", hv, "netns", this.hostNs, "type", "veth", "peer", "name", "m8nc0", "netns", ns]);
+    const hv = `${this.prefix}${this.tag}v${i}`;
+    await this.sh(["ip", "link", "add", hv, "netns", this.hostNs, "type", "veth", "peer", "name", this.clientIf, "netns", ns]);
     await this.sh(["ip", "link", "set", hv, "master", this.bridge], this.hostNs);
     await this.sh(["ip", "link", "set", hv, "up"], this.hostNs);
     return ns;
