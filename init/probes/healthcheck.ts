@@ -25,6 +25,8 @@
 // Interval once healthy, each capped by what remains of the start period (moby #52317), so a probe runs right
 // when the start period ends.
 import { runCommand, goDuration, type RunOptions } from "./run.ts";
+// the JSON is a setting the agent validates too: its parser lives in common/probe-settings.ts
+import { DEFAULTS, HealthcheckError, parseDurationMs, parseHealthcheck, type HealthcheckConfig } from "../../common/probe-settings.ts";
 
 export type HealthStatus = "starting" | "healthy" | "unhealthy";
 
@@ -42,8 +44,6 @@ export interface HealthState {
   log: HealthResult[];
 }
 
-// the JSON is a setting the agent validates too: its parser lives in common/probe-settings.ts
-import { DEFAULTS, HealthcheckError, parseDurationMs, parseHealthcheck, type HealthcheckConfig } from "../../common/probe-settings.ts";
 export { DEFAULTS, HealthcheckError, parseDurationMs, parseHealthcheck, type HealthcheckConfig };
 
 export const MAX_LOG_ENTRIES = 5;
