@@ -36,6 +36,8 @@ export function parseDurationMs(v: unknown, field: string): number {
   }
   if (typeof v === "string") {
     const s = v.trim();
+    // bounded, so that no value becomes Infinity
+    if (s.length > 64) throw new HealthcheckError(`MAN8S_HEALTHCHECK: ${field} is longer than 64 characters`);
     if (/^\d+$/.test(s)) return Number(s) / 1e6;
     const re = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)/gy;
     let ms = 0, at = 0;

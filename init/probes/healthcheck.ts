@@ -26,6 +26,8 @@
 // when the start period ends.
 import { runCommand, goDuration, type RunOptions } from "./run.ts";
 import { setLongTimeout, type LongTimer } from "../../common/timer.ts";
+// the JSON is a setting the agent validates too: its parser lives in common/probe-settings.ts
+import { DEFAULTS, HealthcheckError, parseDurationMs, parseHealthcheck, type HealthcheckConfig } from "../../common/probe-settings.ts";
 
 export type HealthStatus = "starting" | "healthy" | "unhealthy";
 
@@ -43,8 +45,6 @@ export interface HealthState {
   log: HealthResult[];
 }
 
-// the JSON is a setting the agent validates too: its parser lives in common/probe-settings.ts
-import { DEFAULTS, HealthcheckError, parseDurationMs, parseHealthcheck, type HealthcheckConfig } from "../../common/probe-settings.ts";
 export { DEFAULTS, HealthcheckError, parseDurationMs, parseHealthcheck, type HealthcheckConfig };
 
 export const MAX_LOG_ENTRIES = 5;
