@@ -264,10 +264,7 @@ export function installFiles(root: string, name: string, r: Rendered, force: boo
   let undo: (() => void) | void = undefined;
   let gen = "";
   try {
-    if (!hadDir) {
-      mkdirSync(dir, { recursive: true, mode: 0o755 });
-      created.push(dir);
-    }
+    if (!hadDir) created.push(mkdirSync(dir, { recursive: true, mode: 0o755 }) ?? dir); // the first one made
     adopt(root, name);
     const conflicts: Conflict[] = [];
     const kept: { file: string; entry: string }[] = [];
@@ -298,9 +295,7 @@ export function installFiles(root: string, name: string, r: Rendered, force: boo
         created.push(p);
       }
     }
-    if (!lstatOrNull(dirname(link))) {
-      mkdirSync(dirname(link), { recursive: true, mode: 0o755 });
-    }
+    if (!lstatOrNull(dirname(link))) created.push(mkdirSync(dirname(link), { recursive: true, mode: 0o755 }) ?? dirname(link));
     if (!linkSt || readlinkSync(link) !== linkTarget) {
       linkAtomic(link, linkTarget);
       if (!linkSt) created.push(link);

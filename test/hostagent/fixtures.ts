@@ -61,6 +61,7 @@ export const HOST_SECRET = `/tmp/m8g-host-secret-${process.pid}`;
 function userApp(r: string): void {
   busybox(r);
   for (const a of ["id", "ls", "touch", "su", "stat", "mkdir", "rm", "ln", "chmod", "grep"]) link(r, `/bin/${a}`, "busybox");
+  write(r, "/usr/lib/os-release", "ID=m8g-user-app\nNAME=m8g\n", 0o644);
   write(r, "/etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n", 0o644);
   write(r, "/etc/group", "root:x:0:\napp:x:1000:\nmedia:x:2000:app\n", 0o644);
   mkdirSync(`${r}/home/app`, { recursive: true });

@@ -2,7 +2,7 @@
 // socket, killed with SIGKILL at each step of an install (MAN8S_AGENT_FAULT), restarted on the same root;
 // a real tmpfs that runs full; hand edits of container.nspawn and man8env.env merged three ways.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, writeFileSync } from "node:fs";
 import type { AgentClient } from "../../hostagent/client.ts";
 import { fixtures, releaseFixtures, type Fixture } from "./fixtures.ts";
 import { type Agent, client, errorCode, startAgent, stopAgentAndClient, tmp } from "./helpers.ts";
@@ -163,42 +163,55 @@ describe("all or nothing", () => {
     }, 30_000);
   }
 
-  test("a failed first install leaves nothing behind (not even the volume it seeded)", async () => {
-    const root = agent.root;
+  test("a failed first install leaves nothing behind: no directory it made, not even the volume it seeded", async () => {
+    // the settings link cannot be made (its directory is a file), after the configs were written
+    const root = tmp("ff-root");
+    mkdirSync(`${root}/etc/systemd`, { recursive: true });
+    writeFileSync(`${root}/etc/systemd/nspawn`, "not a directory");
+    const a = await startAgent({ root, socket: `${tmp("ff-sock")}/agent.sock` });
+    const k = await client(a.socket);
+    expect(await errorCode(k.request("install", base("failfirst")))).toBe("E_IO");
+    expect(readdirSync(root).sort()).toEqual(["etc"]);
+    expect(await errorCode(k.request("status", { name: "failfirst" }))).toBe("E_NOT_FOUND");
+    // a volume was already seeded when a later one fails: it goes too
     const f = fx.get("user-app")!;
     const rootfs = tmp("rootfs");
     Bun.spawnSync(["cp", "-a", `${f.rootfs}/.`, rootfs]);
-    // the second volume's host side cannot be made (its parent is a file): the first was already seeded
     const r = c.request("install", { name: "failfirst", rootfs, configPath: f.imageConfig, volumes: { "/zz": "/dev/null/sub" } });
     expect(await errorCode(r)).toBe("E_IO");
-    expect(existsSync(cfgDir(root, "failfirst"))).toBe(false);
-    expect(existsSync(`${root}/var/lib/man8machine_storage/failfirst`)).toBe(false);
-    expect(existsSync(`${root}/etc/systemd/nspawn/failfirst.nspawn`)).toBe(false);
-    expect(await errorCode(c.request("status", { name: "failfirst" }))).toBe("E_NOT_FOUND");
+    expect(existsSync(cfgDir(agent.root, "failfirst"))).toBe(false);
+    expect(existsSync(`${agent.root}/var/lib/man8machine_storage/failfirst`)).toBe(false);
+    expect(existsSync(`${agent.root}/etc/systemd/nspawn/failfirst.nspawn`)).toBe(false);
+    k.close();
+    await a.stop();
   });
 
   test("install --force on a full disk fails and leaves the old pair intact, with no temporary files", async () => {
     const mnt = tmp("fulldisk");
     expect(Bun.spawnSync(["mount", "-t", "tmpfs", "-o", "size=2m", "m8g-full", mnt]).exitCode).toBe(0);
+    let a: Agent | undefined;
     try {
-      const a = await startAgent({ root: `${mnt}/root`, socket: `${tmp("fd-sock")}/agent.sock` });
+      a = await startAgent({ root: `${mnt}/root`, socket: `${tmp("fd-sock")}/agent.sock` });
       const k = await client(a.socket);
       const name = "full";
       const dir = cfgDir(a.root, name);
       await k.request("install", { ...base(name), env: { A: "1" } });
       const before = { env: readFileSync(`${dir}/man8env.env`, "utf8"), nsp: readFileSync(`${dir}/container.nspawn`, "utf8") };
-      // fill the filesystem up to the last block
-      Bun.spawnSync(["dd", "if=/dev/zero", `of=${mnt}/filler`, "bs=4k"], { stderr: "ignore" });
-      const big = "x".repeat(200_000);
-      const code = await errorCode(k.request("install", { ...base(name), env: { A: "2", BIG: big }, force: true }));
+      // fill the filesystem but for 64 KiB: room for a new man8env.env, not for a .nspawn with a 200 KB PATH
+      const avail = Number(Bun.spawnSync(["df", "--output=avail", "-B4096", mnt]).stdout.toString().split("\n")[1]);
+      Bun.spawnSync(["dd", "if=/dev/zero", `of=${mnt}/filler`, "bs=4096", `count=${avail - 16}`], { stderr: "ignore" });
+      const cfg = JSON.parse(readFileSync(base(name).configPath, "utf8"));
+      cfg.config.Env = [`PATH=/bin:${"x".repeat(200_000)}`];
+      const { configPath: _, ...rest } = base(name);
+      const code = await errorCode(k.request("install", { ...rest, config: cfg, env: { A: "2" }, force: true }));
       expect(code).toBe("E_IO");
       expect({ env: readFileSync(`${dir}/man8env.env`, "utf8"), nsp: readFileSync(`${dir}/container.nspawn`, "utf8") }).toEqual(before);
       expect(tree(dir).filter((p) => p.includes(".tmp-"))).toEqual([]);
       expect(tree(`${dir}/generations`).filter((p) => p.endsWith("/")).length).toBe(1);
       expect(await errorCode(k.request("status", { name }))).toBe("no error");
       k.close();
-      await a.stop();
     } finally {
+      await a?.stop(); // its report socket keeps the mount busy
       Bun.spawnSync(["umount", mnt]);
     }
   });
