@@ -29,7 +29,8 @@ export interface StatusRecord {
   /** duration of each start-up phase in ms; "runtime" is the runtime's time origin → the init's first statement */
   phases: Record<string, number>;
   /** startedAfterMs: the runtime's time origin → the app's spawn (exec is ~3 ms earlier) */
-  app: { argv: string[]; pid: number; startedAt: string; group: boolean; startedAfterMs: number } | null;
+  /** argv: the first words (~8 KiB); argc: the number of words, present when argv is cut */
+  app: { argv: string[]; argc?: number; pid: number; startedAt: string; group: boolean; startedAfterMs: number } | null;
   network: unknown;
   /** Docker's State.Health: status, failingStreak, log */
   health: unknown;

@@ -71,3 +71,36 @@ function badUtf8Line(bytes: Buffer): number {
 function quote(s: string): string {
   return JSON.stringify(s.length > 60 ? `${s.slice(0, 60)}…` : s);
 }
+
+/**
+ * The init's own control variables: read by the init, never passed to the app, its health checks or probes.
+ * MAN8S_APPLICATION_ARGV alone can be hundreds of KiB, and the kernel refuses any environment string over
+ * 128 KiB (E2BIG): exporting it made a long argv impossible to run. Every other variable is exported,
+ * including the MAN8S_* that describe the container (MAN8S_CONTAINER_NAME, MAN8S_YGGDRASIL_*, MAN8S_HOST_IFACE).
+ */
+export const INIT_ONLY_VARS: ReadonlySet<string> = new Set([
+  "MAN8S_APPLICATION_ARGV", "MAN8S_APPLICATION_ARGS", "MAN8S_APPLICATION_USER", "MAN8S_EXEC_INIT",
+  "MAN8S_HEALTHCHECK", "MAN8S_READY", "MAN8S_READY_INTERVAL", "MAN8S_WAIT_FOR", "MAN8S_WAIT_TIMEOUT",
+  "MAN8S_WAIT_PROBE_TIMEOUT", "MAN8S_STOP_SIGNAL", "MAN8S_STOP_TIMEOUT", "MAN8S_SIGNAL_GROUP", "MAN8S_NETWORK",
+  "MAN8S_NETWORK_TIMEOUT", "MAN8S_CHECK_TARGETS", "MAN8S_ENV_FILE", "MAN8S_STATUS_FILE", "MAN8S_REPORT_SOCKET",
+  "MAN8S_NETCTL_STATE", "MAN8S_RESOLV_CONF",
+]);
+
+/** Linux's MAX_ARG_STRLEN: one argv or environment string, its NUL included, may not be longer. */
+export const MAX_ARG_STRLEN = 32 * 4096;
+
+/**
+ * The environment the app gets: env without the init's control variables. An exported variable too long
+ * for the kernel fails here with 65 naming it, instead of an exec error that names nothing.
+ */
+export function appEnvironment(env: Readonly<Record<string, string>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (INIT_ONLY_VARS.has(k)) continue;
+    const bytes = Buffer.byteLength(k) + 1 + Buffer.byteLength(v) + 1;
+    if (bytes > MAX_ARG_STRLEN)
+      throw new ExitError(EXIT.badEnv, `${k}: ${bytes} bytes; one environment string may not exceed ${MAX_ARG_STRLEN} bytes (the kernel's MAX_ARG_STRLEN)`);
+    out[k] = v;
+  }
+  return out;
+}
