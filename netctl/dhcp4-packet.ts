@@ -261,18 +261,22 @@ export function maskToPrefix(m: Uint8Array): number {
   return rebuilt === v ? n : -1;
 }
 
-/** Why this lease must not be applied, or undefined when it may. */
-export function leaseProblem(l: LeaseInfo): string | undefined {
+/**
+ * Why this lease must not be applied, or undefined when it may. `address` says the fault is the offered
+ * address itself (then the client DECLINEs it, so the server stops handing it out).
+ */
+export function leaseProblem(l: LeaseInfo): { why: string; address: boolean } | undefined {
   const a = formatAddr(l.address);
-  if (!isUsableUnicast(l.address)) return `offered address ${a} is not usable (0/8, loopback, multicast or broadcast)`;
-  if (l.prefixlen < 0) return "the subnet mask (option 1) is not a contiguous netmask";
-  if (l.prefixlen < 8) return `the subnet mask /${l.prefixlen} is wider than any real subnet`;
+  const bad = (why: string, address = false) => ({ why, address });
+  if (!isUsableUnicast(l.address)) return bad(`offered address ${a} is not usable (0/8, loopback, multicast or broadcast)`, true);
+  if (l.prefixlen < 0) return bad("the subnet mask (option 1) is not a contiguous netmask");
+  if (l.prefixlen < 8) return bad(`the subnet mask /${l.prefixlen} is wider than any real subnet`);
   if (l.prefixlen <= 30) {
     const host = u32(l.address) & (0xffffffff >>> l.prefixlen);
-    if (host === 0xffffffff >>> l.prefixlen) return `offered address ${a} is the broadcast address of its /${l.prefixlen}`;
-    if (host === 0) return `offered address ${a} is the network address of its /${l.prefixlen}`;
+    if (host === 0xffffffff >>> l.prefixlen) return bad(`offered address ${a} is the broadcast address of its /${l.prefixlen}`, true);
+    if (host === 0) return bad(`offered address ${a} is the network address of its /${l.prefixlen}`, true);
   }
-  if (!l.serverId) return "no usable server identifier (option 54 must be a 4-byte unicast address)";
+  if (!l.serverId) return bad("no usable server identifier (option 54 must be a 4-byte unicast address)");
   return undefined;
 }
 

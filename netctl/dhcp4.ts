@@ -49,6 +49,9 @@ const REQUEST_WAITS_MS = [1000, 1000, 2000];
 const MAX_RESTART_S = 60;
 /** RFC 2131 §3.1.5: wait at least 10 s after a DECLINE */
 const DECLINE_WAIT_MS = 10_000;
+/** a hostile server must not flood the log: reasons from replies are rate-limited */
+const LOG_BURST = 20;
+const LOG_EVERY_MS = 5000;
 
 const sameAddr = (a?: Uint8Array, b?: Uint8Array) => !!a && !!b && a.length === b.length && a.every((x, i) => x === b[i]);
 const jitter = (ms: number, f = 0.2) => ms * (1 - f + 2 * f * Math.random());
@@ -74,6 +77,7 @@ export class Dhcp4Client {
   private offerServer: Uint8Array | undefined;
   private requestSentAt = 0;
   private boundWaiters: ((l: Lease) => void)[] = [];
+  private quiet = { tokens: LOG_BURST, at: 0, suppressed: 0 };
 
   constructor(private readonly o: Dhcp4Options) {}
 
@@ -224,7 +228,21 @@ export class Dhcp4Client {
   private reject(why: string): void {
     this.stats.rejected++;
     this.lastProblem = why;
-    this.o.log(`dhcp4: ${why}`);
+    this.noisy(why);
+  }
+
+  /** Log lines caused by replies: a burst of LOG_BURST, then one per LOG_EVERY_MS; the rest are counted. */
+  private noisy(msg: string): void {
+    const q = this.quiet, now = performance.now();
+    q.tokens = Math.min(LOG_BURST, q.tokens + (now - q.at) / LOG_EVERY_MS);
+    q.at = now;
+    if (q.tokens < 1) {
+      q.suppressed++;
+      return;
+    }
+    q.tokens--;
+    this.o.log(`dhcp4: ${msg}${q.suppressed ? ` (${q.suppressed} more such messages suppressed)` : ""}`);
+    q.suppressed = 0;
   }
 
   private receive(data: Uint8Array): void {
@@ -265,7 +283,7 @@ export class Dhcp4Client {
       this.stats.naks++;
       const why = m.options.get(P.OPT.message);
       this.lastProblem = "NAK";
-      this.o.log(`dhcp4: NAK${why ? ` (${printable(String.fromCharCode(...why.subarray(0, 255)))})` : ""}: dropping the lease`);
+      this.noisy(`NAK${why ? ` (${printable(String.fromCharCode(...why.subarray(0, 255)))})` : ""}: dropping the lease`);
       this.deconfigure();
       this.o.onLease?.("nak", undefined);
       this.restart("NAK");
@@ -277,18 +295,18 @@ export class Dhcp4Client {
     const serverId = info.serverId ?? (this.state === "requesting" ? this.offerServer : this.lease?.serverId);
     const problem = P.leaseProblem({ ...info, ...(serverId ? { serverId } : {}) });
     if (problem || !serverId) {
-      const why = `ACK refused: ${problem ?? "no server identifier"}`;
-      this.reject(why);
-      if (this.state === "requesting") {
-        // tell the server we will not use it (RFC 2131 §4.4.1), then wait before starting over
+      this.reject(`ACK refused: ${problem?.why ?? "no server identifier"}`);
+      // renewing/rebinding: keep the lease we have until it runs out; retransmissions continue
+      if (this.state !== "requesting") return;
+      if (problem?.address) {
+        // tell the server this address is unusable (RFC 2131 §4.4.1), then wait at least 10 s (§3.1.5)
         this.stats.declines++;
         this.send(P.DHCPDECLINE, BCAST, { requestedIp: ack.yiaddr, serverId: this.offerServer! });
         this.restart(`sent DECLINE for ${formatIPv4(ack.yiaddr)}`, DECLINE_WAIT_MS);
-      }
-      // renewing/rebinding: keep the lease we have until it runs out; retransmissions continue
+      } else this.restart("the ACK was refused");
       return;
     }
-    for (const n of info.notes) this.o.log(`dhcp4: ${n}`);
+    for (const n of info.notes) this.noisy(n);
     const lease: Lease = { ...info, serverId, obtainedAt: this.requestSentAt, obtainedWall: Date.now() - (performance.now() - this.requestSentAt) };
     const old = this.lease;
     const wasBound = this.state !== "requesting";

@@ -3,7 +3,7 @@
 // Each case is one attack or one awkward but legal lease (issue 9 items 10-14, issue 8 item 7, issue 11 item 3).
 import { afterEach, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
-import { type Client, DhcpPair, stopClient, waitUntil } from "./dhcp-lab.ts";
+import { assertValidResolvConf, type Client, DhcpPair, stopClient, waitUntil } from "./dhcp-lab.ts";
 import { ensureBuilt, haveTools } from "./lab.ts";
 
 const pairs: DhcpPair[] = [];
@@ -24,29 +24,6 @@ const DISCOVER = 1, REQUEST = 3, DECLINE = 4;
 
 /** lines of resolv.conf as the client wrote them */
 const resolv = (p: DhcpPair) => readFileSync(p.resolvPath, "utf8");
-
-/** Checks a resolv.conf the way a resolver reads it: only our lines, valid names, bounded. */
-export function assertValidResolvConf(text: string): void {
-  expect(text.length).toBeLessThan(1024);
-  const lines = text.split("\n");
-  expect(lines.pop()).toBe("");
-  let ns = 0;
-  for (const l of lines) {
-    if (l.startsWith("#")) continue;
-    const [kw, ...rest] = l.split(" ");
-    if (kw === "nameserver") {
-      ns++;
-      expect(rest.length).toBe(1);
-      expect(rest[0]).toMatch(/^\d{1,3}(\.\d{1,3}){3}$/);
-    } else if (kw === "search") {
-      expect(rest.length).toBeGreaterThan(0);
-      expect(rest.length).toBeLessThanOrEqual(6);
-      expect(rest.join(" ").length).toBeLessThanOrEqual(256);
-      for (const n of rest) expect(n).toMatch(/^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/);
-    } else throw new Error(`unexpected resolv.conf line: ${JSON.stringify(l)}`);
-  }
-  expect(ns).toBeLessThanOrEqual(3);
-}
 
 describe.skipIf(!haveTools)("DHCPv4 client against real and hostile servers", () => {
   test("setup: build", async () => {

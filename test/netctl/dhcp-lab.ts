@@ -3,6 +3,7 @@
 // Names: netns m8d<tag>s / m8d<tag>c, links m8d<tag>s0 / m8d<tag>c0 (tag <= 8 chars, names <= 15).
 // Everything started is tracked by pid and removed in cleanup().
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from "node:fs";
+import { expect } from "bun:test";
 import { BIN } from "./lab.ts";
 
 const SERVER = new URL("./dhcp-server.ts", import.meta.url).pathname;
@@ -84,8 +85,13 @@ export class DhcpPair {
     }
   }
 
+  private server: ReturnType<typeof Bun.spawn> | undefined;
+  serverAlive(): boolean {
+    return !!this.server && this.server.exitCode === null && this.server.signalCode === null;
+  }
+
   async startServer(scenario: string, extra: Record<string, unknown> = {}): Promise<void> {
-    const p = this.track(["ip", "netns", "exec", this.srvNs, process.execPath, SERVER, JSON.stringify({ scenario, net: this.net, ...extra })], `${this.dir}/server.log`);
+    const p = (this.server = this.track(["ip", "netns", "exec", this.srvNs, process.execPath, SERVER, JSON.stringify({ scenario, net: this.net, ...extra })], `${this.dir}/server.log`));
     await waitUntil("the DHCP server to listen", () => this.read("server.log").includes('"listening"') || (p.exitCode !== null ? fail(`server exited: ${this.read("server.log")}`) : false), 10_000);
   }
 
@@ -170,4 +176,27 @@ export async function stopClient(c: Client): Promise<number> {
   const code = await c.exited;
   clearTimeout(k);
   return code;
+}
+
+/** Checks a resolv.conf the way a resolver reads it: only our lines, valid names, bounded. */
+export function assertValidResolvConf(text: string): void {
+  expect(text.length).toBeLessThan(1024);
+  const lines = text.split("\n");
+  expect(lines.pop()).toBe("");
+  let ns = 0;
+  for (const l of lines) {
+    if (l.startsWith("#")) continue;
+    const [kw, ...rest] = l.split(" ");
+    if (kw === "nameserver") {
+      ns++;
+      expect(rest.length).toBe(1);
+      expect(rest[0]).toMatch(/^\d{1,3}(\.\d{1,3}){3}$/);
+    } else if (kw === "search") {
+      expect(rest.length).toBeGreaterThan(0);
+      expect(rest.length).toBeLessThanOrEqual(6);
+      expect(rest.join(" ").length).toBeLessThanOrEqual(256);
+      for (const n of rest) expect(n).toMatch(/^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/);
+    } else throw new Error(`unexpected resolv.conf line: ${JSON.stringify(l)}`);
+  }
+  expect(ns).toBeLessThanOrEqual(3);
 }

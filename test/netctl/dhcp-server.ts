@@ -128,7 +128,7 @@ function fuzzReply(req: Uint8Array): Uint8Array {
   const opts: Opt[] = [];
   if (rnd() < 0.85) opts.push([54, rnd() < 0.8 ? SID : bytes(ri(6))]);
   if (rnd() < 0.9) opts.push([51, u32(pick([0, 1, 2, 30, 59, 3600, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff, ri(2 ** 32)]))]);
-  if (rnd() < 0.3) opts.push([58, u32(ri(2 ** 32))], [59, u32(ri(2 ** 32))]);
+  if (rnd() < 0.3) opts.push([58, u32(rnd() < 0.5 ? pick([0, 1, 2, 5]) : ri(2 ** 32))], [59, u32(rnd() < 0.5 ? pick([0, 2, 3, 8]) : ri(2 ** 32))]);
   if (rnd() < 0.9) opts.push([1, rnd() < 0.8 ? [255, 255, 255, pick([0, 0, 128, 255, 254, 7])] : bytes(ri(6))]);
   if (rnd() < 0.8) opts.push([3, rnd() < 0.6 ? SID : rnd() < 0.5 ? pick(badAddrs) : bytes(ri(12))]);
   if (rnd() < 0.8) opts.push([6, bytes(4 * ri(20))]);
@@ -146,6 +146,7 @@ function fuzzReply(req: Uint8Array): Uint8Array {
   if (rnd() < 0.1) extra.pad = ri(60000); // big, fragmented datagrams
   if (rnd() < 0.1) extra.chunk = 1 + ri(8); // options split into many RFC 3396 fragments
   let b = build(req, type, yi, opts, extra);
+  if (b.length > 65000) b = b.slice(0, 65000); // the largest UDP datagram IPv4 can carry is 65507 bytes
   if (rnd() < 0.3) {
     // mutate: flip bytes after the fixed header (keep xid and chaddr so the client reads it)
     b = new Uint8Array(b);
@@ -205,6 +206,7 @@ function answer(req: Uint8Array, type: number): Uint8Array[] {
   throw new Error(`unknown scenario ${s}`);
 }
 
+let last: Uint8Array | undefined;
 const out = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const t0 = performance.now();
 const sock = await Bun.udpSocket({
@@ -229,9 +231,26 @@ const sock = await Bun.udpSocket({
       }
       out({ t: Math.round(performance.now() - t0), wall: Date.now(), type, xid: new DataView(req.buffer, req.byteOffset).getUint32(4), ciaddr: [...req.subarray(12, 16)].join("."), requested });
       if (type !== 1 && type !== 3) return; // DECLINE, RELEASE: logged only
-      for (const r of answer(req, type)) s.send(r, 68, "255.255.255.255");
+      last = req.slice();
+      for (const r of answer(req, type)) send(r);
     },
   },
 });
 sock.setBroadcast(true);
+function send(r: Uint8Array): void {
+  try {
+    sock.send(r, 68, "255.255.255.255");
+  } catch (e) {
+    out({ sendError: (e as Error).message, len: r.length });
+  }
+}
 out({ listening: true, scenario: cfg.scenario, seed: cfg.seed });
+if (cfg.scenario === "fuzz") {
+  // besides answering, keep sending replies for the client's latest transaction (every state gets its share)
+  let sent = 0;
+  setInterval(() => {
+    if (!last) return;
+    for (let i = 0; i < 2; i++) send(fuzzReply(last));
+    if ((sent += 2) % 500 === 0) out({ sent });
+  }, 10);
+}

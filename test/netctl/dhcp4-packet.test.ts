@@ -177,7 +177,7 @@ describe("untrusted replies (issue 9 items 10-14)", () => {
     expect(P.maskToPrefix(new Uint8Array([255, 255, 255, 255]))).toBe(32);
     expect(P.maskToPrefix(new Uint8Array([0, 0, 0, 0]))).toBe(0);
     expect(P.maskToPrefix(new Uint8Array([255, 0, 255, 0]))).toBe(-1);
-    const l = (yi: number[], opts: number[][]) => P.leaseProblem(P.leaseFromAck(P.decodeMessage(reply(P.DHCPACK, 1, yi, opts))!));
+    const l = (yi: number[], opts: number[][]) => P.leaseProblem(P.leaseFromAck(P.decodeMessage(reply(P.DHCPACK, 1, yi, opts))!))?.why;
     const sid = [54, 4, 10, 0, 0, 1];
     expect(l([10, 0, 0, 5], [sid, [1, 4, 255, 255, 255, 0]])).toBeUndefined();
     expect(l([10, 0, 0, 255], [sid, [1, 4, 255, 255, 255, 0]])).toContain("broadcast address");
