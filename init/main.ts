@@ -10,7 +10,7 @@ import { resolveApp, resolveExecInit } from "./app.ts";
 import { loadEnvFile } from "./env.ts";
 import { copyTree, PROTECTED_DIRS } from "./protected.ts";
 import { becomeSubreaper, reap, reapStats } from "./reaper.ts";
-import { onSignal, rtSignalsInstalled } from "./signals.ts";
+import { onSignal, signalsHandled } from "./signals.ts";
 import { newRecord, type Phase, StatusFile } from "./status.ts";
 import { Supervisor } from "./supervisor.ts";
 import { load } from "../lazy.ts";
@@ -71,7 +71,7 @@ export async function runInit(args: string[]): Promise<number> {
 
   // performance.now() counts from the runtime's time origin (the Bun runtime spends ~3 ms before it)
   status.record.phases.runtime = Math.round(performance.now() * 100) / 100;
-  log(`man8s ${VERSION} starting as ${mode} (pid ${process.pid}, ${status.record.phases.runtime} ms into the runtime); ${rtSignalsInstalled().length} RT signals handled`);
+  log(`man8s ${VERSION} starting as ${mode} (pid ${process.pid}, ${status.record.phases.runtime} ms into the runtime); ${signalsHandled().length} signals handled (every one but KILL, STOP, PIPE, PWR, 33)`);
   try {
     return await phases(override, sup, status, async () => reporter?.flush());
   } catch (e) {

@@ -8,7 +8,7 @@ import { descendants } from "./proctree.ts";
 import { reap, reapStats, trackBunChild, untrackBunChild } from "./reaper.ts";
 import type { StatusFile } from "./status.ts";
 
-const SIGHUP = 1, SIGINT = 2, SIGKILL = 9, SIGTERM = 15, SIGCHLD = 17;
+const SIGHUP = 1, SIGINT = 2, SIGKILL = 9, SIGTERM = 15, SIGCHLD = 17, SIGCANCEL = 32;
 /** poweroff group (SIGTERM, SIGRTMIN+3/+4) and reboot group (SIGINT, SIGRTMIN+5/+6) */
 const STOP_SIGNALS = new Set([SIGTERM, 37, 38, SIGINT, 39, 40]);
 const REBOOT_SIGNALS = new Set([SIGINT, 39, 40]);
@@ -64,6 +64,10 @@ export class Supervisor {
   handleSignal(signo: number): void {
     if (signo === SIGCHLD) {
       reap();
+      return;
+    }
+    if (signo === SIGCANCEL) {
+      log("signal 32 (libc's thread-cancel signal) received: not forwarded, it would kill a glibc app");
       return;
     }
     if (STOP_SIGNALS.has(signo)) {
