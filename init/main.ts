@@ -13,6 +13,8 @@ import { becomeSubreaper, reap, reapStats } from "./reaper.ts";
 import { onSignal, signalsHandled } from "./signals.ts";
 import { newRecord, type Phase, StatusFile } from "./status.ts";
 import { Supervisor } from "./supervisor.ts";
+import { appUserFromEnv } from "./user.ts";
+import { probeWrapper } from "./launch.ts";
 import { load } from "../lazy.ts";
 import type { HealthHandle, ReadyHandle } from "./probes/index.ts";
 
@@ -31,7 +33,7 @@ Started as init, man8s-init or 00-init.sh, the binary is this command.
 environment: MAN8S_ENV_FILE (default /man8env.env), MAN8S_STATUS_FILE (default /run/man8s/status.json),
 and from the env file MAN8S_APPLICATION_ARGV, MAN8S_APPLICATION_ARGS, MAN8S_STOP_SIGNAL,
 MAN8S_STOP_TIMEOUT, MAN8S_SIGNAL_GROUP, MAN8S_NETWORK. See README.md.
-exit codes: 64 usage, 65 bad env file, 69 network, 70 internal, 75 dependency timeout,
+exit codes: 64 usage, 65 bad env file, 67 MAN8S_APPLICATION_USER unknown to the rootfs, 69 network, 70 internal, 75 dependency timeout,
 126/127 app not executable/not found, otherwise the app's code (128+n for signal n, 137 if killed after the stop timeout).
 `;
 
@@ -105,6 +107,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   // env: the file's keys over the environment nspawn gave us; all of them go to the app
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
+  let fileHasHome = false;
   await phase("env", () => {
     const file = process.env.MAN8S_ENV_FILE || IN_CONTAINER_ENV;
     const parsed = loadEnvFile(file);
@@ -114,6 +117,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
     }
     for (const k of parsed.duplicates) log(`${file}: ${k} defined more than once; the last value wins`);
     for (const [k, v] of parsed.vars) env[k] = v;
+    fileHasHome = parsed.vars.has("HOME");
     log(`${file}: ${parsed.vars.size} variables`);
   });
   delete env.MAN8S_ENV_FILE;
@@ -121,6 +125,11 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   sup.configureStop(settings.signal, settings.timeoutMs);
   const execInit = override ? null : resolveExecInit(env);
   const app = execInit ? null : resolveApp(override, env);
+  // the image's User (exit 67 before anything starts when the rootfs does not know it); HOME from passwd
+  // unless the image's env sets it (nspawn's own HOME=/root does not count), as Docker does
+  const user = execInit ? null : appUserFromEnv(env, process.env.MAN8S_ETC_DIR || "/etc");
+  if (user && !fileHasHome) env.HOME = user.home;
+  const wrap = probeWrapper(user, env);
 
   await phase("protected-dirs", () => {
     for (const [src, dest] of PROTECTED_DIRS) {
@@ -168,7 +177,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
       const abort = new AbortController();
       sup.onStop(() => abort.abort(new Error("stop requested")));
       try {
-        await waiter.waitFor(env, { log, signal: abort.signal, spawnEnv: env });
+        await waiter.waitFor(env, { log, signal: abort.signal, spawnEnv: env, ...(wrap ? { wrap } : {}) });
       } catch (e) {
         if (!sup.stopping) throw e;
       }
@@ -181,8 +190,8 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   let ready: ReadyHandle | null = null;
   if (app && !sup.stopping) {
     rec.phase = "app";
-    log(`starting ${JSON.stringify(app.argv)} (${app.source}${app.group ? ", signals to its process group" : ""}); stop signal ${signalName(settings.signal)}`);
-    const started = sup.spawn(app.argv, env, app.group);
+    log(`starting ${JSON.stringify(app.argv)} (${app.source}${app.group ? ", signals to its process group" : ""}${user ? `, as ${user.spec} = ${user.uid}:${user.gid} groups ${user.groups.join(",")}` : ""}); stop signal ${signalName(settings.signal)}`);
+    const started = sup.spawn(app.argv, env, app.group, user);
     if ("failed" in started) {
       rec.exit = {
         code: started.failed, reason: `cannot execute ${app.argv[0]}`, app: null, killedAfterTimeout: false,
@@ -207,7 +216,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
     }
     if (probes) {
       health = probes.startHealth(env, {
-        log, startedAt: performance.now(), spawnEnv: env, cwd: process.cwd(),
+        log, startedAt: performance.now(), spawnEnv: env, cwd: process.cwd(), ...(wrap ? { wrap } : {}),
         onChange: (h, prev) => {
           log(`health: ${prev} -> ${h.status}`);
           rec.health = h;
@@ -220,7 +229,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
       });
       if (health) rec.health = health.state();
       ready = probes.startReady(env, {
-        log, health, spawnEnv: env,
+        log, health, spawnEnv: env, ...(wrap ? { wrap } : {}),
         onReady: (info) => {
           rec.ready = info;
           status.write();
