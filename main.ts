@@ -19,7 +19,13 @@ usage:
 
 /** Signal intake comes first, before the init module even loads: nothing may arrive unhandled. */
 async function startInit(args: string[]): Promise<number> {
-  installSignalIntake();
+  try {
+    installSignalIntake();
+  } catch (e) {
+    // an init that a stop signal could kill would orphan the app: refuse to start instead
+    process.stderr.write(`man8s-init: ${(e as Error).message}; not starting\n`);
+    return 70;
+  }
   // an init must outlive its own mistakes: log them, keep supervising (the container would die with us)
   process.on("uncaughtException", (e) => process.stderr.write(`man8s-init: internal error (continuing): ${e.stack ?? e}\n`));
   process.on("unhandledRejection", (e) => process.stderr.write(`man8s-init: internal error (continuing): ${(e as Error)?.stack ?? e}\n`));

@@ -19,6 +19,10 @@ const proc = dlopen("libc.so.6", {
   getppid: { args: [], returns: "i32" },
   read: { args: ["i32", "ptr", "u64"], returns: "i64" },
   execve: { args: ["ptr", "ptr", "ptr"], returns: "i32" },
+  pipe2: { args: ["ptr", "i32"], returns: "i32" },
+  mmap: { args: ["ptr", "u64", "i32", "i32", "i32", "i64"], returns: "ptr" },
+  mprotect: { args: ["ptr", "u64", "i32"], returns: "i32" },
+  syscall: { args: ["i64", "i64", "ptr", "ptr", "i64"], returns: "i64" },
   __errno_location: { args: [], returns: "ptr" },
 }).symbols;
 
@@ -39,7 +43,13 @@ export const PR_SET_CHILD_SUBREAPER = 36;
 export const P_ALL = 0, WNOHANG = 1, WEXITED = 4, WNOWAIT = 0x01000000;
 // <signal.h>: how for sigprocmask; sa_flags
 export const SIG_BLOCK = 0, SIG_UNBLOCK = 1, SIG_SETMASK = 2;
-export const SA_SIGINFO = 4, SA_RESTART = 0x10000000;
+export const SA_SIGINFO = 4, SA_ONSTACK = 0x08000000, SA_RESTART = 0x10000000;
+// <sys/mman.h>
+export const PROT_READ = 1, PROT_WRITE = 2, PROT_EXEC = 4, MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20;
+// <asm/unistd_64.h>
+export const SYS_rt_sigaction = 13;
+// <fcntl.h>
+export const O_NONBLOCK = 0o4000;
 
 /**
  * struct sigaction, glibc x86_64 (sysdeps/unix/sysv/linux/bits/sigaction.h), 152 bytes:

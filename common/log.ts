@@ -34,6 +34,7 @@ export function isExitError(e: unknown): e is ExitError {
 export const EXIT = {
   usage: 64,
   badEnv: 65,
+  badUser: 67,
   network: 69,
   internal: 70,
   depTimeout: 75,

@@ -11,9 +11,11 @@ import { resolveApp, resolveExecInit } from "./app.ts";
 import { appEnvironment, loadEnvFile } from "./env.ts";
 import { copyTree, PROTECTED_DIRS } from "./protected.ts";
 import { becomeSubreaper, reap, reapStats } from "./reaper.ts";
-import { onSignal, rtSignalsInstalled } from "./signals.ts";
+import { onSignal, signalsHandled } from "./signals.ts";
 import { newRecord, type Phase, StatusFile } from "./status.ts";
 import { Supervisor } from "./supervisor.ts";
+import { appUserFromEnv } from "./user.ts";
+import { probeWrapper } from "./launch.ts";
 import { load } from "../lazy.ts";
 import type { HealthHandle, ReadyHandle } from "./probes/index.ts";
 
@@ -29,7 +31,7 @@ Started as init, man8s-init or 00-init.sh, the binary is this command.
 environment: MAN8S_ENV_FILE (default /man8env.env), MAN8S_STATUS_FILE (default /run/man8s/status.json),
 and from the env file MAN8S_APPLICATION_ARGV, MAN8S_APPLICATION_ARGS, MAN8S_STOP_SIGNAL,
 MAN8S_STOP_TIMEOUT, MAN8S_SIGNAL_GROUP, MAN8S_NETWORK. See README.md.
-exit codes: 64 usage, 65 bad env file, 69 network, 70 internal, 75 dependency timeout,
+exit codes: 64 usage, 65 bad env file, 67 MAN8S_APPLICATION_USER unknown to the rootfs, 69 network, 70 internal, 75 dependency timeout,
 126/127 app not executable/not found, otherwise the app's code (128+n for signal n, 137 if killed after the stop timeout).
 `;
 
@@ -69,7 +71,7 @@ export async function runInit(args: string[]): Promise<number> {
 
   // performance.now() counts from the runtime's time origin (the Bun runtime spends ~3 ms before it)
   status.record.phases.runtime = Math.round(performance.now() * 100) / 100;
-  log(`man8s ${VERSION} starting as ${mode} (pid ${process.pid}, ${status.record.phases.runtime} ms into the runtime); ${rtSignalsInstalled().length} RT signals handled`);
+  log(`man8s ${VERSION} starting as ${mode} (pid ${process.pid}, ${status.record.phases.runtime} ms into the runtime); ${signalsHandled().length} signals handled (every one but KILL, STOP, PIPE, PWR, 33)`);
   try {
     return await phases(override, sup, status, async () => reporter?.flush());
   } catch (e) {
@@ -104,6 +106,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   // go to the app (appEnvironment)
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
+  let fileHasHome = false;
   await phase("env", () => {
     const file = process.env.MAN8S_ENV_FILE || IN_CONTAINER_ENV;
     const parsed = loadEnvFile(file);
@@ -113,6 +116,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
     }
     for (const k of parsed.duplicates) log(`${file}: ${k} defined more than once; the last value wins`);
     for (const [k, v] of parsed.vars) env[k] = v;
+    fileHasHome = parsed.vars.has("HOME");
     log(`${file}: ${parsed.vars.size} variables`);
   });
   delete env.MAN8S_ENV_FILE;
@@ -122,6 +126,11 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   const execInit = override ? null : resolveExecInit(env);
   const app = execInit ? null : resolveApp(override, env);
   if (!execInit) userSpec(env); // its syntax (exit 65); the names are looked up when the app starts
+  // the image's User (exit 67 before anything starts when the rootfs does not know it); HOME from passwd
+  // unless the image's env sets it (nspawn's own HOME=/root does not count), as Docker does
+  const user = execInit ? null : appUserFromEnv(env, process.env.MAN8S_ETC_DIR || "/etc");
+  if (user && !fileHasHome) env.HOME = user.home;
+  const wrap = probeWrapper(user, env);
 
   await phase("protected-dirs", () => {
     for (const [src, dest] of PROTECTED_DIRS) {
@@ -169,7 +178,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
       const abort = new AbortController();
       sup.onStop(() => abort.abort(new Error("stop requested")));
       try {
-        await waiter.waitFor(env, { log, signal: abort.signal, spawnEnv: appEnvironment(env) });
+        await waiter.waitFor(env, { log, signal: abort.signal, spawnEnv: appEnvironment(env), ...(wrap ? { wrap } : {}) });
       } catch (e) {
         if (!sup.stopping) throw e;
       }
@@ -183,9 +192,9 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   if (app && !sup.stopping) {
     rec.phase = "app";
     const shown = argvForRecord(app.argv);
-    log(`starting ${JSON.stringify(shown)}${shown.length < app.argv.length ? ` (first ${shown.length} of ${app.argv.length} words)` : ""} (${app.source}${app.group ? ", signals to its process group" : ""}); stop signal ${signalName(settings.signal)}`);
+    log(`starting ${JSON.stringify(shown)}${shown.length < app.argv.length ? ` (first ${shown.length} of ${app.argv.length} words)` : ""} (${app.source}${app.group ? ", signals to its process group" : ""}${user ? `, as ${user.spec} = ${user.uid}:${user.gid} groups ${user.groups.join(",")}` : ""}); stop signal ${signalName(settings.signal)}`);
     const appEnv = appEnvironment(env);
-    const started = sup.spawn(app.argv, appEnv, app.group);
+    const started = sup.spawn(app.argv, appEnv, app.group, user);
     if ("failed" in started) {
       rec.exit = {
         code: started.failed, reason: `cannot execute ${app.argv[0]}`, app: null, killedAfterTimeout: false,
@@ -210,7 +219,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
     }
     if (probes) {
       health = probes.startHealth(env, {
-        log, startedAt: performance.now(), spawnEnv: appEnv, cwd: process.cwd(),
+        log, startedAt: performance.now(), spawnEnv: appEnv, cwd: process.cwd(), ...(wrap ? { wrap } : {}),
         onChange: (h, prev) => {
           log(`health: ${prev} -> ${h.status}`);
           rec.health = h;
@@ -223,7 +232,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
       });
       if (health) rec.health = health.state();
       ready = probes.startReady(env, {
-        log, health, spawnEnv: appEnv,
+        log, health, spawnEnv: appEnv, ...(wrap ? { wrap } : {}),
         onReady: (info) => {
           rec.ready = info;
           status.write();

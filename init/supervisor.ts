@@ -2,14 +2,16 @@
 // app left behind, escalation to SIGKILL and the exit code (DESIGN §3.2–§3.4).
 import type { Subprocess } from "bun";
 import { readFileSync } from "node:fs";
-import { log } from "../common/log.ts";
+import { EXIT, ExitError, log } from "../common/log.ts";
 import { libc } from "../common/libc.ts";
 import { parseSignal, signalName } from "../common/signals.ts";
+import { launcherPath, launchArgv, resolveExecutable } from "./launch.ts";
 import { descendants } from "./proctree.ts";
 import { reap, reapStats, trackBunChild, untrackBunChild } from "./reaper.ts";
 import type { StatusFile } from "./status.ts";
+import type { AppUser } from "./user.ts";
 
-const SIGHUP = 1, SIGINT = 2, SIGKILL = 9, SIGTERM = 15, SIGCHLD = 17;
+const SIGHUP = 1, SIGINT = 2, SIGKILL = 9, SIGTERM = 15, SIGCHLD = 17, SIGCANCEL = 32;
 /** poweroff group (SIGTERM, SIGRTMIN+3/+4) and reboot group (SIGINT, SIGRTMIN+5/+6) */
 const STOP_SIGNALS = new Set([SIGTERM, 37, 38, SIGINT, 39, 40]);
 const REBOOT_SIGNALS = new Set([SIGINT, 39, 40]);
@@ -66,6 +68,10 @@ export class Supervisor {
   handleSignal(signo: number): void {
     if (signo === SIGCHLD) {
       reap();
+      return;
+    }
+    if (signo === SIGCANCEL) {
+      log("signal 32 (libc's thread-cancel signal) received: not forwarded, it would kill a glibc app");
       return;
     }
     if (STOP_SIGNALS.has(signo)) {
@@ -157,12 +163,25 @@ export class Supervisor {
     for (const p of descendants()) libc.kill(p.pid, SIGKILL);
   }
 
-  /** Start the app; returns null (and logs) when exec fails, with the 126/127 code. */
-  spawn(argv: string[], env: Record<string, string>, group: boolean): { pid: number } | { failed: number } {
+  /**
+   * Start the app through the launcher's exec mode: as `user`, in a process group of its own, made the
+   * terminal's foreground group when the init has a controlling terminal (docs/signals.md). Returns the
+   * 126/127 code (and logs) when the command cannot be executed; nothing is started then.
+   */
+  spawn(argv: string[], env: Record<string, string>, group: boolean, user: AppUser | null = null): { pid: number } | { failed: number } {
     this.group = group;
+    const exe = resolveExecutable(argv[0]!, env);
+    if ("failed" in exe) {
+      log(`cannot execute ${argv[0]}: ${exe.why}`);
+      return { failed: exe.failed };
+    }
+    const launcher = launcherPath();
+    if (!launcher && user) throw new ExitError(EXIT.internal, `MAN8S_APPLICATION_USER is set but the launcher (init) is not beside ${process.execPath}`);
     let proc: Subprocess;
     try {
-      proc = Bun.spawn(argv, { env, stdio: ["inherit", "inherit", "inherit"], detached: group });
+      proc = launcher
+        ? Bun.spawn(launchArgv(launcher, exe.path, argv, { user, pgrp: true, tty: true }), { env, stdio: ["inherit", "inherit", "inherit"] })
+        : Bun.spawn(argv, { env, stdio: ["inherit", "inherit", "inherit"], detached: group });
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       const why = code === "ENOENT" ? "not found" : code === "EACCES" ? "permission denied (not executable?)" : (e as Error).message;

@@ -98,6 +98,7 @@ export interface HealthOptions {
   shell?: string[];
   /** environment, working directory and identity of the check command (the app's) */
   spawnEnv?: RunOptions["spawnEnv"];
+  wrap?: RunOptions["wrap"];
   cwd?: string;
   uid?: number;
   gid?: number;
@@ -143,6 +144,7 @@ export function startHealth(env: Record<string, string | undefined>, opts: Healt
       timeoutMs: cfg.timeoutMs,
       signal: abort.signal,
       ...(opts.spawnEnv ? { spawnEnv: opts.spawnEnv } : {}),
+      ...(opts.wrap ? { wrap: opts.wrap } : {}),
       ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
       ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
       ...(opts.gid !== undefined ? { gid: opts.gid } : {}),

@@ -46,6 +46,8 @@ export interface ReadyOptions {
   claimPid?: number;
   /** environment of an exec: readiness probe (the app's environment; default process.env) */
   spawnEnv?: Record<string, string | undefined>;
+  /** exec: probes as the app's user (init/launch.ts) */
+  wrap?: (argv: string[]) => string[];
 }
 
 export function startReady(env: Record<string, string | undefined>, opts: ReadyOptions): ReadyHandle {
@@ -112,7 +114,7 @@ export function startReady(env: Record<string, string | undefined>, opts: ReadyO
       let lastLog = performance.now();
       while (!stopped) {
         const started = performance.now();
-        const r = await runProbe(probe, { timeoutMs: attemptTimeout, env, signal: abort.signal, ...(opts.spawnEnv ? { spawnEnv: opts.spawnEnv } : {}) });
+        const r = await runProbe(probe, { timeoutMs: attemptTimeout, env, signal: abort.signal, ...(opts.spawnEnv ? { spawnEnv: opts.spawnEnv } : {}), ...(opts.wrap ? { wrap: opts.wrap } : {}) });
         if (stopped) return;
         attempts++;
         if (r.ok) return becomeReady(probe.url, `ready: ${probe.url} (${r.output.trim().split("\n")[0] || "exit 0"})`, attempts);

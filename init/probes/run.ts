@@ -41,6 +41,8 @@ export interface RunOptions {
   cwd?: string;
   uid?: number;
   gid?: number;
+  /** exec: commands run as the app's user: the init's launcher wraps argv (init/launch.ts) */
+  wrap?: (argv: string[]) => string[];
   signal?: AbortSignal;
 }
 
@@ -128,7 +130,7 @@ export async function runCommand(argv: string[], opts: RunOptions & { outputLimi
   if (argv.length === 0) return { exitCode: -1, output: "empty command", timedOut: false, aborted: false, pid: 0, spawnError: "empty command" };
   let proc: ReturnType<typeof Bun.spawn<"ignore", "pipe", "pipe">>;
   try {
-    proc = Bun.spawn(argv, {
+    proc = Bun.spawn(opts.wrap ? opts.wrap(argv) : argv, {
       stdin: "ignore",
       stdout: "pipe",
       stderr: "pipe",

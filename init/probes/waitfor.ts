@@ -32,6 +32,8 @@ export interface WaitOptions {
   retryMs?: number;
   /** environment of exec: probes (the app's environment; default process.env) */
   spawnEnv?: Record<string, string | undefined>;
+  /** exec: probes as the app's user (init/launch.ts) */
+  wrap?: (argv: string[]) => string[];
 }
 
 function parseTargets(text: string): Probe[] {
@@ -68,7 +70,7 @@ export async function waitFor(env: Record<string, string | undefined>, opts: Wai
       const started = performance.now();
       const left = deadline - started;
       if (left <= 0) return;
-      const r = await runProbe(p, { timeoutMs: Math.min(attemptMs, left), env, signal: inner.signal, ...(opts.spawnEnv ? { spawnEnv: opts.spawnEnv } : {}) });
+      const r = await runProbe(p, { timeoutMs: Math.min(attemptMs, left), env, signal: inner.signal, ...(opts.spawnEnv ? { spawnEnv: opts.spawnEnv } : {}), ...(opts.wrap ? { wrap: opts.wrap } : {}) });
       if (inner.signal.aborted) return;
       st.attempts++;
       if (r.ok) {

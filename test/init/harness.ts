@@ -2,7 +2,7 @@
 // new pid namespace (unshare), and as PID 2 of a real systemd-nspawn container built from a
 // busybox-static rootfs with the bundle bind-mounted read-only at /man8s-init.
 import { $ } from "zx";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 
 $.verbose = false;
@@ -31,18 +31,20 @@ export const WORK = work;
 
 /** Static test helpers from test/fixtures, built with musl-gcc so they run in any rootfs. */
 const fixtureBuilds = new Map<string, Promise<string>>();
-export function fixture(name: string): Promise<string> {
-  let p = fixtureBuilds.get(name);
+/** `glibc: true` builds NAME-glibc with gcc -static (glibc reserves only signals 32 and 33, musl also 34). */
+export function fixture(name: string, opts: { glibc?: boolean } = {}): Promise<string> {
+  const key = opts.glibc ? `${name}-glibc` : name;
+  let p = fixtureBuilds.get(key);
   if (!p) {
-    const out = `${work}/bin/${name}`;
+    const out = `${work}/bin/${key}`;
     p = (async () => {
       mkdirSync(`${work}/bin`, { recursive: true });
-      await $`musl-gcc -static -Os -o ${out} ${ROOT}/test/fixtures/${name}.c`;
+      await $`${opts.glibc ? "gcc" : "musl-gcc"} -static -Os -o ${out} ${ROOT}/test/fixtures/${name}.c`;
       // beside it, a script without the executable bit, for the exec-failure tests
       writeFileSync(`${work}/bin/not-executable`, "#!/bin/sh\necho never\n", { mode: 0o644 });
       return out;
     })();
-    fixtureBuilds.set(name, p);
+    fixtureBuilds.set(key, p);
   }
   return p;
 }
@@ -70,7 +72,7 @@ async function buildRootfs(r: string, opts: { withShell?: boolean; busybox?: boo
     const applets = (await $`/bin/busybox --list`).stdout.split("\n").filter((a) => a && a !== "busybox");
     for (const a of applets) if (opts.withShell !== false || (a !== "sh" && a !== "ash")) await $`ln -sf busybox ${r}/bin/${a}`;
   }
-  await $`cp -p ${await fixture("sigapp")} ${work}/bin/not-executable ${r}/usr/local/bin/`;
+  await $`cp -p ${await fixture("sigapp")} ${await fixture("sigapp", { glibc: true })} ${work}/bin/not-executable ${r}/usr/local/bin/`;
   return r;
 }
 
@@ -96,6 +98,8 @@ export interface RunOptions {
   hostEnv?: Record<string, string>;
   /** nspawn: bind the run's directory at /run/man8s (default true); false leaves /run/man8s to the init */
   bindRunMan8s?: boolean;
+  /** open fds (on /dev/null) the outermost process inherits as fds 3, 4, ... */
+  inheritFds?: number;
 }
 
 export interface Running {
@@ -162,7 +166,10 @@ export async function runInit(mode: Mode, cmd: (r: { bin: (n: string) => string;
       "/man8s-init/init", ...dashdash, ...args,
     ];
   }
-  const proc = Bun.spawn(argv, { env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const extra: number[] = [];
+  for (let i = 0; i < (opts.inheritFds ?? 0); i++) extra.push(openSync("/dev/null", "r"));
+  const proc = Bun.spawn(argv, { env, stdio: ["ignore", "pipe", "pipe", ...extra] });
+  for (const fd of extra) closeSync(fd);
   let out = "";
   let err = "";
   const pump = async (s: ReadableStream<Uint8Array>, add: (t: string) => void) => {
