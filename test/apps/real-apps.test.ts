@@ -22,13 +22,14 @@ const note = (m: string) => {
   facts.push(m);
   console.log(`real-apps: ${m}`);
 };
+const debug = (m: Machine) => process.env.M8R_DEBUG && console.log(`--- ${m.name} log ---\n${m.log}`);
 const secs = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
 beforeAll(async () => {
   if (!haveTools) return;
   const b = await appImages((m) => console.log(`real-apps build: ${m}`));
   images = b.images;
-  note(`images ${b.built ? "built" : "from cache"} in ${b.seconds.toFixed(1)} s (${b.layout})`);
+  note(`images: ${b.built.length ? `built ${b.built.join(", ")}` : "all from the cache"} in ${b.seconds.toFixed(1)} s`);
   lab = await new AppLab("a", 86).start();
   agent = await startAgent();
 }, 600_000);
@@ -51,10 +52,13 @@ function unpack(tag: string, name: string): string {
   return `${bundle}/rootfs`;
 }
 
+/** the lab bridge; DHCPv4 only (no yggdrasil prefix in the lab, so the network phase is asked for) */
+const NET = () => ["--bridge", lab.bridge, "--env", "MAN8S_NETWORK=v4"];
+
 /** inject (bind: only the mount point) + install with the defaults, on the lab bridge */
 function install(tag: string, name: string, rootfs: string, extra: string[] = []): Record<string, unknown> {
   cli("inject", "--rootfs", rootfs, "--bind");
-  return JSON.parse(cli("install", name, "--json", "--rootfs", rootfs, "--config", images.get(tag)!.config, "--bridge", lab.bridge, ...extra));
+  return JSON.parse(cli("install", name, "--json", "--rootfs", rootfs, "--config", images.get(tag)!.config, ...NET(), ...extra));
 }
 
 /** the host side of the Bind= line whose container path is dst, from the installed .nspawn */
@@ -152,6 +156,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
       l.close();
       const t0 = performance.now();
       pg.rc.push(await m.stop());
+      debug(m);
       note(`postgres stop: nspawn rc ${pg.rc[0]} after ${secs(performance.now() - t0)}; ${/received fast shutdown request/.test(m.log) ? "postgres saw SIGINT (fast shutdown)" : "no fast shutdown line"}`);
       pg.run1 = m.log;
     }
@@ -235,6 +240,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     } finally {
       l.close();
       bb.rc.push(await m.stop());
+      debug(m);
       bb.run1 = m.log;
     }
     expect(bb.run1).toContain("app: got SIGTERM");
@@ -267,7 +273,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     const env = readFileSync(envPath, "utf8");
     expect(env).toContain("GREETING=image default\n");
     writeFileSync(envPath, env.replace("GREETING=image default\n", "GREETING=edited by hand\n"));
-    const again = JSON.parse(cli("install", bb.name, "--json", "--force", "--rootfs", bb.rootfs, "--config", images.get("busybox")!.config, "--bridge", lab.bridge));
+    const again = JSON.parse(cli("install", bb.name, "--json", "--force", "--rootfs", bb.rootfs, "--config", images.get("busybox")!.config, ...NET()));
     expect(again.replaced).toBe(true);
     expect(readFileSync(nspPath, "utf8")).toContain(`Bind=${bb.extra}:/mnt/extra`);
     expect(readFileSync(envPath, "utf8")).toContain("GREETING=edited by hand\n");
@@ -353,6 +359,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     } finally {
       l.close();
       rc = await m.stop();
+      debug(m);
     }
     note(`redis stop: nspawn rc ${rc}; ${/Redis is now ready to exit/.test(m.log) ? "saved and exited cleanly" : "no clean-exit line"}`);
     expect(m.log).toContain("ready to exit");
