@@ -24,7 +24,7 @@ export function checkProbeEnv(env: Record<string, string | undefined>, warn: (ms
   let hc = null;
   wrap("MAN8S_HEALTHCHECK", () => void (hc = parseHealthcheck(env.MAN8S_HEALTHCHECK, { warn })));
   const ready = env.MAN8S_READY?.trim() ?? "";
-  if (ready !== "" && ready !== "healthy") wrap("MAN8S_READY", () => void parseProbeUrl(ready));
+  if (!["", "healthy", "start", "none"].includes(ready)) wrap("MAN8S_READY", () => void parseProbeUrl(ready));
   if (ready === "healthy" && !hc) warn("MAN8S_READY=healthy without a MAN8S_HEALTHCHECK: the container will be ready as soon as the app starts");
   wrap("MAN8S_READY_INTERVAL", () => void readyIntervalMs(env));
 }
