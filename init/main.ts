@@ -240,11 +240,17 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   sup.onStop(() => void stopProbes());
   const result = await sup.waitAndDrain(stopProbes);
   await (network as { stop: () => Promise<void> } | null)?.stop();
+  if (health) {
+    // the monitor has stopped: as Docker does then, the status is "unhealthy" (never "starting" for a
+    // container that is gone); lastStatus keeps what the checks had said until then
+    const h = health.state();
+    rec.health = { ...h, status: "unhealthy", lastStatus: h.status };
+  }
   rec.phase = "exited";
   rec.exit = {
     code: result.code, reason: result.reason,
     app: result.app ? { code: result.app.signal ? null : result.app.code, signal: result.app.signal ? signalName(result.app.signal) : null } : null,
-    killedAfterTimeout: result.code === 137 && result.app?.signal === 9, drained: result.drained,
+    killedAfterTimeout: result.killedAfterTimeout, drained: result.drained,
     orphansReaped: sup.orphansReaped(), largestReap: reapStats.largestBatch, at: new Date().toISOString(),
   };
   status.write();

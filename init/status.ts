@@ -1,7 +1,9 @@
 // The status record (/run/man8s/status.json): what the init did and why the container stopped.
 // nspawn reports 0 after a stub-driven stop whatever the app returned, so this file is the truth.
-// Written whole to a temp file and renamed, so a reader never sees half a record.
-import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+// Written whole to a temp file and renamed, so a reader never sees half a record; on a full filesystem the
+// newest record replaces the old one all the same (the final record, with the exit, must be the one left).
+import { accessSync, chmodSync, constants, mkdirSync, statSync } from "node:fs";
+import { replaceFile } from "../common/atomic-file.ts";
 import { dirname } from "node:path";
 import { log } from "../common/log.ts";
 import { VERSION } from "../common/version.ts";
@@ -25,11 +27,26 @@ export interface StatusRecord {
   health: unknown;
   /** when and how READY=1 was sent */
   ready: unknown;
-  stop: { signal: string; requestedAt: string; sent: string | null; timeoutSec: number } | null;
+  /**
+   * The stop request (`signal` as received) and what the init did: `sent` the app's stop signal at `sentAt`
+   * (null: no app running); `escalated` when the app was still running at the timeout and got SIGKILL,
+   * with what the app did with the stop signal at that moment (`appSignalState`).
+   */
+  stop: {
+    signal: string;
+    requestedAt: string;
+    sent: string | null;
+    sentAt: string | null;
+    timeoutSec: number;
+    escalated: boolean;
+    escalatedAt: string | null;
+    appSignalState: "handled" | "ignored" | "blocked" | "default" | "unknown" | null;
+  } | null;
   exit: {
     code: number;
     reason: string;
     app: { code: number | null; signal: string | null } | null;
+    /** the init escalated to SIGKILL at the stop timeout and that SIGKILL ended the app */
     killedAfterTimeout: boolean;
     drained: number;
     orphansReaped: number;
@@ -40,8 +57,9 @@ export interface StatusRecord {
 }
 
 export class StatusFile {
-  private warned = false;
-  private dirMade = false;
+  /** the error of the last write (code), so a lasting failure is logged once, and its end too */
+  private failing: string | null = null;
+  private dirChecked = false;
   constructor(
     readonly path: string,
     readonly record: StatusRecord,
@@ -49,19 +67,44 @@ export class StatusFile {
   ) {}
 
   write(): void {
-    try {
-      if (!this.dirMade) {
-        mkdirSync(dirname(this.path), { recursive: true });
-        this.dirMade = true;
-      }
-      const tmp = `${this.path}.${process.pid}.tmp`;
-      writeFileSync(tmp, `${JSON.stringify(this.record, null, 2)}\n`);
-      renameSync(tmp, this.path);
-    } catch (e) {
-      if (!this.warned) log(`cannot write status record ${this.path}: ${(e as Error).message}`);
-      this.warned = true;
+    if (!this.dirChecked) {
+      this.dirChecked = true;
+      const why = prepareDir(dirname(this.path));
+      if (why) log(`status record ${this.path}: ${why}`);
+    }
+    // the newest record wins even on a full filesystem: the final one must not lose to an earlier one
+    const err = replaceFile(this.path, `${JSON.stringify(this.record, null, 2)}\n`, { mode: 0o644, newestWins: true });
+    if (err && this.failing !== (err.code ?? err.message)) {
+      this.failing = err.code ?? err.message;
+      log(`cannot write status record ${this.path}: ${err.message}`);
+    } else if (!err && this.failing) {
+      this.failing = null;
+      log(`status record ${this.path} written again (phase ${this.record.phase})`);
     }
     this.onWrite?.(this.record);
+  }
+}
+
+/**
+ * The record's directory (/run/man8s) is the init's own: created here with mode 0755 whatever the umask,
+ * so the app (any user) can read the record. Returns why it cannot be written, or null.
+ */
+function prepareDir(dir: string): string | null {
+  try {
+    if (mkdirSync(dir, { recursive: true, mode: 0o755 }) !== undefined) chmodSync(dir, 0o755);
+    accessSync(dir, constants.W_OK);
+    return null;
+  } catch (e) {
+    let owner = "";
+    try {
+      const st = statSync(dir);
+      owner = ` (owned by uid ${st.uid}:${st.gid}, mode ${(st.mode & 0o7777).toString(8)}; the init is uid ${process.getuid?.()})`;
+      // nspawn creates the parents of a bind target as the host's root, which is nobody under PrivateUsers=pick
+      if (st.uid === 65534) owner += "; systemd-nspawn created it for a bind below it, and under PrivateUsers=pick that owner is nobody: bind nothing under it (the agent's directory is /run/man8s-agent)";
+    } catch {
+      // nothing to add
+    }
+    return `directory ${dir} is not usable: ${(e as Error).message}${owner}`;
   }
 }
 

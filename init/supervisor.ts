@@ -1,6 +1,7 @@
 // Runs the app and owns everything after: signal forwarding, the stop sequence, the drain of what the
 // app left behind, escalation to SIGKILL and the exit code (DESIGN §3.2–§3.4).
 import type { Subprocess } from "bun";
+import { readFileSync } from "node:fs";
 import { log } from "../common/log.ts";
 import { libc } from "../common/libc.ts";
 import { parseSignal, signalName } from "../common/signals.ts";
@@ -37,7 +38,8 @@ export class Supervisor {
   private stopDeadline = 0;
   private stopTimer: ReturnType<typeof setTimeout> | null = null;
   private pendingHup: ReturnType<typeof setTimeout> | null = null;
-  private killedAfterTimeout = false;
+  /** set when the stop timeout ran out with the app still there and it was sent SIGKILL */
+  private escalation: { at: number; appSignalState: SignalState } | null = null;
   /** pids that already got the stop signal: the drain does not send it twice */
   private readonly signalled = new Set<number>();
   private readonly stopListeners: Array<() => void> = [];
@@ -108,11 +110,16 @@ export class Supervisor {
     this.stopDeadline = Date.now() + this.opts.stopTimeoutMs;
     const rec = this.opts.status.record;
     const running = this.app !== null && !this.appDone;
+    const now = new Date().toISOString();
     rec.stop = {
       signal: signalName(signo),
-      requestedAt: new Date().toISOString(),
+      requestedAt: now,
       sent: running ? signalName(this.opts.stopSignal) : null,
+      sentAt: running ? now : null,
       timeoutSec: this.opts.stopTimeoutMs / 1000,
+      escalated: false,
+      escalatedAt: null,
+      appSignalState: null,
     };
     if (running) {
       log(`${signalName(signo)}: stopping the app with ${signalName(this.opts.stopSignal)} (timeout ${this.opts.stopTimeoutMs / 1000} s)`);
@@ -140,8 +147,12 @@ export class Supervisor {
   /** The stop timeout ran out with the app still there: SIGKILL the app and everything under us. */
   private escalate(): void {
     if (this.appDone || !this.app) return;
-    log(`stop timeout (${this.opts.stopTimeoutMs / 1000} s): killing the app and its descendants`);
-    this.killedAfterTimeout = true;
+    // what the app did with the stop signal: a handler means it was still at work (draining), not ignoring it
+    const appSignalState = signalState(this.app.pid, this.opts.stopSignal);
+    log(`stop timeout (${this.opts.stopTimeoutMs / 1000} s): the app is still running (${signalName(this.opts.stopSignal)} ${appSignalState}); killing it and its descendants`);
+    this.escalation = { at: Date.now(), appSignalState };
+    const stop = this.opts.status.record.stop;
+    if (stop) Object.assign(stop, { escalated: true, escalatedAt: new Date(this.escalation.at).toISOString(), appSignalState });
     if (this.group) libc.kill(-this.app.pid, SIGKILL);
     for (const p of descendants()) libc.kill(p.pid, SIGKILL);
   }
@@ -164,7 +175,7 @@ export class Supervisor {
   }
 
   /** Wait for the app, drain the rest, and compute the exit code (DESIGN §3.4). */
-  async waitAndDrain(beforeDrain?: () => Promise<void>): Promise<{ code: number; reason: string; app: AppExit | null; drained: number }> {
+  async waitAndDrain(beforeDrain?: () => Promise<void>): Promise<{ code: number; reason: string; app: AppExit | null; drained: number; killedAfterTimeout: boolean }> {
     const status = this.opts.status;
     let app: AppExit | null = null;
     if (this.app) {
@@ -183,22 +194,26 @@ export class Supervisor {
 
     let code: number;
     let reason: string;
+    // killed after the timeout only when we escalated and SIGKILL is what ended it (an app that exited on
+    // its own in the same instant, or was SIGKILLed by the OOM killer with no stop, was not)
+    const killedAfterTimeout = this.escalation !== null && app?.signal === SIGKILL;
     if (!app) {
       code = 0;
       reason = `stop requested (${signalName(this.stopRequest?.signo ?? SIGTERM)}) before the app started`;
-    } else if (this.killedAfterTimeout) {
+    } else if (killedAfterTimeout) {
       code = 137;
-      reason = `app ignored ${signalName(this.opts.stopSignal)} for ${this.opts.stopTimeoutMs / 1000} s and was killed`;
+      reason = `app still running ${this.opts.stopTimeoutMs / 1000} s after ${signalName(this.opts.stopSignal)} (${describeSignalState(this.escalation!.appSignalState, this.opts.stopSignal)}): killed with SIGKILL at the stop timeout`;
     } else {
       code = app.signal ? 128 + app.signal : app.code;
       reason = app.signal ? `app killed by ${signalName(app.signal)}` : `app exited with ${app.code}`;
       if (this.stopRequest) reason += ` after stop request ${signalName(this.stopRequest.signo)}`;
+      if (this.escalation) reason += " (as the stop timeout ran out)";
     }
     if (this.opts.pid1 && this.stopRequest && REBOOT_SIGNALS.has(this.stopRequest.signo)) {
       code = 133;
       reason += "; exit 133 asks nspawn to restart (reboot request)";
     }
-    return { code, reason, app, drained };
+    return { code, reason, app, drained, killedAfterTimeout };
   }
 
   /** Stop signal to every remaining descendant, wait until the deadline, then SIGKILL what is left. */
@@ -235,6 +250,37 @@ export class Supervisor {
 
   orphansReaped(): number {
     return reapStats.reaped;
+  }
+}
+
+/** What a process does with a signal, from /proc/PID/status (null: it is gone). */
+export type SignalState = "handled" | "ignored" | "blocked" | "default" | "unknown";
+
+function signalState(pid: number, signo: number): SignalState {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/status`, "latin1");
+  } catch {
+    return "unknown";
+  }
+  const has = (field: string) => {
+    const m = new RegExp(`^${field}:\\s*([0-9a-f]+)$`, "m").exec(text);
+    return m ? ((BigInt(`0x${m[1]}`) >> BigInt(signo - 1)) & 1n) === 1n : false;
+  };
+  if (has("SigBlk")) return "blocked";
+  if (has("SigIgn")) return "ignored";
+  if (has("SigCgt")) return "handled";
+  return "default";
+}
+
+function describeSignalState(s: SignalState, signo: number): string {
+  const name = signalName(signo);
+  switch (s) {
+    case "handled": return `it handles ${name} and was still at work`;
+    case "ignored": return `it ignores ${name}`;
+    case "blocked": return `it blocks ${name}`;
+    case "default": return `${name} left at its default action did not end it`;
+    default: return "its signal state could not be read";
   }
 }
 

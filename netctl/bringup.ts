@@ -1,10 +1,12 @@
 // The network phase (DESIGN §4): pick the interface, bring it up, wait for carrier, then DHCPv4, SLAAC and
 // the yggdrasil setup in parallel, until "online" for MAN8S_NETWORK or MAN8S_NETWORK_TIMEOUT. Every wait is
 // driven by rtnetlink events (subscribed before the first dump, so nothing is missed), never by polling.
-import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { hostname } from "node:os";
 import { AF_INET, AF_INET6 } from "../common/libc-net.ts";
 import { ExitError } from "../common/log.ts";
+import { setLongTimeout } from "../common/timer.ts";
+import { replaceFile } from "../common/atomic-file.ts";
 import { listAddresses } from "./address.ts";
 import { formatIPv4, formatIPv6 } from "./addrmath.ts";
 import { Dhcp4Client, type Lease, type LeaseEvent } from "./dhcp4.ts";
@@ -82,12 +84,13 @@ class Wakeup {
   }
   wait(ms: number): Promise<void> {
     return new Promise((res) => {
-      const t = setTimeout(() => {
+      // the wait lasts up to MAN8S_NETWORK_TIMEOUT, which may be longer than a plain setTimeout can wait
+      const t = setLongTimeout(() => {
         this.waiters = this.waiters.filter((w) => w !== done);
         res();
       }, Math.max(0, ms));
       const done = () => {
-        clearTimeout(t);
+        t.clear();
         res();
       };
       this.waiters.push(done);
@@ -115,15 +118,20 @@ function leaseSummary(l: Lease, ev: LeaseEvent): NonNullable<NetResult["lease"]>
   };
 }
 
-function writeState(path: string, r: NetResult): void {
-  try {
-    mkdirSync(path.slice(0, path.lastIndexOf("/")) || "/", { recursive: true });
-    const tmp = `${path}.${process.pid}.tmp`;
-    writeFileSync(tmp, `${JSON.stringify({ ...r, updated: new Date().toISOString() }, null, 1)}\n`);
-    renameSync(tmp, path);
-  } catch {
-    // status is a convenience; a read-only /run must not fail the network
-  }
+/** netctl.json: a convenience, so a failure must not fail the network, but it is logged (once per kind of error). */
+function stateWriter(path: string, log: (msg: string) => void): (r: NetResult) => void {
+  let failing: string | null = null;
+  return (r) => {
+    let err: NodeJS.ErrnoException | null;
+    try {
+      mkdirSync(path.slice(0, path.lastIndexOf("/")) || "/", { recursive: true, mode: 0o755 });
+      err = replaceFile(path, `${JSON.stringify({ ...r, updated: new Date().toISOString() }, null, 1)}\n`, { mode: 0o644, newestWins: true });
+    } catch (e) {
+      err = e as NodeJS.ErrnoException;
+    }
+    if (err && failing !== (err.code ?? err.message)) log(`netctl: cannot write ${path}: ${err.message}`);
+    failing = err ? (err.code ?? err.message) : null;
+  };
 }
 
 export async function bringUp(
@@ -146,6 +154,7 @@ export async function bringUp(
     return { result: { iface: cfg.iface ?? "", addresses: {}, timings }, stop: async () => {} };
   }
   const deadline = t0 + cfg.timeoutMs;
+  const writeState = stateWriter(cfg.stateFile, log);
   const nl = new Rtnl();
   const wake = new Wakeup();
   let eventAt = 0;
@@ -225,7 +234,7 @@ export async function bringUp(
             delete result.addresses.ipv4;
             if (result.lease) result.lease.event = ev;
           }
-          writeState(cfg.stateFile, result);
+          writeState(result);
           wake.kick();
           if (online) opts.onChange?.(result);
         },
@@ -317,7 +326,7 @@ export async function bringUp(
     log(
       `netctl: online in ${timings.total.toFixed(0)} ms: ${[result.addresses.ipv4 && `ipv4 ${result.addresses.ipv4}`, result.addresses.ula && `ula ${result.addresses.ula}`, result.addresses.yggdrasil && `ygg ${result.addresses.yggdrasil}`].filter(Boolean).join(", ")}`,
     );
-    writeState(cfg.stateFile, result);
+    writeState(result);
     return { result, stop };
   } catch (e) {
     await stop();

@@ -4,6 +4,7 @@
 // its yggdrasil address with our prefix (DESIGN §6).
 import { addressForName, formatIPv6, parseIPv4, parseIPv6, type Prefix6 } from "./addrmath.ts";
 import { icmpEcho } from "./icmp.ts";
+import { setLongTimeout } from "../common/timer.ts";
 
 export interface CheckOpts {
   timeoutMs: number;
@@ -42,10 +43,11 @@ function tcpProbe(addr: string, port: number, timeoutMs: number): Promise<string
     const done = (v: string | null) => {
       if (settled) return;
       settled = true;
-      clearTimeout(t);
+      t.clear();
       res(v);
     };
-    const t = setTimeout(() => done(`no answer from ${addr} port ${port} within ${timeoutMs} ms`), timeoutMs);
+    // the timeout is what is left of MAN8S_NETWORK_TIMEOUT: it may exceed a plain setTimeout's range
+    const t = setLongTimeout(() => done(`no answer from ${addr} port ${port} within ${timeoutMs} ms`), timeoutMs);
     Bun.connect({
       hostname: addr,
       port,

@@ -1,6 +1,7 @@
 // ICMP echo ("ping") for `check` and MAN8S_CHECK_TARGETS: Bun has no ICMP, and its TCP errors hide whether a
 // host refused or was unreachable, so a bare HOST is checked with a raw ICMP socket read via the event loop.
 import { icmpSocket, sockClose, sockSendTo } from "../common/libc-net.ts";
+import { type LongTimer, setLongTimeout } from "../common/timer.ts";
 
 function checksum(b: Uint8Array): number {
   let sum = 0;
@@ -24,10 +25,12 @@ export function icmpEcho(addr: Uint8Array, timeoutMs: number): Promise<string | 
   return new Promise<string | null>((resolve) => {
     let done = false;
     const timers: ReturnType<typeof setTimeout>[] = [];
+    let deadline: LongTimer | null = null;
     const finish = (v: string | null) => {
       if (done) return;
       done = true;
       for (const t of timers) clearTimeout(t);
+      deadline?.clear();
       void reader.cancel().catch(() => {});
       sockClose(fd);
       resolve(v);
@@ -76,6 +79,7 @@ export function icmpEcho(addr: Uint8Array, timeoutMs: number): Promise<string | 
       }
     };
     for (let i = 0; i < 3; i++) timers.push(setTimeout(() => send(i + 1), i * 1000));
-    timers.push(setTimeout(() => finish(`no echo reply within ${timeoutMs} ms`), timeoutMs));
+    // the check's timeout is what is left of MAN8S_NETWORK_TIMEOUT: it may exceed a plain setTimeout's range
+    deadline = setLongTimeout(() => finish(`no echo reply within ${timeoutMs} ms`), timeoutMs);
   });
 }

@@ -25,6 +25,7 @@
 // Interval once healthy, each capped by what remains of the start period (moby #52317), so a probe runs right
 // when the start period ends.
 import { runCommand, goDuration, type RunOptions } from "./run.ts";
+import { setLongTimeout, type LongTimer } from "../../common/timer.ts";
 
 export type HealthStatus = "starting" | "healthy" | "unhealthy";
 
@@ -196,14 +197,15 @@ export function startHealth(env: Record<string, string | undefined>, opts: Healt
   const listeners = new Set<(s: HealthState, prev: HealthStatus) => void>();
   if (opts.onChange) listeners.add(opts.onChange);
   const abort = new AbortController();
-  let timer: ReturnType<typeof setTimeout> | null = null;
+  let timer: LongTimer | null = null;
   let running: Promise<void> | null = null;
   let stopped = false;
 
   const schedule = () => {
     if (stopped) return;
     const delay = nextDelayMs(cfg, performance.now() - startedAt, state.status);
-    timer = setTimeout(() => {
+    // an Interval of 30 days is longer than a plain setTimeout can wait
+    timer = setLongTimeout(() => {
       timer = null;
       running = probeOnce().finally(() => {
         running = null;
@@ -256,7 +258,7 @@ export function startHealth(env: Record<string, string | undefined>, opts: Healt
     },
     async stop() {
       stopped = true;
-      if (timer) clearTimeout(timer);
+      timer?.clear();
       timer = null;
       abort.abort();
       if (running) await running;

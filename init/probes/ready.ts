@@ -15,6 +15,7 @@ import { runProbe } from "./run.ts";
 import { sdNotify, type NotifyOutcome } from "./notify.ts";
 import type { HealthHandle, HealthState, HealthStatus } from "./healthcheck.ts";
 import { parseWaitTimeoutMs } from "./waitfor.ts";
+import { sleepLong } from "../../common/timer.ts";
 
 export const DEFAULT_READY_INTERVAL_MS = 100;
 
@@ -126,17 +127,8 @@ export function startReady(env: Record<string, string | undefined>, opts: ReadyO
           opts.log(`ready: still waiting for ${probe.url}: ${r.output.trim().split("\n").slice(-1)[0] || `exit ${r.exitCode}`}`);
         }
         const wait = interval - (performance.now() - started);
-        if (wait > 0) {
-          await new Promise<void>((res) => {
-            const t = setTimeout(fin, wait);
-            function fin() {
-              clearTimeout(t);
-              abort.signal.removeEventListener("abort", fin);
-              res();
-            }
-            abort.signal.addEventListener("abort", fin, { once: true });
-          });
-        }
+        // MAN8S_READY_INTERVAL may be longer than a plain setTimeout can wait
+        if (wait > 0) await sleepLong(wait, abort.signal);
       }
     })();
   }

@@ -16,6 +16,7 @@ import { constants as osConstants } from "node:os";
 import type { Probe } from "./url.ts";
 import { splitWords } from "./url.ts";
 import { resolveHost, type Env } from "./resolve.ts";
+import { setLongTimeout, sleepLong } from "../../common/timer.ts";
 
 export const OUTPUT_LIMIT = 4096;
 
@@ -146,7 +147,8 @@ export async function runCommand(argv: string[], opts: RunOptions & { outputLimi
   let releaseReaders!: () => void;
   const readersStop = new Promise<void>((r) => (releaseReaders = r));
   const readers = Promise.all([drain(proc.stdout, buf, readersStop), drain(proc.stderr, buf, readersStop)]);
-  const timer = setTimeout(() => {
+  // a Healthcheck Timeout of "720h" is longer than a plain setTimeout can wait
+  const timer = setLongTimeout(() => {
     timedOut = true;
     killGroup(pid);
   }, opts.timeoutMs);
@@ -160,7 +162,7 @@ export async function runCommand(argv: string[], opts: RunOptions & { outputLimi
   try {
     code = await proc.exited;
   } finally {
-    clearTimeout(timer);
+    timer.clear();
     opts.signal?.removeEventListener("abort", onAbort);
   }
   if (timedOut || aborted) killGroup(pid); // grandchildren left in the group
@@ -204,12 +206,12 @@ async function connectProbe(
     const finish = (o: ConnectOutcome) => {
       if (settled) return;
       settled = true;
-      clearTimeout(timer);
+      timer.clear();
       signal?.removeEventListener("abort", onAbort);
       sock.destroy();
       resolve(o);
     };
-    const timer = setTimeout(
+    const timer = setLongTimeout(
       () => finish({ ok: false, timedOut: true, detail: `no ${http ? "HTTP response" : "connection"} within ${goDuration(Math.round(timeoutMs))}` }),
       timeoutMs,
     );
@@ -249,7 +251,7 @@ export async function runProbe(probe: Probe, opts: RunOptions): Promise<ProbeRes
   try {
     const res = await Promise.race([
       resolveHost(probe.host, opts.env ?? process.env),
-      Bun.sleep(opts.timeoutMs).then(() => null),
+      sleepLong(opts.timeoutMs).then(() => null),
     ]);
     if (!res) return { ok: false, exitCode: -1, output: `resolving '${probe.host}' took longer than ${goDuration(opts.timeoutMs)}`, timedOut: true, durationMs: elapsed() };
     ({ address, family } = res);

@@ -13,6 +13,7 @@
 import { ExitError, EXIT } from "../../common/log.ts";
 import { parseProbeUrl, splitProbeList, ProbeUrlError, type Probe } from "./url.ts";
 import { runProbe } from "./run.ts";
+import { setLongTimeout, sleepLong } from "../../common/timer.ts";
 
 export const DEFAULT_WAIT_TIMEOUT_MS = 60_000;
 export const RETRY_MS = 250;
@@ -67,16 +68,7 @@ export async function waitFor(env: Record<string, string | undefined>, opts: Wai
   opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
 
   const status = probes.map((p) => ({ url: p.url, done: false, attempts: 0, last: "no attempt finished", ms: 0 }));
-  const sleep = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const t = setTimeout(done, ms);
-      function done() {
-        clearTimeout(t);
-        inner.signal.removeEventListener("abort", done);
-        resolve();
-      }
-      inner.signal.addEventListener("abort", done, { once: true });
-    });
+  const sleep = (ms: number) => sleepLong(ms, inner.signal);
 
   const loop = async (p: Probe, st: (typeof status)[number]) => {
     let lastLog = performance.now();
@@ -103,11 +95,12 @@ export async function waitFor(env: Record<string, string | undefined>, opts: Wai
     }
   };
 
-  const deadlineTimer = Number.isFinite(deadline) ? setTimeout(() => inner.abort(new Error("deadline")), deadline - performance.now()) : null;
+  // MAN8S_WAIT_TIMEOUT=1000h is longer than a plain setTimeout can wait
+  const deadlineTimer = setLongTimeout(() => inner.abort(new Error("deadline")), deadline - performance.now());
   try {
     await Promise.all(probes.map((p, i) => loop(p, status[i]!)));
   } finally {
-    if (deadlineTimer) clearTimeout(deadlineTimer);
+    deadlineTimer.clear();
     opts.signal?.removeEventListener("abort", onOuterAbort);
   }
   if (opts.signal?.aborted) throw opts.signal.reason ?? new Error("aborted");

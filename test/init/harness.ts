@@ -94,6 +94,8 @@ export interface RunOptions {
   asPid1?: boolean;
   /** environment of the outermost process only (nspawn, unshare or the init), never --setenv'd into a container */
   hostEnv?: Record<string, string>;
+  /** nspawn: bind the run's directory at /run/man8s (default true); false leaves /run/man8s to the init */
+  bindRunMan8s?: boolean;
 }
 
 export interface Running {
@@ -141,7 +143,7 @@ export async function runInit(mode: Mode, cmd: (r: { bin: (n: string) => string;
   const init = opts.launcher === false ? [BIN, "init"] : [`${BUNDLE}/init`];
   if (mode === "subreaper") {
     argv = [...init, ...dashdash, ...args];
-    env.MAN8S_STATUS_FILE = `${dir}/status.json`;
+    env.MAN8S_STATUS_FILE = opts.env?.MAN8S_STATUS_FILE ?? `${dir}/status.json`;
     env.MAN8S_ENV_FILE = `${dir}/env`;
   } else if (mode === "pid1") {
     argv = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", ...init, ...dashdash, ...args];
@@ -152,7 +154,7 @@ export async function runInit(mode: Mode, cmd: (r: { bin: (n: string) => string;
     argv = [
       "systemd-nspawn", "--register=no", "--keep-unit", "-q", "-M", `m8i${id}`.slice(0, 60), "-D", rootfs, ...(opts.asPid1 ? [] : ["--as-pid2"]),
       "--kill-signal=SIGRTMIN+3", "--console=pipe", "--resolv-conf=off", "--timezone=off", "--link-journal=no",
-      ...(opts.inject === "copy" ? [] : [`--bind-ro=${BUNDLE}:/man8s-init`]), `--bind=${dir}:/m8`, `--bind=${dir}:/run/man8s`,
+      ...(opts.inject === "copy" ? [] : [`--bind-ro=${BUNDLE}:/man8s-init`]), `--bind=${dir}:/m8`, ...(opts.bindRunMan8s === false ? [] : [`--bind=${dir}:/run/man8s`]),
       ...(opts.readOnly ? ["--read-only"] : []),
       ...(opts.envFile !== undefined ? [`--bind-ro=${dir}/env:/man8env.env`] : []),
       ...Object.entries(opts.env ?? {}).map(([k, v]) => `--setenv=${k}=${v}`),

@@ -142,6 +142,15 @@ describe.skipIf(!haveTools)("bring-up failures and idempotency", () => {
     expect(failing.err).toContain(`network checks failed (MAN8S_CHECK_TARGETS): ${lab.v4}.254`);
   }, 60_000);
 
+  test("netctl.json that cannot be written is logged, and the network still comes up", async () => {
+    const ns = await lab.addClientNs();
+    writeFileSync(`${lab.dir}/not-a-dir-${ns}`, "");
+    const r = await up(ns, { MAN8S_NETWORK: "v4", MAN8S_NETWORK_TIMEOUT: "20", MAN8S_NETCTL_STATE: `${lab.dir}/not-a-dir-${ns}/netctl.json` });
+    expect(r.code, r.err).toBe(0);
+    // before: nothing said (the error was swallowed); now one line per kind of failure
+    expect(r.err.match(/netctl: cannot write \S+netctl\.json: /g)?.length).toBe(1);
+  }, 60_000);
+
   test("after stop() the library keeps nothing alive: the process ends by itself", async () => {
     const ns = await lab.addClientNs();
     const t = performance.now();
