@@ -37,6 +37,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await lab?.cleanup();
   await agent?.stop();
+  if (process.env.M8R_DEBUG && agent) console.log(`--- agent stderr ---\n${await agent.stderr()}`);
   cleanupAgents();
   if (facts.length) console.log(`real-apps summary:\n  ${facts.join("\n  ")}`);
 });
@@ -68,6 +69,13 @@ function bindSource(name: string, dst: string): string | undefined {
     if (m && m[2] === dst) return m[1];
   }
   return undefined;
+}
+
+/** The lab's lease is infinite (RFC 2131 0xffffffff): the address stays for the whole run, never "expires". */
+function expectLeaseKept(m: Machine, ip: string): void {
+  expect(m.log).toMatch(/lease 4294967295s/);
+  expect(m.log).not.toMatch(/lease .* expired|renewing \(T1\)|rebinding \(T2\)/);
+  expect(m.address()).toBe(ip);
 }
 
 function portOpen(m: Machine, port: number): boolean {
@@ -103,14 +111,20 @@ async function watchReady(m: Machine, l: NotifyListener, port: number | null, ti
   return r;
 }
 
-/** the durable record: `man8s agent status NAME` and <configs>/NAME/status.json */
-function hostRecord(name: string): { cli: { phase?: string; exit?: { code?: number; reason?: string } }; human: string; file: Record<string, any> | null } {
-  const c = JSON.parse(cli("status", name, "--json")).container;
+/**
+ * The durable record: `man8s agent status NAME` and <configs>/NAME/status.json. The agent writes the file
+ * shortly after the report (it batches writes), so this waits up to 5 s for one with an exit in it.
+ */
+async function hostRecord(name: string): Promise<{ cli: { phase?: string; exit?: { code?: number; reason?: string } }; human: string; file: Record<string, any> | null }> {
   const f = `${configDir(name)}/status.json`;
-  return { cli: c, human: cli("status", name), file: existsSync(f) ? JSON.parse(readFileSync(f, "utf8")) : null };
+  const read = () => (existsSync(f) ? JSON.parse(readFileSync(f, "utf8")) : null);
+  const file = await waitFor("the durable record", () => (fileExitCode(read()) !== undefined ? read() : null), 5000).catch(() => read());
+  return { cli: JSON.parse(cli("status", name, "--json")).container, human: cli("status", name), file };
 }
 
-const fileExitCode = (f: Record<string, any> | null): number | undefined => f?.exit?.code ?? f?.container?.exit?.code ?? f?.record?.exit?.code;
+function fileExitCode(f: Record<string, any> | null): number | undefined {
+  return f?.exit?.code ?? f?.container?.exit?.code ?? f?.record?.exit?.code;
+}
 
 describe.skipIf(!haveTools)("real applications on the production path (issue 8)", () => {
   // ---------------------------------------------------------------- postgres 15
@@ -152,6 +166,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
       expect(procs.every((c) => c.uid === 999 && c.gid === 999)).toBe(true);
       const stat = m.exec(["stat", "-c", "%U:%G %a", "/var/run/postgresql"], { all: true });
       expect(stat.out.trim()).toBe("postgres:postgres 3777");
+      expectLeaseKept(m, ip);
     } finally {
       l.close();
       const t0 = performance.now();
@@ -178,8 +193,8 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     expect(existsSync(`${pg.rootfs}/var/lib/postgresql/data/PG_VERSION`)).toBe(false);
   });
 
-  test("postgres: the durable record on the host after the stop has exit code 0", () => {
-    const r = hostRecord(pg.name);
+  test("postgres: the durable record on the host after the stop has exit code 0", async () => {
+    const r = await hostRecord(pg.name);
     note(`postgres record after stop: phase ${r.cli.phase}, exit ${JSON.stringify(r.cli.exit)}; file ${r.file ? "present" : "absent"}`);
     expect(r.cli.phase).toBe("exited");
     expect(r.cli.exit?.code).toBe(0);
@@ -254,8 +269,8 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     expect(bb.run1).toMatch(/app: data=.*1000 +1000 .*last-start/);
   });
 
-  test("busybox: the host's record after the stop has the app's real exit code 42", () => {
-    const r = hostRecord(bb.name);
+  test("busybox: the host's record after the stop has the app's real exit code 42", async () => {
+    const r = await hostRecord(bb.name);
     note(`busybox stop: nspawn rc ${bb.rc[0]}; record phase ${r.cli.phase}, exit ${JSON.stringify(r.cli.exit)}; file ${r.file ? `exit ${fileExitCode(r.file)}` : "absent"}`);
     expect(r.cli.phase).toBe("exited");
     expect(r.cli.exit?.code).toBe(42);
@@ -319,6 +334,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
       const ip = await waitFor("nginx's address", () => m.address(), 20_000);
       const page = sh(lab.inNs(["busybox", "wget", "-q", "-T", "5", "-O", "-", `http://${ip}/`]), { ok: false });
       expect(page.out).toContain("man8s real-apps nginx");
+      expectLeaseKept(m, ip);
     } finally {
       l.close();
       const t0 = performance.now();
@@ -330,8 +346,8 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     expect(ng.log).toMatch(/signal 3 \(SIGQUIT\) received/);
   });
 
-  test("nginx: the host's record after the stop has exit code 0", () => {
-    const r = hostRecord(ng.name);
+  test("nginx: the host's record after the stop has exit code 0", async () => {
+    const r = await hostRecord(ng.name);
     note(`nginx record: phase ${r.cli.phase}, exit ${JSON.stringify(r.cli.exit)}`);
     expect(r.cli.exit?.code).toBe(0);
     expect(fileExitCode(r.file)).toBe(0);
