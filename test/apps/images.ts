@@ -1,9 +1,10 @@
 // Real application images for the end-to-end tests: OCI layouts built with umoci from Debian's packages
 // (rootfs by mmdebstrap), configured as the official Docker images are (User, Env, Volumes, StopSignal,
-// ExposedPorts, Healthcheck, entry point). Built once per machine into a cache directory keyed by a hash
-// of this file and test/apps/files/, so a changed recipe rebuilds and an unchanged one costs nothing.
+// ExposedPorts, Healthcheck, entry point). Built once per machine into a cache directory, one layout per
+// image keyed by a hash of its recipe, so a changed recipe rebuilds that image and the rest cost nothing.
 //   bun test/apps/images.ts           builds (or finds) the cache and prints where it is
-// Cold build ~1-2 min (three mmdebstrap runs over the network + umoci repack); cached: a hash and a stat.
+// Cold build ~1-2 min (three mmdebstrap runs over the network in parallel + umoci repack); cached: a
+// hash and a stat per image.
 import { createHash } from "node:crypto";
 import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
@@ -29,6 +30,8 @@ interface Recipe {
   files(r: string): void;
   /** `umoci config` flags */
   config: string[];
+  /** files of test/apps/files/ it copies in (part of its cache key) */
+  uses?: string[];
   /** fields umoci cannot set (Healthcheck) merged into the config blob's `config` */
   extra?: Record<string, unknown>;
 }
@@ -66,6 +69,7 @@ export const RECIPES: Recipe[] = [
     // postgres:15 — uid/gid 999 made before the packages (as the official image does), no main cluster,
     // /var/run/postgresql (= /run/postgresql, Debian links /var/run to /run) owned by postgres, 3777
     tag: "postgres",
+    uses: ["postgres-entrypoint.sh"],
     packages: ["postgresql-15"],
     essentialHook: `echo 'postgres:x:999:999::/var/lib/postgresql:/bin/bash' >> "$1/etc/passwd" && echo 'postgres:x:999:' >> "$1/etc/group" && mkdir -p "$1/etc/postgresql-common" && printf 'create_main_cluster = false\\n' > "$1/etc/postgresql-common/createcluster.conf"`,
     files(r) {
@@ -93,6 +97,7 @@ export const RECIPES: Recipe[] = [
   {
     // nginx — logs to the console, the entry point runs /docker-entrypoint.d, curl for the health check
     tag: "nginx",
+    uses: ["nginx-entrypoint.sh"],
     packages: ["nginx", "curl"],
     files(r) {
       rmSync(`${r}/var/log/nginx/access.log`, { force: true });
@@ -141,9 +146,14 @@ export const RECIPES: Recipe[] = [
   {
     // busybox with an unprivileged numeric User, supplementary groups, a Volume and content under /run
     tag: "busybox",
+    uses: ["busybox-app.sh"],
     packages: [],
     files(r) {
       put(r, "/bin/busybox", "/bin/busybox");
+      // nspawn refuses a directory without /usr as "not an OS tree"; busybox's own image has /usr too
+      write(r, "/usr/lib/os-release", 'ID=busybox\nNAME="BusyBox (man8s test image)"\n');
+      mkdirSync(`${r}/etc`, { recursive: true });
+      symlinkSync("../usr/lib/os-release", `${r}/etc/os-release`);
       const applets = run(["/bin/busybox", "--list"]).split("\n").filter((a) => a && a !== "busybox");
       for (const a of applets) symlinkSync("busybox", `${r}/bin/${a}`);
       write(r, "/etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n");
@@ -164,11 +174,15 @@ export const RECIPES: Recipe[] = [
   },
 ];
 
-/** The cache key: this file and the files it puts into images. */
-export function recipeHash(): string {
+/**
+ * One image's cache key: its recipe (the files() code included), the files it copies in, and the build
+ * steps' code, so editing one recipe rebuilds only that image.
+ */
+export function recipeHash(rec: Recipe): string {
   const h = createHash("sha256");
-  h.update(readFileSync(import.meta.path));
-  for (const f of readdirSync(FILES).sort()) h.update(f).update(readFileSync(`${FILES}/${f}`));
+  h.update(JSON.stringify({ tag: rec.tag, packages: rec.packages, hook: rec.essentialHook, config: rec.config, extra: rec.extra, uses: rec.uses }));
+  h.update(rec.files.toString()).update(mmdebstrapArgs.toString()).update(buildOne.toString()).update(patchConfig.toString()).update(SUITE);
+  for (const f of rec.uses ?? []) h.update(readFileSync(`${FILES}/${f}`));
   return h.digest("hex").slice(0, 16);
 }
 
@@ -204,7 +218,7 @@ function patchConfig(layout: string, tag: string, extra: Record<string, unknown>
   writeFileSync(`${layout}/index.json`, JSON.stringify(index));
 }
 
-function mmdebstrap(rec: Recipe, target: string): void {
+function mmdebstrapArgs(rec: Recipe, target: string): string[] {
   const argv = [
     "mmdebstrap", "--quiet", "--mode=root", "--variant=essential", `--include=${rec.packages.join(",")}`,
     // what the official images leave out too; smaller layers pack and unpack faster
@@ -213,24 +227,33 @@ function mmdebstrap(rec: Recipe, target: string): void {
     "--aptopt=APT::Install-Recommends \"false\"",
   ];
   if (rec.essentialHook) argv.push(`--essential-hook=${rec.essentialHook}`);
-  // mmdebstrap removes the package cache and the apt lists itself (--skip=cleanup not given)
+  // mmdebstrap removes the downloaded packages and the apt lists itself
   argv.push(SUITE, target);
-  run(argv, { DEBIAN_FRONTEND: "noninteractive" });
+  return argv;
 }
 
-function buildOne(rec: Recipe, layout: string, work: string, log: (m: string) => void): void {
+async function runAsync(argv: string[]): Promise<void> {
+  const p = Bun.spawn(argv, { stdout: "pipe", stderr: "pipe", env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
+  const [err, code] = await Promise.all([new Response(p.stderr).text(), p.exited, new Response(p.stdout).text()]);
+  if (code !== 0) throw new Error(`${argv.join(" ").slice(0, 300)} → ${code}: ${err.slice(-3000)}`);
+}
+
+/** Builds one image into its own layout under dir (a fresh temporary directory). */
+async function buildOne(rec: Recipe, dir: string, log: (m: string) => void): Promise<void> {
   const t0 = performance.now();
+  const layout = `${dir}/layout`;
   const img = `${layout}:${rec.tag}`;
+  run(["umoci", "init", "--layout", layout]);
   run(["umoci", "new", "--image", img]);
-  const bundle = `${work}/${rec.tag}`;
+  const bundle = `${dir}/work`;
   run(["umoci", "unpack", "--image", img, bundle]);
   if (rec.packages.length > 0) {
     rmSync(`${bundle}/rootfs`, { recursive: true, force: true });
-    mmdebstrap(rec, `${bundle}/rootfs`);
+    await runAsync(mmdebstrapArgs(rec, `${bundle}/rootfs`));
   }
   const t1 = performance.now();
   rec.files(`${bundle}/rootfs`);
-  run(["umoci", "repack", "--image", img, bundle]);
+  await runAsync(["umoci", "repack", "--image", img, bundle]);
   rmSync(bundle, { recursive: true, force: true });
   run(["umoci", "config", "--image", img, ...rec.config]);
   if (rec.extra) patchConfig(layout, rec.tag, rec.extra);
@@ -238,58 +261,62 @@ function buildOne(rec: Recipe, layout: string, work: string, log: (m: string) =>
 }
 
 export interface Built {
-  layout: string;
   images: Map<string, AppImage>;
-  /** true when this call built the layout, false when it came from the cache */
-  built: boolean;
+  /** the tags this call built (the others came from the cache) */
+  built: string[];
   seconds: number;
 }
 
 /**
- * The cached layout for the current recipes, built when missing. Concurrent callers (other test files,
- * other checkouts on the machine) serialise on a lock file; the layout appears by rename, complete.
+ * The cached layouts for the current recipes (one per image, <cache>/<tag>-<key>/layout), built when
+ * missing, the missing ones in parallel. Concurrent callers (other test files, other checkouts) serialise
+ * on a lock file; a layout appears by rename, complete. Older keys of a tag are removed.
  */
 export async function appImages(log: (m: string) => void = () => {}): Promise<Built> {
   const t0 = performance.now();
-  const key = recipeHash();
-  const dirOf = `${CACHE_ROOT}/apps-${key}`;
-  const layout = `${dirOf}/layout`;
-  let built = false;
-  if (!existsSync(`${dirOf}/complete`)) {
+  const dirOf = (rec: Recipe) => `${CACHE_ROOT}/${rec.tag}-${recipeHash(rec)}`;
+  const missing = () => RECIPES.filter((r) => !existsSync(`${dirOf(r)}/complete`));
+  const built: string[] = [];
+  if (missing().length > 0) {
     mkdirSync(CACHE_ROOT, { recursive: true });
-    // the lock: flock(1) on a file; a second builder waits, then finds the finished layout
-    const lockPath = `${CACHE_ROOT}/apps.lock`;
-    const lock = Bun.spawn(["flock", lockPath, "sh", "-c", "echo locked; read _"], { stdin: "pipe", stdout: "pipe" });
-    const reader = lock.stdout.getReader();
-    await reader.read();
+    // the lock: flock(1) on a file, held while its stdin is open; a second builder waits, then finds the layouts
+    const lock = Bun.spawn(["flock", `${CACHE_ROOT}/apps.lock`, "sh", "-c", "echo locked; read _"], { stdin: "pipe", stdout: "pipe" });
+    await lock.stdout.getReader().read();
     try {
-      if (!existsSync(`${dirOf}/complete`)) {
-        const tmp = `${CACHE_ROOT}/.apps-${key}.tmp-${process.pid}`;
+      await Promise.all(missing().map(async (rec) => {
+        const final = dirOf(rec);
+        const tmp = `${CACHE_ROOT}/.${rec.tag}-tmp-${process.pid}`;
         rmSync(tmp, { recursive: true, force: true });
-        mkdirSync(`${tmp}/work`, { recursive: true });
-        run(["umoci", "init", "--layout", `${tmp}/layout`]);
-        for (const rec of RECIPES) buildOne(rec, `${tmp}/layout`, `${tmp}/work`, log);
-        rmSync(`${tmp}/work`, { recursive: true, force: true });
-        writeFileSync(`${tmp}/complete`, `${new Date().toISOString()} ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
-        rmSync(dirOf, { recursive: true, force: true });
-        renameSync(tmp, dirOf);
-        built = true;
-        // older recipes' layouts and builds killed half-way: the cache keeps only the current one
-        for (const n of readdirSync(CACHE_ROOT)) {
-          if (/^\.?apps-[0-9a-f]{16}/.test(n) && n !== `apps-${key}`) rmSync(`${CACHE_ROOT}/${n}`, { recursive: true, force: true });
+        mkdirSync(tmp, { recursive: true });
+        try {
+          await buildOne(rec, tmp, log);
+          writeFileSync(`${tmp}/complete`, `${new Date().toISOString()}\n`);
+          rmSync(final, { recursive: true, force: true });
+          renameSync(tmp, final);
+        } finally {
+          rmSync(tmp, { recursive: true, force: true });
         }
-      }
+        built.push(rec.tag);
+        // this tag's older recipes and builds killed half-way: the cache keeps only the current one
+        for (const n of readdirSync(CACHE_ROOT)) {
+          if ((n.startsWith(`${rec.tag}-`) || n.startsWith(`.${rec.tag}-tmp-`)) && `${CACHE_ROOT}/${n}` !== final) rmSync(`${CACHE_ROOT}/${n}`, { recursive: true, force: true });
+        }
+      }));
     } finally {
       lock.stdin.end();
       await lock.exited;
     }
   }
   const images = new Map<string, AppImage>();
-  for (const rec of RECIPES) images.set(rec.tag, { tag: rec.tag, layout, config: configBlob(layout, rec.tag) });
-  return { layout, images, built, seconds: (performance.now() - t0) / 1000 };
+  for (const rec of RECIPES) {
+    const layout = `${dirOf(rec)}/layout`;
+    images.set(rec.tag, { tag: rec.tag, layout, config: configBlob(layout, rec.tag) });
+  }
+  return { images, built, seconds: (performance.now() - t0) / 1000 };
 }
 
 if (import.meta.main) {
   const b = await appImages((m) => console.log(m));
-  console.log(`${b.built ? "built" : "cached"} ${b.layout} in ${b.seconds.toFixed(1)} s: ${[...b.images.keys()].join(", ")}`);
+  for (const i of b.images.values()) console.log(`${i.tag}: ${i.layout}${b.built.includes(i.tag) ? " (built)" : ""}`);
+  console.log(`${b.built.length} built, ${b.images.size - b.built.length} cached, in ${b.seconds.toFixed(1)} s`);
 }

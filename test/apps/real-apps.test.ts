@@ -22,13 +22,14 @@ const note = (m: string) => {
   facts.push(m);
   console.log(`real-apps: ${m}`);
 };
+const debug = (m: Machine) => process.env.M8R_DEBUG && console.log(`--- ${m.name} log ---\n${m.log}`);
 const secs = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
 beforeAll(async () => {
   if (!haveTools) return;
   const b = await appImages((m) => console.log(`real-apps build: ${m}`));
   images = b.images;
-  note(`images ${b.built ? "built" : "from cache"} in ${b.seconds.toFixed(1)} s (${b.layout})`);
+  note(`images: ${b.built.length ? `built ${b.built.join(", ")}` : "all from the cache"} in ${b.seconds.toFixed(1)} s`);
   lab = await new AppLab("a", 86).start();
   agent = await startAgent();
 }, 600_000);
@@ -36,6 +37,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await lab?.cleanup();
   await agent?.stop();
+  if (process.env.M8R_DEBUG && agent) console.log(`--- agent stderr ---\n${await agent.stderr()}`);
   cleanupAgents();
   if (facts.length) console.log(`real-apps summary:\n  ${facts.join("\n  ")}`);
 });
@@ -51,10 +53,13 @@ function unpack(tag: string, name: string): string {
   return `${bundle}/rootfs`;
 }
 
+/** the lab bridge; DHCPv4 only (no yggdrasil prefix in the lab, so the network phase is asked for) */
+const NET = () => ["--bridge", lab.bridge, "--env", "MAN8S_NETWORK=v4"];
+
 /** inject (bind: only the mount point) + install with the defaults, on the lab bridge */
 function install(tag: string, name: string, rootfs: string, extra: string[] = []): Record<string, unknown> {
   cli("inject", "--rootfs", rootfs, "--bind");
-  return JSON.parse(cli("install", name, "--json", "--rootfs", rootfs, "--config", images.get(tag)!.config, "--bridge", lab.bridge, ...extra));
+  return JSON.parse(cli("install", name, "--json", "--rootfs", rootfs, "--config", images.get(tag)!.config, ...NET(), ...extra));
 }
 
 /** the host side of the Bind= line whose container path is dst, from the installed .nspawn */
@@ -64,6 +69,13 @@ function bindSource(name: string, dst: string): string | undefined {
     if (m && m[2] === dst) return m[1];
   }
   return undefined;
+}
+
+/** The lab's lease is infinite (RFC 2131 0xffffffff): the address stays for the whole run, never "expires". */
+function expectLeaseKept(m: Machine, ip: string): void {
+  expect(m.log).toMatch(/lease 4294967295s/);
+  expect(m.log).not.toMatch(/lease .* expired|renewing \(T1\)|rebinding \(T2\)/);
+  expect(m.address()).toBe(ip);
 }
 
 function portOpen(m: Machine, port: number): boolean {
@@ -99,14 +111,20 @@ async function watchReady(m: Machine, l: NotifyListener, port: number | null, ti
   return r;
 }
 
-/** the durable record: `man8s agent status NAME` and <configs>/NAME/status.json */
-function hostRecord(name: string): { cli: { phase?: string; exit?: { code?: number; reason?: string } }; human: string; file: Record<string, any> | null } {
-  const c = JSON.parse(cli("status", name, "--json")).container;
+/**
+ * The durable record: `man8s agent status NAME` and <configs>/NAME/status.json. The agent writes the file
+ * shortly after the report (it batches writes), so this waits up to 5 s for one with an exit in it.
+ */
+async function hostRecord(name: string): Promise<{ cli: { phase?: string; exit?: { code?: number; reason?: string } }; human: string; file: Record<string, any> | null }> {
   const f = `${configDir(name)}/status.json`;
-  return { cli: c, human: cli("status", name), file: existsSync(f) ? JSON.parse(readFileSync(f, "utf8")) : null };
+  const read = () => (existsSync(f) ? JSON.parse(readFileSync(f, "utf8")) : null);
+  const file = await waitFor("the durable record", () => (fileExitCode(read()) !== undefined ? read() : null), 5000).catch(() => read());
+  return { cli: JSON.parse(cli("status", name, "--json")).container, human: cli("status", name), file };
 }
 
-const fileExitCode = (f: Record<string, any> | null): number | undefined => f?.exit?.code ?? f?.container?.exit?.code ?? f?.record?.exit?.code;
+function fileExitCode(f: Record<string, any> | null): number | undefined {
+  return f?.exit?.code ?? f?.container?.exit?.code ?? f?.record?.exit?.code;
+}
 
 describe.skipIf(!haveTools)("real applications on the production path (issue 8)", () => {
   // ---------------------------------------------------------------- postgres 15
@@ -148,10 +166,12 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
       expect(procs.every((c) => c.uid === 999 && c.gid === 999)).toBe(true);
       const stat = m.exec(["stat", "-c", "%U:%G %a", "/var/run/postgresql"], { all: true });
       expect(stat.out.trim()).toBe("postgres:postgres 3777");
+      expectLeaseKept(m, ip);
     } finally {
       l.close();
       const t0 = performance.now();
       pg.rc.push(await m.stop());
+      debug(m);
       note(`postgres stop: nspawn rc ${pg.rc[0]} after ${secs(performance.now() - t0)}; ${/received fast shutdown request/.test(m.log) ? "postgres saw SIGINT (fast shutdown)" : "no fast shutdown line"}`);
       pg.run1 = m.log;
     }
@@ -173,8 +193,8 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     expect(existsSync(`${pg.rootfs}/var/lib/postgresql/data/PG_VERSION`)).toBe(false);
   });
 
-  test("postgres: the durable record on the host after the stop has exit code 0", () => {
-    const r = hostRecord(pg.name);
+  test("postgres: the durable record on the host after the stop has exit code 0", async () => {
+    const r = await hostRecord(pg.name);
     note(`postgres record after stop: phase ${r.cli.phase}, exit ${JSON.stringify(r.cli.exit)}; file ${r.file ? "present" : "absent"}`);
     expect(r.cli.phase).toBe("exited");
     expect(r.cli.exit?.code).toBe(0);
@@ -235,6 +255,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     } finally {
       l.close();
       bb.rc.push(await m.stop());
+      debug(m);
       bb.run1 = m.log;
     }
     expect(bb.run1).toContain("app: got SIGTERM");
@@ -248,8 +269,8 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     expect(bb.run1).toMatch(/app: data=.*1000 +1000 .*last-start/);
   });
 
-  test("busybox: the host's record after the stop has the app's real exit code 42", () => {
-    const r = hostRecord(bb.name);
+  test("busybox: the host's record after the stop has the app's real exit code 42", async () => {
+    const r = await hostRecord(bb.name);
     note(`busybox stop: nspawn rc ${bb.rc[0]}; record phase ${r.cli.phase}, exit ${JSON.stringify(r.cli.exit)}; file ${r.file ? `exit ${fileExitCode(r.file)}` : "absent"}`);
     expect(r.cli.phase).toBe("exited");
     expect(r.cli.exit?.code).toBe(42);
@@ -267,7 +288,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     const env = readFileSync(envPath, "utf8");
     expect(env).toContain("GREETING=image default\n");
     writeFileSync(envPath, env.replace("GREETING=image default\n", "GREETING=edited by hand\n"));
-    const again = JSON.parse(cli("install", bb.name, "--json", "--force", "--rootfs", bb.rootfs, "--config", images.get("busybox")!.config, "--bridge", lab.bridge));
+    const again = JSON.parse(cli("install", bb.name, "--json", "--force", "--rootfs", bb.rootfs, "--config", images.get("busybox")!.config, ...NET()));
     expect(again.replaced).toBe(true);
     expect(readFileSync(nspPath, "utf8")).toContain(`Bind=${bb.extra}:/mnt/extra`);
     expect(readFileSync(envPath, "utf8")).toContain("GREETING=edited by hand\n");
@@ -313,6 +334,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
       const ip = await waitFor("nginx's address", () => m.address(), 20_000);
       const page = sh(lab.inNs(["busybox", "wget", "-q", "-T", "5", "-O", "-", `http://${ip}/`]), { ok: false });
       expect(page.out).toContain("man8s real-apps nginx");
+      expectLeaseKept(m, ip);
     } finally {
       l.close();
       const t0 = performance.now();
@@ -324,8 +346,8 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     expect(ng.log).toMatch(/signal 3 \(SIGQUIT\) received/);
   });
 
-  test("nginx: the host's record after the stop has exit code 0", () => {
-    const r = hostRecord(ng.name);
+  test("nginx: the host's record after the stop has exit code 0", async () => {
+    const r = await hostRecord(ng.name);
     note(`nginx record: phase ${r.cli.phase}, exit ${JSON.stringify(r.cli.exit)}`);
     expect(r.cli.exit?.code).toBe(0);
     expect(fileExitCode(r.file)).toBe(0);
@@ -353,6 +375,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     } finally {
       l.close();
       rc = await m.stop();
+      debug(m);
     }
     note(`redis stop: nspawn rc ${rc}; ${/Redis is now ready to exit/.test(m.log) ? "saved and exited cleanly" : "no clean-exit line"}`);
     expect(m.log).toContain("ready to exit");
