@@ -3,9 +3,9 @@
 // driven by rtnetlink events (subscribed before the first dump, so nothing is missed), never by polling.
 import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
+import { networkSettings, type NetMode } from "../common/settings.ts";
 import { AF_INET, AF_INET6 } from "../common/libc-net.ts";
 import { ExitError } from "../common/log.ts";
-import { networkSettings, type NetMode } from "../common/settings.ts";
 import { listAddresses } from "./address.ts";
 import { formatIPv4, formatIPv6 } from "./addrmath.ts";
 import { Dhcp4Client, type Lease, type LeaseEvent } from "./dhcp4.ts";
