@@ -130,7 +130,10 @@ export function wantsNetwork(env: Env): boolean {
 /** Any probe variable loads the probes, so that each one is checked at start (exit 65), even one left unused. */
 export const PROBE_KEYS = ["MAN8S_WAIT_FOR", "MAN8S_WAIT_TIMEOUT", "MAN8S_WAIT_PROBE_TIMEOUT", "MAN8S_HEALTHCHECK", "MAN8S_READY", "MAN8S_READY_INTERVAL"] as const;
 export function wantsProbes(env: Env): boolean {
-  return PROBE_KEYS.some((k) => Boolean(env[k]));
+  // MAN8S_READY=start|none (the agent's defaults for images without a check) need no probe engine
+  const ready = env.MAN8S_READY?.trim() ?? "";
+  if (ready !== "" && ready !== "start" && ready !== "none") return true;
+  return PROBE_KEYS.some((k) => k !== "MAN8S_READY" && Boolean(env[k]));
 }
 
 /** A value for a message: bounded, and without what a terminal would interpret. */

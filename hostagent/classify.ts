@@ -51,6 +51,8 @@ export interface Classification {
   execInit?: string[];
   /** a nested init kept in front of the app, with the flags it was given */
   nestedInit?: { kind: string; path: string; flags: string[]; child: string[] };
+  /** the image's User, verbatim (MAN8S_APPLICATION_USER); absent: the app runs as root */
+  user?: string;
   /** argv[0] as found in the rootfs */
   executable?: { argv0: string; path: string; links: string[]; type: "elf" | "script" | "other" };
   evidence: Evidence[];
@@ -126,6 +128,8 @@ export function classify(rootfs: string, cfg: ImageConfig): Classification {
     warnings: ctx.warnings,
   };
   if (row.mode === "pid1-exec") out.execInit = argv;
+  const user = userOf(ctx, row.mode === "pid1-exec");
+  if (user !== undefined) out.user = user;
   if (r.nested) out.nestedInit = r.nested;
   if (r.exe) out.executable = r.exe;
   ctx.ev.push({
@@ -378,6 +382,57 @@ function scriptExec(ctx: Ctx, p: Probe, argv: string[], depth: number): Result |
     }
   }
   return { kind: "script-exec", why: "the script execs its last command: it ends up at our child's pid" };
+}
+
+const PASSWD_SCAN = 1024 * 1024;
+
+/** The id database of the rootfs (never the host's): name -> id, from /etc/passwd or /etc/group. */
+function idsIn(rootfs: string, file: string): Map<string, string> | null {
+  const r = existsIn(rootfs, file);
+  if (!r?.stat?.isFile()) return null;
+  let text: string;
+  try {
+    text = new TextDecoder().decode(readHead(r.host, PASSWD_SCAN));
+  } catch {
+    return null;
+  }
+  const m = new Map<string, string>();
+  for (const line of text.split("\n")) {
+    const f = line.split(":");
+    if (f.length >= 3 && f[0] && !m.has(f[0])) m.set(f[0], f[2]!);
+  }
+  return m;
+}
+
+/** config.User as evidence, checked against the rootfs's passwd/group the way the init will resolve it. */
+function userOf(ctx: Ctx, execInit: boolean): string | undefined {
+  const u = ctx.cfg.user;
+  if (u === undefined || u === "") {
+    ctx.ev.push({ decision: "the app runs as root (no User)", source: "config.User", detail: "not set" });
+    return undefined;
+  }
+  if (execInit) {
+    ctx.ev.push({ decision: `User '${u}' is left to the image's own init`, source: "config.User", detail: "MAN8S_EXEC_INIT: the init does not switch users", weak: true });
+    return u;
+  }
+  const [name, group] = u.split(":", 2) as [string, string | undefined];
+  const parts: string[] = [];
+  for (const [what, v, file] of [["user", name, "/etc/passwd"], ["group", group, "/etc/group"]] as const) {
+    if (v === undefined) continue;
+    if (/^\d+$/.test(v)) {
+      parts.push(`${what} ${v} is numeric`);
+      continue;
+    }
+    const db = idsIn(ctx.rootfs, file);
+    const id = db?.get(v);
+    if (id !== undefined) parts.push(`${what} ${v} is ${id} in ${file}`);
+    else {
+      parts.push(`${what} ${v} is not in ${file}`);
+      ctx.warnings.push(`User '${u}': ${what} '${v}' is not in the rootfs's ${file}; the init will refuse to start the app (exit 67)`);
+    }
+  }
+  ctx.ev.push({ decision: `the app runs as User '${u}' (MAN8S_APPLICATION_USER)`, source: "config.User", detail: parts.join("; ") });
+  return u;
 }
 
 function stopSignalOf(ctx: Ctx): string {

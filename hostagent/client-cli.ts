@@ -28,6 +28,10 @@ render options:
   --no-private-users                 no PrivateUsers=pick / idmap
   --bundle-mode bind|copy            bind the host bundle read-only (default) or expect a copy
   --bundle DIR                       the bundle to bind or copy
+  --volume PATH=data|config|skip|/host/path   where a volume lives (repeatable; default data:
+                                     /var/lib/man8machine_storage/NAME/PATH; config: .../man8machine_configs/NAME/PATH)
+  --ready PROBE|healthy|start|none   MAN8S_READY (default: healthy with a Healthcheck, else the first
+                                     exposed TCP port on 127.0.0.1, else start)
   --nspawn | --envfile               render: print only that file
 
 --config takes an OCI image config (skopeo inspect --config), docker inspect output, or umoci's config.json.
@@ -43,7 +47,7 @@ interface Parsed {
   opts: Map<string, string[]>;
 }
 
-const VALUE_FLAGS = new Set(["--rootfs", "--config", "--ygg-prefix", "--ygg-address", "--image-url", "--env", "--stop-timeout", "--bridge", "--bundle-mode", "--bundle", "--prefix", "--socket"]);
+const VALUE_FLAGS = new Set(["--rootfs", "--config", "--ygg-prefix", "--ygg-address", "--image-url", "--env", "--stop-timeout", "--bridge", "--bundle-mode", "--bundle", "--prefix", "--socket", "--volume", "--ready"]);
 const BOOL_FLAGS = new Set(["--json", "--force", "--private-network", "--no-private-users", "--copy", "--bind", "--nspawn", "--envfile"]);
 
 function parse(args: string[]): Parsed {
@@ -84,6 +88,12 @@ function renderArgs(p: Parsed): Record<string, unknown> {
     if (i <= 0) throw new Usage(`--env needs KEY=VALUE, got '${kv}'`);
     env[kv.slice(0, i)] = kv.slice(i + 1);
   }
+  const volumes: Record<string, string> = {};
+  for (const kv of p.opts.get("--volume") ?? []) {
+    const i = kv.indexOf("=");
+    if (i <= 0) throw new Usage(`--volume needs PATH=data|config|skip|/host/path, got '${kv}'`);
+    volumes[kv.slice(0, i)] = kv.slice(i + 1);
+  }
   const st = one(p, "--stop-timeout");
   return {
     name,
@@ -100,6 +110,8 @@ function renderArgs(p: Parsed): Record<string, unknown> {
     bundleMode: one(p, "--bundle-mode"),
     bundle: path(p, "--bundle"),
     force: p.opts.has("--force") || undefined,
+    volumes: Object.keys(volumes).length ? volumes : undefined,
+    ready: one(p, "--ready"),
   };
 }
 
@@ -150,6 +162,7 @@ function human(p: Parsed, r: Record<string, unknown>): void {
     case "classify": {
       const c = r as unknown as Classification;
       out(`kind: ${c.kind}\nmode: ${c.mode}\nProcessTwo: ${c.processTwo ? "yes" : "no"}\nKillSignal: ${c.killSignal}\nStopSignal: ${c.stopSignal}\nargv: ${JSON.stringify(c.argv)}`);
+      out(`user: ${c.user ?? "(root)"}`);
       if (c.execInit) out(`exec init: ${JSON.stringify(c.execInit)}`);
       if (c.nestedInit) out(`nested init: ${c.nestedInit.kind} ${c.nestedInit.flags.join(" ")}`);
       out("evidence:");
@@ -166,6 +179,14 @@ function human(p: Parsed, r: Record<string, unknown>): void {
       out(`installed ${String(r.name)} (${String(r.kind)}, ${String(r.template)})`);
       for (const f of r.files as string[]) out(`  ${f}`);
       out(`  ${String(r.link)} -> ${String(r.linkTarget)}\n  report socket ${String(r.reportSocket)}`);
+      out(`  ready: ${(r.ready as { value: string; why: string }).value} (${(r.ready as { why: string }).why})`);
+      for (const v of r.volumes as { path: string; mode: string; host?: string; seeded?: string }[]) {
+        out(`  volume ${v.path}: ${v.mode}${v.host ? ` ${v.host}` : ""}${v.seeded ? ` (${v.seeded})` : ""}`);
+      }
+      for (const k of r.kept as { file: string; entry: string }[]) out(`  kept your edit: ${k.file}: ${k.entry}`);
+      for (const c of r.conflicts as { file: string; entry: string; rendered: string | null; yours: string | null }[]) {
+        out(`  conflict (your value kept): ${c.file}: ${c.entry}: yours ${JSON.stringify(c.yours)}, new rendering ${JSON.stringify(c.rendered)}`);
+      }
       return;
     case "inject":
       if (r.mode === "bind") return out(String(r.bindLine));

@@ -25,6 +25,8 @@ export const ERR = {
   FORBIDDEN: "E_FORBIDDEN",
   /** injected bundle differs from its source after the copy */
   VERIFY_FAILED: "E_VERIFY_FAILED",
+  /** something to copy (a volume seed, /run content) is larger than the agent's bound */
+  TOO_LARGE: "E_TOO_LARGE",
   /** a filesystem operation failed (message carries the errno text) */
   IO: "E_IO",
   /** a bug: the message says where */

@@ -16,11 +16,18 @@ export interface ImageConfig {
   healthcheck?: Record<string, unknown>;
   user?: string;
   shell?: string[];
+  /** container paths the image declares as volumes (config.Volumes keys) */
+  volumes: string[];
+  /** config.ExposedPorts keys: "80/tcp", "53/udp", "8080" (tcp) */
+  exposedPorts: string[];
   labels: Record<string, string>;
   history: string[];
 }
 
 const MAX_CONFIG = 4 * 1024 * 1024;
+/** bounds on the map-shaped fields, so a hostile config cannot make render/install loop over millions */
+export const MAX_VOLUMES = 64;
+const MAX_PORTS = 1024;
 
 export function loadConfigFile(path: string): ImageConfig {
   let text: string;
@@ -75,6 +82,8 @@ export function normaliseConfig(json: unknown, where = "config"): ImageConfig {
       env: envPairs(p.env, where, "process.env"),
       workingDir: optString(p.cwd, where, "process.cwd") ?? "/",
       stopSignal: optString(ann["org.opencontainers.image.stopSignal"], where, "annotations.org.opencontainers.image.stopSignal"),
+      volumes: [],
+      exposedPorts: [],
       labels,
       history: [],
     };
@@ -103,12 +112,23 @@ export function normaliseConfig(json: unknown, where = "config"): ImageConfig {
     healthcheck: (hc as Record<string, unknown> | undefined) ?? undefined,
     user: optString(inner.User, where, "User"),
     shell: shell.length > 0 ? shell : undefined,
+    volumes: mapKeys(inner.Volumes, where, "Volumes", MAX_VOLUMES),
+    exposedPorts: mapKeys(inner.ExposedPorts, where, "ExposedPorts", MAX_PORTS),
     labels,
     history,
   };
 }
 
+/** The keys of a Docker "set" ({"/data": {}}), bounded in count. */
+function mapKeys(v: unknown, where: string, field: string, max: number): string[] {
+  if (v === undefined || v === null) return [];
+  if (!isPlainObject(v)) throw bad(where, `${field} must be an object`);
+  const keys = Object.keys(v);
+  if (keys.length > max) throw bad(where, `${field} has ${keys.length} entries; at most ${max} are accepted`);
+  return keys;
+}
+
 /** An image config whose config is null (scratch images with nothing set). */
 function emptyImage(_json: Record<string, unknown>, _where: string): ImageConfig {
-  return { source: "image-config", entrypoint: [], cmd: [], env: [], workingDir: "/", labels: {}, history: [] };
+  return { source: "image-config", entrypoint: [], cmd: [], env: [], workingDir: "/", volumes: [], exposedPorts: [], labels: {}, history: [] };
 }

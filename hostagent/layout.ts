@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { AgentError, ERR } from "./errors.ts";
 
 export const CONFIGS_DIR = "var/lib/man8machine_configs";
+export const STORAGE_DIR = "var/lib/man8machine_storage";
 export const NSPAWN_DIR = "etc/systemd/nspawn";
 export const DEFAULT_SOCKET = "/run/man8s/agent.sock";
 
@@ -16,6 +17,9 @@ export const nspawnLink = (root: string, name: string) => join(root, NSPAWN_DIR,
 /** host side of the per-container report directory (holds report.sock, created by the agent) */
 export const reportDir = (root: string, name: string) => join(configDir(root, name), "agent");
 export const reportSocket = (root: string, name: string) => join(reportDir(root, name), "report.sock");
+
+/** names in a container's config directory that belong to the agent (a `config` volume may not use them) */
+export const RESERVED_IN_CONFIG_DIR = new Set(["man8env.env", "container.nspawn", "agent", "status.json", "current", "generations"]);
 
 // systemd machine names are host names: letters, digits, '-', '_', '.'; at most 64 characters.
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;

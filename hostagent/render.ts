@@ -8,6 +8,7 @@ import type { ImageConfig } from "./image-config.ts";
 import { IN_CONTAINER_BUNDLE, IN_CONTAINER_ENV, IN_CONTAINER_REPORT_DIR, IN_CONTAINER_REPORT_SOCKET, envFile, reportDir } from "./layout.ts";
 import { shlexJoin } from "./shlex.ts";
 import { checkSettings } from "./validate.ts";
+import type { VolumePlan } from "./volumes.ts";
 
 export interface RenderInput {
   name: string;
@@ -24,6 +25,10 @@ export interface RenderInput {
   privateUsers: boolean;
   /** bind the host bundle read-only (path) instead of expecting a copy in the rootfs */
   bindBundle?: string;
+  /** MAN8S_READY chosen by the user (--ready); absent: the default of readyDefault() */
+  ready?: string;
+  /** volume binds (planVolumes); skip entries are ignored */
+  volumes?: VolumePlan[];
 }
 
 export interface Rendered {
@@ -40,6 +45,37 @@ const KEY_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export function templateOf(cls: Classification): string {
   if (cls.processTwo) return "netns-noinit";
   return cls.kind === "systemd" ? "netns-systemd" : "netns-init";
+}
+
+/** MAN8S_READY keywords; anything else must be a probe URL (the init validates it fully at start). */
+export const READY_KEYWORDS = ["healthy", "start", "none"] as const;
+
+export function checkReady(v: string): string {
+  const t = v.trim();
+  if ((READY_KEYWORDS as readonly string[]).includes(t)) return t;
+  if (t.length > 2048 || /[\n\r\0]/.test(t) || !/^(tcp|http|https|icmp):\/\/[^\s]+$|^exec:\S/.test(t)) {
+    throw new AgentError(ERR.BAD_ARGS, `ready must be healthy, start, none or a probe URL (tcp://, http://, https://, icmp://, exec:), got '${t.slice(0, 80)}'`);
+  }
+  return t;
+}
+
+/**
+ * Readiness by default, so `systemctl start` returns when the app is really up: the image's Healthcheck
+ * if it has one, else its first exposed TCP port on localhost, else "the app has started". An image that
+ * runs systemd notifies nspawn itself (none); other PID-1 inits are reported ready when exec'd (start).
+ */
+export function readyDefault(cls: Classification, cfg: ImageConfig): { value: string; why: string } {
+  if (cls.kind === "systemd") return { value: "none", why: "systemd sends READY=1 itself" };
+  if (cls.execInit) return { value: "start", why: `${cls.kind} cannot notify: ready when it is exec'd` };
+  const test = cfg.healthcheck?.Test;
+  if (cfg.healthcheck && !(Array.isArray(test) && test[0] === "NONE")) return { value: "healthy", why: "config.Healthcheck" };
+  for (const p of cfg.exposedPorts) {
+    const m = /^(\d{1,5})(?:\/(tcp|udp|sctp))?$/i.exec(p);
+    if (m && (m[2] ?? "tcp").toLowerCase() === "tcp" && Number(m[1]) > 0 && Number(m[1]) < 65536) {
+      return { value: `tcp://127.0.0.1:${Number(m[1])}`, why: `config.ExposedPorts ${p}` };
+    }
+  }
+  return { value: "start", why: "no Healthcheck and no exposed TCP port" };
 }
 
 export function renderFiles(inp: RenderInput): Rendered {
@@ -60,12 +96,17 @@ export function renderFiles(inp: RenderInput): Rendered {
   });
   set("MAN8S_APPLICATION_ARGS", shlexJoin(cls.argv));
   set("MAN8S_APPLICATION_ARGV", JSON.stringify(cls.argv));
+  if (cfg.user !== undefined && cfg.user !== "") {
+    if (/[\n\r\0]/.test(cfg.user)) throw new AgentError(ERR.BAD_CONFIG, "config.User contains a newline, CR or NUL");
+    set("MAN8S_APPLICATION_USER", cfg.user);
+  }
   set("MAN8S_INIT_KIND", cls.kind);
   set("MAN8S_STOP_SIGNAL", cls.stopSignal);
   set("MAN8S_STOP_TIMEOUT", String(inp.stopTimeout));
   if (cls.signalGroup) set("MAN8S_SIGNAL_GROUP", "1");
   if (cls.execInit) set("MAN8S_EXEC_INIT", JSON.stringify(cls.execInit));
   if (cfg.healthcheck) set("MAN8S_HEALTHCHECK", JSON.stringify(cfg.healthcheck));
+  set("MAN8S_READY", inp.ready !== undefined ? checkReady(inp.ready) : readyDefault(cls, cfg).value);
   set("MAN8S_REPORT_SOCKET", IN_CONTAINER_REPORT_SOCKET);
   // nspawn's settings parser keeps backslashes literally and has no escape for a quote inside quotes
   // (systemd 252, checked): a value with both quote kinds cannot be an Environment= line, so it goes to
@@ -99,6 +140,8 @@ export function renderFiles(inp: RenderInput): Rendered {
   n.push(`ProcessTwo=${cls.processTwo ? "yes" : "no"}`);
   n.push(`KillSignal=${cls.killSignal}`);
   n.push(`Parameters=${IN_CONTAINER_BUNDLE}/init`);
+  // the unit becomes active when the init (or the image's systemd) sends READY=1: see MAN8S_READY
+  n.push("NotifyReady=yes");
   n.push("ResolvConf=copy-stub", "Timezone=copy", "LinkJournal=no");
   if (inp.privateUsers) n.push("PrivateUsers=pick");
   for (const [k, v] of cfg.env) {
@@ -115,5 +158,10 @@ export function renderFiles(inp: RenderInput): Rendered {
   n.push(`BindReadOnly=${envFile(inp.root, name)}:${IN_CONTAINER_ENV}${idmap}`);
   if (inp.bindBundle) n.push(`BindReadOnly=${inp.bindBundle}:${IN_CONTAINER_BUNDLE}`);
   n.push(`BindReadOnly=${reportDir(inp.root, name)}:${IN_CONTAINER_REPORT_DIR}`);
+  for (const v of inp.volumes ?? []) {
+    if (v.mode === "skip" || !v.host) continue;
+    if (/[:\s"\\]/.test(v.host)) throw new AgentError(ERR.BAD_PATH, `volume ${v.path}: host path '${v.host}' cannot be carried by a Bind= line`);
+    n.push(`Bind=${v.host}:${v.path}${idmap}`);
+  }
   return { nspawn: `${n.join("\n")}\n`, env: `${lines.join("\n")}\n`, template };
 }

@@ -6,7 +6,8 @@ import { dirname, join } from "node:path";
 import { peerCred } from "../common/libc-unix.ts";
 import { log } from "../common/log.ts";
 import { AgentError, ERR } from "./errors.ts";
-import { CONFIGS_DIR, checkName, nspawnFile, reportDir, reportSocket } from "./layout.ts";
+import { isInstalled, recoverAll } from "./install.ts";
+import { CONFIGS_DIR, checkName, reportDir, reportSocket } from "./layout.ts";
 import { FrameReader, errorReply, okReply, parseRequest, type RequestId } from "./protocol.ts";
 import { procStart } from "./proc.ts";
 import { StateStore } from "./state.ts";
@@ -103,6 +104,8 @@ export class AgentServer {
     mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
     if (await isLive(path)) throw new AgentError(ERR.EXISTS, `another agent is listening on ${path}`);
     removeStaleSocket(path);
+    // an install killed half-way: back to the last complete pair before any client can ask
+    recoverAll(this.opts.root);
     // create the socket with mode 0600 from the start: no window where others could connect
     const old = process.umask(0o177);
     try {
@@ -128,7 +131,7 @@ export class AgentServer {
       } catch {
         continue;
       }
-      if (!existsSync(nspawnFile(this.opts.root, n))) continue;
+      if (!isInstalled(this.opts.root, n)) continue;
       try {
         this.openReportSocket(n);
       } catch (e) {

@@ -196,7 +196,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
       startedAfterMs: Math.round(performance.now() * 100) / 100,
     };
     rec.phase = "running";
-    if (!probes && env.NOTIFY_SOCKET) {
+    if (!probes && env.NOTIFY_SOCKET && env.MAN8S_READY?.trim() !== "none") {
       // no readiness probe: ready once the app has started (sd_notify alone, not the probe engine)
       const t = performance.now();
       const status = `app started (pid ${started.pid})`;
@@ -267,6 +267,11 @@ async function execImageInit(argv: string[], env: Record<string, string>, status
   rec.app = { argv, pid: process.pid, startedAt: new Date().toISOString(), group: false, startedAfterMs: Math.round(performance.now() * 100) / 100 };
   status.write();
   await flush();
+  // an image init other than systemd never notifies nspawn: with MAN8S_READY=start it counts as ready now
+  if (env.MAN8S_READY?.trim() === "start" && env.NOTIFY_SOCKET) {
+    const n = (await load("notify")).sdNotify(["READY=1", `STATUS=exec ${argv[0]}`], { env });
+    if (!n.sent) log(`READY=1 not sent: ${n.error}`);
+  }
   log(`exec ${JSON.stringify(argv)}: the image's init takes over as pid ${process.pid}`);
   libc.sigaction(13, sigactionStruct(0n, 0), null); // SIGPIPE back to SIG_DFL: Bun ignores it, exec would keep that
   const err = execve(path, argv, env);

@@ -8,7 +8,9 @@ import { loadConfigFile, normaliseConfig, type ImageConfig } from "../image-conf
 import { injectBind, injectCopy } from "../inject.ts";
 import { installFiles } from "../install.ts";
 import { checkAbsPath, checkName } from "../layout.ts";
-import { renderFiles, type Rendered } from "../render.ts";
+import { prepareProtected, type Protected } from "../protect.ts";
+import { readyDefault, renderFiles, type Rendered } from "../render.ts";
+import { parseVolumeArgs, planVolumes, seedVolumes, type VolumePlan, type VolumeResult } from "../volumes.ts";
 import type { CallContext } from "./index.ts";
 
 type Args = Record<string, unknown>;
@@ -39,7 +41,17 @@ export function classifyCmd(a: Args): Classification {
   return classify(rootfsArg(a), configArg(a));
 }
 
-function plan(a: Args, ctx: CallContext): { name: string; cls: Classification; rendered: Rendered; cfg: ImageConfig } {
+interface Plan {
+  name: string;
+  rootfs: string;
+  cls: Classification;
+  rendered: Rendered;
+  cfg: ImageConfig;
+  volumes: VolumePlan[];
+  ready: { value: string; why: string };
+}
+
+function plan(a: Args, ctx: CallContext): Plan {
   const name = checkName(a.name);
   const rootfs = rootfsArg(a);
   const cfg = configArg(a);
@@ -49,6 +61,9 @@ function plan(a: Args, ctx: CallContext): { name: string; cls: Classification; r
   if (!ygg && prefix) ygg = containerAddress(prefix, name);
   const bundleMode = optEnum(a, "bundleMode", ["bind", "copy"] as const) ?? "bind";
   const bundle = a.bundle === undefined || a.bundle === null ? ctx.server.opts.bundle : checkAbsPath(a.bundle, "bundle");
+  const volumes = planVolumes(ctx.server.opts.root, name, cfg.volumes, parseVolumeArgs(optMap(a, "volumes")));
+  const readyArg = optStr(a, "ready", 2048);
+  const ready = readyArg !== undefined ? { value: readyArg.trim(), why: "ready (--ready)" } : readyDefault(cls, cfg);
   const rendered = renderFiles({
     name,
     root: ctx.server.opts.root,
@@ -61,26 +76,40 @@ function plan(a: Args, ctx: CallContext): { name: string; cls: Classification; r
     bridge: optBool(a, "privateNetwork") ? null : (optStr(a, "bridge", 15) ?? "srvgrp0"),
     privateUsers: optBool(a, "privateUsers") ?? true,
     bindBundle: bundleMode === "bind" ? bundle : undefined,
+    ready: readyArg,
+    volumes,
   });
-  return { name, cls, rendered, cfg };
+  return { name, rootfs, cls, rendered, cfg, volumes, ready };
 }
 
 export function renderCmd(a: Args, ctx: CallContext) {
-  const { name, cls, rendered } = plan(a, ctx);
-  return { name, classification: cls, template: rendered.template, nspawn: rendered.nspawn, env: rendered.env };
+  const { name, cls, rendered, volumes, ready } = plan(a, ctx);
+  return { name, classification: cls, template: rendered.template, nspawn: rendered.nspawn, env: rendered.env, volumes, ready };
 }
 
 export function installCmd(a: Args, ctx: CallContext) {
   const force = optBool(a, "force") ?? false;
-  const { name, cls, rendered } = plan(a, ctx);
-  const inst = installFiles(ctx.server.opts.root, name, rendered, force);
-  const reportSocket = ctx.server.openReportSocket(name);
-  return { name, kind: cls.kind, mode: cls.mode, template: rendered.template, ...inst, reportSocket };
+  const p = plan(a, ctx);
+  let volumes: VolumeResult[] = [];
+  let prot: Protected[] = [];
+  const inst = installFiles(ctx.server.opts.root, p.name, p.rendered, force, {
+    rootfs: p.rootfs,
+    // after the checks, before the switch: what the new files bind must exist when they become current
+    prepare: () => {
+      prot = prepareProtected(p.rootfs);
+      const seeded = seedVolumes(p.rootfs, p.volumes);
+      volumes = seeded.results;
+      return seeded.undo; // a failed install removes only what it created: existing data is never touched
+    },
+  });
+  const reportSocket = ctx.server.openReportSocket(p.name);
+  return { name: p.name, kind: p.cls.kind, mode: p.cls.mode, template: p.rendered.template, user: p.cls.user ?? null, ready: p.ready, ...inst, volumes, protected: prot, reportSocket };
 }
 
 export async function injectCmd(a: Args, ctx: CallContext) {
   const rootfs = rootfsArg(a);
   const mode = optEnum(a, "mode", ["bind", "copy"] as const) ?? "copy";
   const bundle = a.bundle === undefined || a.bundle === null ? ctx.server.opts.bundle : checkAbsPath(a.bundle, "bundle");
-  return mode === "bind" ? injectBind(rootfs, bundle) : injectCopy(rootfs, bundle);
+  const r = mode === "bind" ? await injectBind(rootfs, bundle) : await injectCopy(rootfs, bundle);
+  return { ...r, protected: prepareProtected(rootfs) };
 }

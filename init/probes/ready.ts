@@ -1,7 +1,8 @@
 // MAN8S_READY: when the app counts as ready, send READY=1 (+ STATUS=) to $NOTIFY_SOCKET (notify.ts).
 //
 //   startReady(env, opts): ReadyHandle
-//     MAN8S_READY unset/empty → ready at once (the app has started)
+//     MAN8S_READY unset/empty/start → ready at once (the app has started)
+//     MAN8S_READY=none        → never sends READY=1 (the app notifies nspawn itself)
 //     MAN8S_READY=healthy     → ready at the first "healthy" of opts.health (the MAN8S_HEALTHCHECK monitor);
 //                               without a health monitor: a warning, then ready at once
 //     MAN8S_READY=<probe URL> → the probe is run every MAN8S_READY_INTERVAL (default 100 ms; "250ms", "0.5", "1s")
@@ -89,7 +90,9 @@ export function startReady(env: Record<string, string | undefined>, opts: ReadyO
   };
 
   let poll: Promise<void> | null = null;
-  if (spec === "") {
+  if (spec === "none") {
+    // the app sends READY=1 itself; done resolves only when stopped
+  } else if (spec === "" || spec === "start") {
     queueMicrotask(() => becomeReady("start", "app started", 0));
   } else if (spec === "healthy") {
     const h = opts.health;

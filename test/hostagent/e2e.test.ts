@@ -144,7 +144,7 @@ describe("end to end under systemd-nspawn", () => {
     await k.request("install", { name: `${name}-other`, rootfs, configPath: imageConfigBlob(layout, "rep"), privateNetwork: true });
     symlinkSync(`${agent.root}/var/lib/man8machine_configs/${name}/container.nspawn`, `${dir}/machines/${name}.nspawn`);
     const hex = (v: unknown) => Buffer.from(encode(v)).toString("hex");
-    const sock = "/run/man8s/agent/report.sock";
+    const sock = "/run/man8s-agent/report.sock";
     const script = [
       `/reporter ${sock} ${hex({ id: 1, cmd: "report", args: { phase: "running", appPid: 99, message: "from inside" } })}`,
       `/reporter ${sock} ${hex({ id: 2, cmd: "report", args: { name: `${name}-other`, phase: "failed" } })}`,

@@ -1,7 +1,7 @@
 // Fixture images, built for real with umoci from Debian's binaries (tini, dumb-init, catatonit,
 // busybox-static, systemd) and hand-made layouts (s6-overlay v3, entrypoint scripts), in
 // /tmp/m8a-fixtures-<pid>-*.
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 
 export interface Fixture {
@@ -22,6 +22,9 @@ interface Spec {
   cmd?: string[];
   stopSignal?: string;
   env?: string[];
+  user?: string;
+  volumes?: string[];
+  ports?: string[];
 }
 
 function run(argv: string[]): void {
@@ -46,6 +49,45 @@ function link(r: string, path: string, target: string): void {
   symlinkSync(target, r + path);
 }
 
+function own(r: string, path: string, uid: number, gid: number, mode: number): void {
+  chownSync(r + path, uid, gid);
+  chmodSync(r + path, mode);
+}
+
+/** Host directory the user-app image's symlinks point at: its content must never reach a container. */
+export const HOST_SECRET = `/tmp/m8g-host-secret-${process.pid}`;
+
+/** Docker-style image with USER app, a VOLUME with content, /run content (via /var/run -> /run) and a port. */
+function userApp(r: string): void {
+  busybox(r);
+  for (const a of ["id", "ls", "touch", "su", "stat", "mkdir", "rm", "ln", "chmod", "grep"]) link(r, `/bin/${a}`, "busybox");
+  write(r, "/usr/lib/os-release", "ID=m8g-user-app\nNAME=m8g\n", 0o644);
+  write(r, "/etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n", 0o644);
+  write(r, "/etc/group", "root:x:0:\napp:x:1000:\nmedia:x:2000:app\n", 0o644);
+  mkdirSync(`${r}/home/app`, { recursive: true });
+  own(r, "/home/app", 1000, 1000, 0o755);
+  // /run content, reached in the image through its /var/run link (absolute, as Debian has it)
+  mkdirSync(`${r}/run/app`, { recursive: true });
+  writeFileSync(`${r}/run/app/marker`, "image-run-content\n");
+  own(r, "/run/app/marker", 1000, 1000, 0o640);
+  own(r, "/run/app", 1000, 1000, 0o750);
+  link(r, "/run/app/link", "marker");
+  link(r, "/var/run", "/run");
+  mkdirSync(`${r}/tmp`, { recursive: true });
+  writeFileSync(`${r}/tmp/keep.txt`, "tmp-content\n");
+  own(r, "/tmp", 0, 0, 0o1777);
+  // the volume's content, owned by the image's user
+  mkdirSync(`${r}/data/sub`, { recursive: true });
+  writeFileSync(`${r}/data/seed.txt`, "seeded-from-image\n");
+  own(r, "/data/seed.txt", 1000, 1000, 0o600);
+  own(r, "/data/sub", 1000, 1000, 0o700);
+  own(r, "/data", 1000, 1000, 0o700);
+  link(r, "/data/escape", "/etc/shadow-of-the-host");
+  write(r, "/etc/app.conf", "setting=image\n", 0o644);
+  // a declared volume whose path is an absolute link to a host directory: resolved inside the image
+  link(r, "/escape", HOST_SECRET);
+}
+
 /** A busybox-static userland: /bin/busybox plus applet links. */
 function busybox(r: string): void {
   put(r, "/bin/busybox", "/bin/busybox");
@@ -64,6 +106,7 @@ exec /package/admin/s6-overlay-helpers/command/s6-overlay-suexec \\
 `;
 
 export const SPECS: Spec[] = [
+  { tag: "user-app", files: userApp, cmd: ["/bin/sleep", "1000"], user: "app", volumes: ["/data", "/escape"], ports: ["8080/tcp"] },
   { tag: "busybox-app", files: busybox, cmd: ["/bin/sleep", "1000"] },
   { tag: "no-entrypoint", files: busybox, cmd: ["sleep", "5"] },
   { tag: "empty", files: busybox },
@@ -200,6 +243,9 @@ function buildOne(layout: string, s: Spec): Fixture {
   for (const c of s.cmd ?? []) cfg.push(`--config.cmd=${c}`);
   if (s.stopSignal) cfg.push(`--config.stopsignal=${s.stopSignal}`);
   for (const e of s.env ?? []) cfg.push(`--config.env=${e}`);
+  if (s.user) cfg.push(`--config.user=${s.user}`);
+  for (const v of s.volumes ?? []) cfg.push(`--config.volume=${v}`);
+  for (const p of s.ports ?? []) cfg.push(`--config.exposedports=${p}`);
   if (cfg.length > 4) run(cfg);
   const bundle = `${base}/bundle-${s.tag}`;
   run(["umoci", "unpack", "--image", img, bundle]);

@@ -33,7 +33,7 @@ export interface Agent {
   stop(signal?: NodeJS.Signals | number): Promise<number>;
 }
 
-export async function startAgent(opts: { root?: string; socket?: string; extra?: string[] } = {}): Promise<Agent> {
+export async function startAgent(opts: { root?: string; socket?: string; extra?: string[]; env?: Record<string, string> } = {}): Promise<Agent> {
   ensureBuilt();
   const dir = tmp("agent");
   const root = opts.root ?? `${dir}/root`;
@@ -41,6 +41,7 @@ export async function startAgent(opts: { root?: string; socket?: string; extra?:
   const proc = Bun.spawn([BIN, "hostagent", "serve", "--socket", socket, "--root", root, "--bundle", BUNDLE, ...(opts.extra ?? [])], {
     stdout: "ignore",
     stderr: "pipe",
+    env: { ...process.env, ...(opts.env ?? {}) },
   });
   procs.add(proc);
   const t0 = Date.now();

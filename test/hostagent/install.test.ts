@@ -67,7 +67,7 @@ describe("render", () => {
     expect(env.has("MAN8S_SIGNAL_GROUP")).toBe(false);
     expect(env.has("MAN8S_EXEC_INIT")).toBe(false);
     expect(JSON.parse(env.get("MAN8S_HEALTHCHECK")!)).toEqual(nginxHealth);
-    expect(env.get("MAN8S_REPORT_SOCKET")).toBe("/run/man8s/agent/report.sock");
+    expect(env.get("MAN8S_REPORT_SOCKET")).toBe("/run/man8s-agent/report.sock");
     expect(env.get("MAN8S_OCI_IMAGE_URL")).toBe("docker.io/library/nginx:latest");
     expect(env.get("NGINX_VERSION")).toBe("1.27.0");
     expect(env.get("QUOTED")).toBe('a "b" $HOME `x`');
@@ -84,7 +84,7 @@ describe("render", () => {
       "[Network]", "VirtualEthernet=yes", "Bridge=srvgrp0", "[Files]", "PrivateUsersOwnership=map",
       `BindReadOnly=${agent.root}/var/lib/man8machine_configs/web1/man8env.env:/man8env.env:idmap`,
       `BindReadOnly=${BUNDLE}:/man8s-init`,
-      `BindReadOnly=${agent.root}/var/lib/man8machine_configs/web1/agent:/run/man8s/agent`,
+      `BindReadOnly=${agent.root}/var/lib/man8machine_configs/web1/agent:/run/man8s-agent`,
     ]) expect(n.split("\n")).toContain(line);
   });
 
