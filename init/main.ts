@@ -117,9 +117,10 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   delete env.MAN8S_ENV_FILE;
   const settings = stopSettings(env);
   sup.configureStop(settings.signal, settings.timeoutMs);
+  // MAN8S_APPLICATION_USER's syntax (exit 65) unless an image init is exec'd; names are looked up later (67)
+  if (override || !env.MAN8S_EXEC_INIT) userSpec(env);
   const execInit = override ? null : resolveExecInit(env);
   const app = execInit ? null : resolveApp(override, env);
-  if (!execInit) userSpec(env); // its syntax (exit 65); the names are looked up when the app starts
 
   await phase("protected-dirs", () => {
     for (const [src, dest] of PROTECTED_DIRS) {
