@@ -5,7 +5,6 @@
 //   checkProbeEnv(env, warn): void        every probe variable, at the init's start; throws SettingError (65)
 //   parseHealthcheck(text, opts)          HealthcheckConfig | null (see init/probes/healthcheck.ts for the JSON)
 //   parseWaitTimeoutMs(text, name, dflt)  seconds ("30", "1.5") or with a unit ("500ms", "2m"); 0 = forever
-//   readyIntervalMs(env)                  MAN8S_READY_INTERVAL
 import { parseProbeUrl, ProbeUrlError, splitProbeList } from "./probe-url.ts";
 import { clip, SettingError, type Env } from "./settings.ts";
 
@@ -95,7 +94,6 @@ export function parseHealthcheck(
 }
 export const DEFAULT_WAIT_TIMEOUT_MS = 60_000;
 export const DEFAULT_ATTEMPT_TIMEOUT_MS = 2_000;
-export const DEFAULT_READY_INTERVAL_MS = 100;
 
 /** "30" / "1.5" seconds, or "500ms", "30s", "2m", "1h"; 0 or "0" means no limit. Throws on garbage. */
 export function parseWaitTimeoutMs(text: string | undefined, name = "MAN8S_WAIT_TIMEOUT", dflt = DEFAULT_WAIT_TIMEOUT_MS): number {
@@ -106,11 +104,7 @@ export function parseWaitTimeoutMs(text: string | undefined, name = "MAN8S_WAIT_
   return Number(m[1]) * mult;
 }
 
-export function readyIntervalMs(env: Env): number {
-  return parseWaitTimeoutMs(env.MAN8S_READY_INTERVAL, "MAN8S_READY_INTERVAL", DEFAULT_READY_INTERVAL_MS) || DEFAULT_READY_INTERVAL_MS;
-}
-
-/** MAN8S_READY: "" (ready when the app started), start, none, healthy, or a probe URL. */
+/** MAN8S_READY: "" or start (ready when the app started), none (the app notifies), healthy, or a probe URL. */
 export const READY_WORDS = ["start", "none", "healthy"] as const;
 
 /** Every probe variable, before network and dependencies, so a typo fails the container at once naming it. */
@@ -130,5 +124,5 @@ export function checkProbeEnv(env: Env, warn: (msg: string) => void = () => {}):
   const ready = env.MAN8S_READY?.trim() ?? "";
   if (ready !== "" && !(READY_WORDS as readonly string[]).includes(ready)) wrap("MAN8S_READY", () => void parseProbeUrl(ready));
   if (ready === "healthy" && !hc) warn("MAN8S_READY=healthy without a MAN8S_HEALTHCHECK: the container will be ready as soon as the app starts");
-  wrap("MAN8S_READY_INTERVAL", () => void readyIntervalMs(env));
+  wrap("MAN8S_READY_INTERVAL", () => void parseWaitTimeoutMs(env.MAN8S_READY_INTERVAL, "MAN8S_READY_INTERVAL"));
 }

@@ -101,8 +101,9 @@ export function userSpec(env: Env): { user: string; group: string | null } | nul
 
 export type NetMode = "dual" | "v4" | "v6" | "none";
 
-/** MAN8S_NETWORK (dual, v4, v6, none; default dual), MAN8S_NETWORK_TIMEOUT (default 30 s), MAN8S_HOST_IFACE. */
-export function networkSettings(env: Env): { mode: NetMode; timeoutMs: number; iface?: string } {
+/** MAN8S_NETWORK (dual, v4, v6, none; default dual), MAN8S_NETWORK_TIMEOUT (default 30 s), MAN8S_HOST_IFACE,
+ *  MAN8S_NETWORK_FAST_START (yes/no, default yes). */
+export function networkSettings(env: Env): { mode: NetMode; timeoutMs: number; fastStart: boolean; iface?: string } {
   const modeText = (env.MAN8S_NETWORK ?? "").trim() || "dual";
   if (!["dual", "v4", "v6", "none"].includes(modeText))
     throw new SettingError("MAN8S_NETWORK", `MAN8S_NETWORK: '${clip(modeText)}' is not one of dual, v4, v6, none`);
@@ -117,7 +118,12 @@ export function networkSettings(env: Env): { mode: NetMode; timeoutMs: number; i
   const iface = env.MAN8S_HOST_IFACE?.trim() || undefined;
   if (iface !== undefined && !/^[^\s/:]{1,15}$/.test(iface))
     throw new SettingError("MAN8S_HOST_IFACE", `MAN8S_HOST_IFACE: '${clip(iface)}' is not a valid interface name`);
-  return { mode: modeText as NetMode, timeoutMs, ...(iface ? { iface } : {}) };
+  // optimistic DAD + our own router solicitation (fast-net's phase; docs/network.md), default on
+  const fastText = (env.MAN8S_NETWORK_FAST_START ?? "").trim().toLowerCase() || "yes";
+  const fastStart = ["yes", "1", "true", "on"].includes(fastText);
+  if (!fastStart && !["no", "0", "false", "off"].includes(fastText))
+    throw new SettingError("MAN8S_NETWORK_FAST_START", `MAN8S_NETWORK_FAST_START: '${clip(fastText)}' is not yes or no`);
+  return { mode: modeText as NetMode, timeoutMs, fastStart, ...(iface ? { iface } : {}) };
 }
 
 /** The network phase runs when asked for, or when the env file carries yggdrasil settings (mbctl's). */

@@ -12,17 +12,17 @@ import { yggConfigFromEnv } from "./ygg-settings.ts";
  * `warn` receives what the init would only log.
  */
 export function validateEnv(env: Env, warn: (msg: string) => void = () => {}): void {
-  // init/main.ts: stop settings, then the image's own init or the app (init/app.ts)
+  // init/main.ts: stop settings, the user's syntax, then the image's own init or the app (init/app.ts)
   stopSignal(env);
   stopTimeout(env);
   const execInit = env.MAN8S_EXEC_INIT;
-  if (execInit !== undefined && execInit !== "") argvJson("MAN8S_EXEC_INIT", execInit);
+  if (!execInit) userSpec(env);
+  if (execInit) argvJson("MAN8S_EXEC_INIT", execInit);
   else {
     const argv = env.MAN8S_APPLICATION_ARGV;
     if (argv !== undefined && argv !== "") argvJson("MAN8S_APPLICATION_ARGV", argv);
     else if ((env.MAN8S_APPLICATION_ARGS ?? "").trim() === "")
       throw new SettingError("MAN8S_APPLICATION_ARGV", "no application to run: MAN8S_APPLICATION_ARGV and MAN8S_APPLICATION_ARGS are empty", 64);
-    userSpec(env);
   }
   if (wantsProbes(env)) checkProbeEnv(env, warn);
   if (wantsNetwork(env)) {

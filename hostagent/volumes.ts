@@ -8,7 +8,7 @@
 // a target that exists is never touched: `install --force` keeps every byte of existing data.
 import { existsSync, lstatSync, mkdirSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { copyInto } from "./copytree.ts";
+import { copyInto, removeStaleTemps } from "./copytree.ts";
 import { AgentError, ERR, ioError } from "./errors.ts";
 import { MAX_VOLUMES } from "./image-config.ts";
 import { CONFIGS_DIR, RESERVED_IN_CONFIG_DIR, STORAGE_DIR, checkAbsPath } from "./layout.ts";
@@ -115,6 +115,7 @@ export function seedVolumes(rootfs: string, plans: VolumePlan[]): { results: Vol
         out.push({ ...p });
         continue;
       }
+      removeStaleTemps(p.host); // a seed a killed install left half-made
       if (existsSync(p.host) || isLink(p.host)) {
         out.push({ ...p, seeded: "kept" });
         continue;
@@ -142,6 +143,16 @@ export function seedVolumes(rootfs: string, plans: VolumePlan[]): { results: Vol
     throw e;
   }
   return { results: out, undo };
+}
+
+/** The host sides of the Bind= lines of a rendered .nspawn (for recovery after a killed install). */
+export function bindSources(nspawn: string): string[] {
+  const out: string[] = [];
+  for (const line of nspawn.split("\n")) {
+    const m = /^\s*Bind=-?([^:\s]+)/.exec(line);
+    if (m && m[1]!.startsWith("/")) out.push(m[1]!);
+  }
+  return out;
 }
 
 function isLink(p: string): boolean {

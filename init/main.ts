@@ -123,9 +123,10 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   appEnvironment(env); // an environment the kernel would refuse fails now (65), before anything starts
   const settings = stopSettings(env);
   sup.configureStop(settings.signal, settings.timeoutMs);
+  // MAN8S_APPLICATION_USER's syntax (exit 65) unless an image init is exec'd; names are looked up later (67)
+  if (override || !env.MAN8S_EXEC_INIT) userSpec(env);
   const execInit = override ? null : resolveExecInit(env);
   const app = execInit ? null : resolveApp(override, env);
-  if (!execInit) userSpec(env); // its syntax (exit 65); the names are looked up when the app starts
   // the image's User (exit 67 before anything starts when the rootfs does not know it); HOME from passwd
   // unless the image's env sets it (nspawn's own HOME=/root does not count), as Docker does
   const user = execInit ? null : appUserFromEnv(env, process.env.MAN8S_ETC_DIR || "/etc");

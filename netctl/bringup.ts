@@ -5,9 +5,9 @@
 // own router solicitation at carrier, so the SLAAC address is usable milliseconds after link-up.
 import { mkdirSync } from "node:fs";
 import { hostname } from "node:os";
+import { networkSettings, type NetMode } from "../common/settings.ts";
 import { AF_INET, AF_INET6 } from "../common/libc-net.ts";
 import { ExitError } from "../common/log.ts";
-import { networkSettings, type NetMode } from "../common/settings.ts";
 import { setLongTimeout } from "../common/timer.ts";
 import { replaceFile } from "../common/atomic-file.ts";
 import { IFA_F_PERMANENT, listAddresses } from "./address.ts";

@@ -1,7 +1,8 @@
 // MAN8S_READY: when the app counts as ready, send READY=1 (+ STATUS=) to $NOTIFY_SOCKET (notify.ts).
 //
 //   startReady(env, opts): ReadyHandle
-//     MAN8S_READY unset/empty/start → ready at once (the app has started); none → never (the app notifies)
+//     MAN8S_READY unset/empty/start → ready at once (the app has started)
+//     MAN8S_READY=none        → never sends READY=1 (the app notifies nspawn itself)
 //     MAN8S_READY=healthy     → ready at the first "healthy" of opts.health (the MAN8S_HEALTHCHECK monitor);
 //                               without a health monitor: a warning, then ready at once
 //     MAN8S_READY=<probe URL> → the probe is run every MAN8S_READY_INTERVAL (default 100 ms; "250ms", "0.5", "1s")
@@ -13,8 +14,9 @@ import { parseProbeUrl, type Probe } from "./url.ts";
 import { runProbe } from "./run.ts";
 import { sdNotify, type NotifyOutcome } from "./notify.ts";
 import type { HealthHandle, HealthState, HealthStatus } from "./healthcheck.ts";
-import { DEFAULT_READY_INTERVAL_MS, readyIntervalMs } from "../../common/probe-settings.ts";
-export { DEFAULT_READY_INTERVAL_MS, readyIntervalMs };
+import { parseWaitTimeoutMs } from "./waitfor.ts";
+
+export const DEFAULT_READY_INTERVAL_MS = 100;
 import { sleepLong } from "../../common/timer.ts";
 
 export interface ReadyInfo {
@@ -48,6 +50,10 @@ export interface ReadyOptions {
   spawnEnv?: Record<string, string | undefined>;
   /** exec: probes as the app's user (init/launch.ts) */
   wrap?: (argv: string[]) => string[];
+}
+
+export function readyIntervalMs(env: Record<string, string | undefined>): number {
+  return parseWaitTimeoutMs(env.MAN8S_READY_INTERVAL, "MAN8S_READY_INTERVAL", DEFAULT_READY_INTERVAL_MS) || DEFAULT_READY_INTERVAL_MS;
 }
 
 export function startReady(env: Record<string, string | undefined>, opts: ReadyOptions): ReadyHandle {
@@ -87,10 +93,10 @@ export function startReady(env: Record<string, string | undefined>, opts: ReadyO
   };
 
   let poll: Promise<void> | null = null;
-  if (spec === "" || spec === "start") {
+  if (spec === "none") {
+    // the app sends READY=1 itself; done resolves only when stopped
+  } else if (spec === "" || spec === "start") {
     queueMicrotask(() => becomeReady("start", "app started", 0));
-  } else if (spec === "none") {
-    // the image sends READY=1 itself (NotifyReady=yes with an sd_notify-aware app)
   } else if (spec === "healthy") {
     const h = opts.health;
     if (!h) {

@@ -45,6 +45,7 @@ describe("render and install refuse what the init refuses", () => {
     { what: "env MAN8S_WAIT_FOR with a bad URL", args: { config: { config: { Cmd: ["/bin/true"] } }, env: { MAN8S_WAIT_FOR: "bogus://x" } }, field: /^env MAN8S_WAIT_FOR: / },
     { what: "env MAN8S_NETWORK v5", args: { config: { config: { Cmd: ["/bin/true"] } }, env: { MAN8S_NETWORK: "v5" } }, field: /^env MAN8S_NETWORK: / },
     { what: "env MAN8S_APPLICATION_USER a:b:c", args: { config: { config: { Cmd: ["/bin/true"] } }, env: { MAN8S_APPLICATION_USER: "a:b:c" } }, field: /^env MAN8S_APPLICATION_USER: / },
+    { what: "User a:b:c", args: { config: { config: { Cmd: ["/bin/true"], User: "a:b:c" } } }, field: /^User: .*a:b:c/ },
     { what: "image Env MAN8S_READY_INTERVAL", args: { config: { config: { Cmd: ["/bin/true"], Env: ["MAN8S_READY_INTERVAL=soon"] } } }, field: /^Env MAN8S_READY_INTERVAL: / },
   ];
   for (const [i, k] of cases.entries()) {
