@@ -331,10 +331,14 @@ export function installFiles(root: string, name: string, r: Rendered, force: boo
     }
     fault("after-links");
     const old = lstatOrNull(currentLink(root, name))?.isSymbolicLink() ? readlinkSync(currentLink(root, name)) : null;
-    linkAtomic(currentLink(root, name), `generations/gen-${n}`); // the switch
-    fsyncDir(dir);
-    fault("after-switch");
-    if (old && old !== `generations/gen-${n}`) rmSync(`${dir}/${old}`, { recursive: true, force: true });
+    linkAtomic(currentLink(root, name), `generations/gen-${n}`); // the switch: from here on, no rollback
+    try {
+      fsyncDir(dir);
+      fault("after-switch");
+      if (old && old !== `generations/gen-${n}`) rmSync(`${dir}/${old}`, { recursive: true, force: true });
+    } catch (e) {
+      log(`install ${name}: installed, but cleaning up after the switch failed (the next start cleans up): ${(e as Error).message}`);
+    }
     return { files: [env, nsp], link, linkTarget, reportDir: reportDir(root, name), replaced: installed, generation: gen, conflicts, kept };
   } catch (e) {
     if (gen) rmSync(gen, { recursive: true, force: true });

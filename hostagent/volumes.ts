@@ -115,6 +115,7 @@ export function seedVolumes(rootfs: string, plans: VolumePlan[]): { results: Vol
         out.push({ ...p });
         continue;
       }
+      if (p.mode !== "host") checkNoLinks(p.host.slice(0, p.host.length - p.path.length), p.host);
       removeStaleTemps(p.host); // a seed a killed install left half-made
       if (existsSync(p.host) || isLink(p.host)) {
         out.push({ ...p, seeded: "kept" });
@@ -143,6 +144,26 @@ export function seedVolumes(rootfs: string, plans: VolumePlan[]): { results: Vol
     throw e;
   }
   return { results: out, undo };
+}
+
+/**
+ * A data/config volume's host path must not pass through a symlink below the container's directory:
+ * volumes are writable by the container, so a link there (data/sub -> /etc) was possibly made by it, and
+ * following it would seed into, or bind, a host directory.
+ */
+function checkNoLinks(base: string, host: string): void {
+  // base: the container's storage or config directory (the host path minus the volume's path)
+  let cur = base;
+  for (const part of host.slice(base.length).split("/").filter((x) => x.length > 0)) {
+    cur = `${cur}/${part}`;
+    let st;
+    try {
+      st = lstatSync(cur);
+    } catch {
+      return; // the rest does not exist yet: it is made here, as directories
+    }
+    if (st.isSymbolicLink()) throw new AgentError(ERR.BAD_PATH, `volume host path ${host} goes through the symlink ${cur}; refusing to follow it (a container may have made it)`);
+  }
 }
 
 /** The host sides of the Bind= lines of a rendered .nspawn (for recovery after a killed install). */
