@@ -7,7 +7,7 @@ import { parseSignal, signalName } from "../common/signals.ts";
 import { IN_CONTAINER_ENV, IN_CONTAINER_REPORT_SOCKET, IN_CONTAINER_STATUS } from "../common/paths.ts";
 import { VERSION } from "../common/version.ts";
 import { resolveApp, resolveExecInit } from "./app.ts";
-import { appEnvironment, loadEnvFile } from "./env.ts";
+import { appEnvironment, duplicateSummary, loadEnvFile } from "./env.ts";
 import { copyTree, PROTECTED_DIRS } from "./protected.ts";
 import { becomeSubreaper, reap, reapStats } from "./reaper.ts";
 import { onSignal, rtSignalsInstalled } from "./signals.ts";
@@ -113,7 +113,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
       log(`${file}: not present, using the environment only`);
       return;
     }
-    for (const k of parsed.duplicates) log(`${file}: ${k} defined more than once; the last value wins`);
+    for (const line of duplicateSummary(file, parsed.duplicates)) log(line);
     for (const [k, v] of parsed.vars) env[k] = v;
     log(`${file}: ${parsed.vars.size} variables`);
   });
