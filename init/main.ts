@@ -254,7 +254,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   rec.exit = {
     code: result.code, reason: result.reason,
     app: result.app ? { code: result.app.signal ? null : result.app.code, signal: result.app.signal ? signalName(result.app.signal) : null } : null,
-    killedAfterTimeout: result.killedAfterTimeout, drained: result.drained,
+    killedAfterTimeout: result.killedAfterTimeout, drained: result.drained, drainKilled: result.drainKilled,
     orphansReaped: sup.orphansReaped(), largestReap: reapStats.largestBatch, at: new Date().toISOString(),
   };
   status.write();
