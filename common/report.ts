@@ -62,6 +62,8 @@ export interface ExitRecord {
   /** the init escalated to SIGKILL at the stop timeout and that SIGKILL ended the app */
   killedAfterTimeout: boolean;
   drained: number;
+  /** of the drained processes, those still alive at the deadline and sent SIGKILL */
+  drainKilled?: number;
   orphansReaped: number;
   /** the largest reaping pass: zombies and ms */
   largestReap?: { n: number; ms: number };

@@ -8,7 +8,7 @@ import { DEFAULT_STOP_TIMEOUT_S, MAX_STOP_TIMEOUT_S, stopSignal, stopTimeout, us
 import { IN_CONTAINER_ENV, IN_CONTAINER_REPORT_SOCKET, IN_CONTAINER_STATUS } from "../common/paths.ts";
 import { VERSION } from "../common/version.ts";
 import { resolveApp, resolveExecInit } from "./app.ts";
-import { appEnvironment, loadEnvFile } from "./env.ts";
+import { appEnvironment, duplicateSummary, loadEnvFile } from "./env.ts";
 import { copyTree, PROTECTED_DIRS } from "./protected.ts";
 import { becomeSubreaper, reap, reapStats } from "./reaper.ts";
 import { onSignal, signalsHandled } from "./signals.ts";
@@ -114,7 +114,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
       log(`${file}: not present, using the environment only`);
       return;
     }
-    for (const k of parsed.duplicates) log(`${file}: ${k} defined more than once; the last value wins`);
+    for (const line of duplicateSummary(file, parsed.duplicates)) log(line);
     for (const [k, v] of parsed.vars) env[k] = v;
     fileHasHome = parsed.vars.has("HOME");
     log(`${file}: ${parsed.vars.size} variables`);
@@ -263,7 +263,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   rec.exit = {
     code: result.code, reason: result.reason,
     app: result.app ? { code: result.app.signal ? null : result.app.code, signal: result.app.signal ? signalName(result.app.signal) : null } : null,
-    killedAfterTimeout: result.killedAfterTimeout, drained: result.drained,
+    killedAfterTimeout: result.killedAfterTimeout, drained: result.drained, drainKilled: result.drainKilled,
     orphansReaped: sup.orphansReaped(), largestReap: reapStats.largestBatch, at: new Date().toISOString(),
   };
   status.write();

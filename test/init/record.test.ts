@@ -65,6 +65,21 @@ describe("killedAfterTimeout and the stop record", () => {
   }, 30_000);
 });
 
+test("leftovers SIGKILLed by the drain are counted apart; the app that obeyed was not escalated", async () => {
+  const leftover = "trap '' TERM; while :; do sleep 0.1; done";
+  const r = await runInit("subreaper", () => [BB, "sh", "-c", `${BB} setsid ${BB} sh -c "${leftover}" & echo up; exec ${BB} sleep 30`], {
+    envFile: "MAN8S_STOP_TIMEOUT=1\n",
+  });
+  await r.waitFor(/^up$/m);
+  await r.stop();
+  expect(await exited(r)).toBe(143);
+  const rec = r.status()!;
+  expect(rec.stop).toMatchObject({ escalated: false, escalatedAt: null });
+  expect(rec.exit.killedAfterTimeout).toBe(false);
+  expect(rec.exit.drained).toBeGreaterThanOrEqual(1);
+  expect(rec.exit.drainKilled).toBeGreaterThanOrEqual(1); // before: no such field, only a log line
+}, 30_000);
+
 describe("health in the final record", () => {
   test("an app that exits before its first check does not stay 'starting'", async () => {
     const hc = { Test: ["CMD", BB, "false"], Interval: "10s" };
