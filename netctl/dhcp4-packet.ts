@@ -241,6 +241,8 @@ export interface LeaseInfo {
 export const INFINITE_LEASE = 0xffffffff;
 /** Shorter leases are raised to this (a lease of 0 s would otherwise renew in a loop). */
 export const MIN_LEASE = 60;
+/** T1 and T2 from the server below this are replaced by the defaults (0.5 and 0.875 of the lease) */
+export const MIN_RENEW = 10;
 
 /** An address a host may put on its interface or send to as a unicast peer. */
 export function isUsableUnicast(a: Uint8Array | undefined): a is Uint8Array {
@@ -298,10 +300,11 @@ export function leaseFromAck(m: DhcpMessage): LeaseInfo {
   }
   let t1 = lease, t2 = lease;
   if (!infinite) {
+    // a server's T1 of 1 s would make us renew every second: T1 and T2 below MIN_RENEW take the defaults
     t2 = u32opt(m, OPT.t2) ?? Math.floor(lease * 0.875);
-    if (!(t2 > 0 && t2 < lease)) t2 = Math.floor(lease * 0.875);
+    if (!(t2 >= MIN_RENEW && t2 < lease)) t2 = Math.floor(lease * 0.875);
     t1 = u32opt(m, OPT.t1) ?? Math.floor(lease * 0.5);
-    if (!(t1 > 0 && t1 < t2)) t1 = Math.floor(Math.min(lease * 0.5, t2 * 0.9));
+    if (!(t1 >= MIN_RENEW && t1 < t2)) t1 = Math.floor(Math.min(lease * 0.5, t2 * 0.9));
   }
   const mask = m.options.get(OPT.subnetMask);
   const prefixlen = mask ? maskToPrefix(mask) : 32;

@@ -46,8 +46,12 @@ describe.skipIf(!haveTools)("DHCPv4 client against real and hostile servers", ()
     }
     for (const [p, c] of [[inf, ci], [long, cl]] as const) {
       expect(c.proc.exitCode).toBeNull();
-      expect(p.dnsmasqLog.match(/DHCPDISCOVER/g)?.length, p.dnsmasqLog).toBe(1);
-      expect(p.dnsmasqLog.match(/DHCPREQUEST/g)?.length, p.dnsmasqLog).toBe(1);
+      // after the ACK the client never asks again (a first frame lost at link-up may cost one retransmission before)
+      const log = p.dnsmasqLog;
+      const afterAck = log.slice(log.indexOf("DHCPACK"));
+      expect(log).toContain("DHCPACK");
+      expect(afterAck, log).not.toMatch(/DHCPDISCOVER|DHCPREQUEST/);
+      expect(log.match(/DHCPDISCOVER/g)!.length, log).toBeLessThanOrEqual(2);
       expect(c.log()).not.toMatch(/renewing|rebinding|expired/);
       expect(await stopClient(c)).toBe(0);
     }

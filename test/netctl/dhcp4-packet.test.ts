@@ -166,6 +166,8 @@ describe("untrusted replies (issue 9 items 10-14)", () => {
     expect(zero.t1).toBeGreaterThan(0);
     expect(zero.t1).toBeLessThan(zero.t2);
     expect(zero.notes[0]).toContain("raised to the minimum");
+    const fast = P.leaseFromAck(P.decodeMessage(reply(P.DHCPACK, 1, [10, 0, 0, 5], [[54, 4, 10, 0, 0, 1], [51, 4, 0, 0, 14, 16], [58, 4, 0, 0, 0, 1], [59, 4, 0, 0, 0, 2]]))!);
+    expect([fast.leaseTime, fast.t1, fast.t2]).toEqual([3600, 1800, 3150]); // T1 = 1 s would renew every second
     const month = ack(40 * 86400);
     expect(month.t2 * 1000).toBeGreaterThan(2 ** 31); // only common/timer.ts can wait this long
   });
