@@ -6,17 +6,17 @@
 import { mkdirSync } from "node:fs";
 import { hostname } from "node:os";
 import { networkSettings, type NetMode } from "../common/settings.ts";
-import { AF_INET, AF_INET6 } from "../common/libc-net.ts";
+import { AF_INET, AF_INET6, EINVAL } from "../common/libc-net.ts";
 import { ExitError } from "../common/log.ts";
 import { setLongTimeout } from "../common/timer.ts";
 import { replaceFile } from "../common/atomic-file.ts";
-import { IFA_F_PERMANENT, listAddresses } from "./address.ts";
+import { type Addr, IFA_F_PERMANENT, listAddresses, parseAddr } from "./address.ts";
 import { formatIPv4, formatIPv6, inPrefix6 } from "./addrmath.ts";
 import { Dhcp4Client, type Lease, type LeaseEvent } from "./dhcp4.ts";
 import { subscribe } from "./events.ts";
 import { hasCarrier, IFF_LOOPBACK, type Link, listLinks, setIpv6Token, setLinkUp } from "./link.ts";
 import { RouterSolicitor } from "./ndisc.ts";
-import { RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE, RTMGRP_LINK, Rtnl } from "./netlink.ts";
+import { RTM_DELADDR, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE, RTMGRP_LINK, NetlinkError, Rtnl } from "./netlink.ts";
 import { enableOptimisticDad, formatToken, MAX_NEW_IDS, pinDefaultSource, raDefaultRoute, randomInterfaceId, type SlaacPhase, SlaacTracker } from "./slaac.ts";
 import { applyYgg, type YggConfig, yggConfigFromEnv, yggMissing } from "./yggdrasil.ts";
 
@@ -182,10 +182,17 @@ export async function bringUp(
   const nl = new Rtnl();
   const wake = new Wakeup();
   let eventAt = 0;
+  // deleted IPv6 addresses since the last look: a duplicate SLAAC address can come and go between two dumps
+  let deleted: Addr[] = [];
   // subscribe first, dump after: an event between the two cannot be lost
   const sub = subscribe(
     RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE,
-    () => {
+    (msgs) => {
+      for (const m of msgs) {
+        if (m.type !== RTM_DELADDR || deleted.length >= 64) continue; // bounded: a flood only costs us the newest
+        const a = parseAddr(m);
+        if (a.family === AF_INET6) deleted.push(a);
+      }
       eventAt = performance.now();
       wake.kick();
     },
@@ -323,7 +330,9 @@ export async function bringUp(
     // reads the addresses and acts on the SLAAC state machine's events
     const stepSlaac = (): void => {
       const now = performance.now();
-      for (const e of slaac.observe(listAddresses(nl, AF_INET6, L.index))) {
+      const gone = deleted;
+      deleted = [];
+      for (const e of slaac.observe(listAddresses(nl, AF_INET6, L.index), gone)) {
         if (e.kind === "usable") {
           if (timings.slaac === undefined) {
             timings.slaac = now - tCarrier;
@@ -365,9 +374,16 @@ export async function bringUp(
         }
       }
       if (solicitor?.state === "sending" && (slaac.phase !== "waiting" || raDefaultRoute(nl, L.index))) solicitor.stop();
-      if (slaac.usable && slaac.addr && pinnedSrc !== slaac.addr.address && pinDefaultSource(nl, L.index, slaac.addr)) {
-        pinnedSrc = slaac.addr.address;
-        log(`netctl: IPv6 default route source pinned to ${slaac.addr.address}`);
+      if (slaac.usable && slaac.addr && pinnedSrc !== slaac.addr.address) {
+        try {
+          if (pinDefaultSource(nl, L.index, slaac.addr)) {
+            pinnedSrc = slaac.addr.address;
+            log(`netctl: IPv6 default route source pinned to ${slaac.addr.address}`);
+          }
+        } catch (e) {
+          // EINVAL: the address failed DAD after our dump; its deletion event wakes us again
+          if (!(e instanceof NetlinkError && e.errno === EINVAL)) throw e;
+        }
       }
     };
     for (;;) {

@@ -27,10 +27,11 @@ export const PINNED_DEFAULT_METRIC = 1000;
 export const MAX_NEW_IDS = 3;
 
 /** SLAAC addresses are global-scope, not PERMANENT (the kernel made them), and not our ygg /64. */
+const isSlaac = (a: Addr, index: number, ygg?: Prefix6): boolean =>
+  a.family === AF_INET6 && a.index === index && a.scope === RT_SCOPE_UNIVERSE && !(a.flags & IFA_F_PERMANENT) && !(ygg && inPrefix6(a.bytes, ygg));
+
 export function slaacState(addrs: Addr[], index: number, ygg?: Prefix6, ignore: ReadonlySet<string> = new Set()): SlaacState {
-  const mine = addrs.filter(
-    (a) => a.family === AF_INET6 && a.index === index && a.scope === RT_SCOPE_UNIVERSE && !(a.flags & IFA_F_PERMANENT) && !(ygg && inPrefix6(a.bytes, ygg)) && !ignore.has(a.address),
-  );
+  const mine = addrs.filter((a) => isSlaac(a, index, ygg) && !ignore.has(a.address));
   const ready = mine.find((a) => !(a.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)));
   if (ready) return { state: "ready", addr: ready };
   const optimistic = mine.find((a) => a.flags & IFA_F_OPTIMISTIC && !(a.flags & IFA_F_DADFAILED));
@@ -50,6 +51,9 @@ export type SlaacEvent = { kind: "usable"; addr: Addr } | { kind: "confirmed"; a
  *   waiting -> optimistic (DAD running, usable: RFC 4429) -> confirmed
  *   tentative | optimistic -> waiting, with a `dadfailed` event, when the address is deleted or flagged
  *   confirmed -> waiting when the address goes away for another reason (RA lifetime 0): not a DAD failure
+ * A duplicate can be detected within a millisecond of the address's creation (the optimistic address's DAD
+ * probe goes out at once), before any dump shows it: so the RTM_DELADDR events are fed in too, and a SLAAC
+ * address deleted while still tentative counts as a DAD failure even if no dump ever showed it.
  */
 export class SlaacTracker {
   phase: SlaacPhase = "waiting";
@@ -66,8 +70,18 @@ export class SlaacTracker {
     return this.phase === "optimistic" || this.phase === "confirmed";
   }
 
-  observe(addrs: Addr[]): SlaacEvent[] {
+  observe(addrs: Addr[], deleted: Addr[] = []): SlaacEvent[] {
     const ev: SlaacEvent[] = [];
+    for (const d of deleted) {
+      if (!isSlaac(d, this.index, this.ygg) || !(d.flags & IFA_F_TENTATIVE) || this.failed.has(d.address)) continue;
+      if (addrs.some((a) => a.index === this.index && a.address === d.address)) continue; // deleted and added again
+      this.failed.add(d.address);
+      ev.push({ kind: "dadfailed", address: d.address });
+      if (this.addr?.address === d.address) {
+        this.phase = "waiting";
+        this.addr = undefined;
+      }
+    }
     const cur = this.addr;
     if (cur && (this.phase === "tentative" || this.phase === "optimistic")) {
       const now = addrs.find((a) => a.family === AF_INET6 && a.index === this.index && a.address === cur.address);
