@@ -224,40 +224,42 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
   // ---------------------------------------------------------------- busybox, User 1000:1000
   const bb = { name: "m8r-bb", rootfs: "", run1: "", run2: "", extra: "", rc: [] as number[], record: "" };
 
+  let bbMachine: Machine | undefined;
+
   test("busybox: runs as 1000:1000 with the image's supplementary groups and sees its /run content", async () => {
     bb.rootfs = unpack("busybox", bb.name);
     install("busybox", bb.name, bb.rootfs);
-    const l = new NotifyListener(`${lab.dir}/notify-bb1`);
-    const m = Machine.start(lab, bb.name, bb.rootfs, settingsLink(bb.name), l.path);
-    try {
-      await waitFor("the app's output", () => m.log.includes("app: data=") || !m.running, 30_000).catch(() => {});
-      bb.run1 = m.log;
-      const idLine = /app: id=(.*)/.exec(m.log)?.[1] ?? "";
-      note(`busybox id: ${idLine || "(no output)"}`);
-      expect(idLine).toMatch(/^uid=1000\(app\) gid=1000\(app\) groups=/);
-      const groups = idLine.replace(/^.*groups=/, "").split(",");
-      expect(groups).toContain("29(audio)");
-      expect(groups).toContain("2001(shared)");
-      expect(groups.some((g) => g.startsWith("2002(") || g.startsWith("0("))).toBe(false);
-      expect(m.log).toContain("app: home=/home/app");
-      expect(m.log).toContain("app: run=hello from the image's /run");
-      expect(m.log).toContain("app: runlink=greeting");
-      expect(m.log).toContain("app: greeting=image default");
-      // the status record inside the container while it runs
-      const rec = await waitFor("the in-container status record", () => {
-        const r = m.exec(["cat", "/run/man8s/status.json"], { all: true, ok: false });
-        return r.code === 0 && r.out.includes('"running"') ? r.out : false;
-      }, 15_000).catch(() => m.exec(["cat", "/run/man8s/status.json"], { all: true, ok: false }).err || "absent");
-      bb.record = rec;
-      const j = JSON.parse(rec);
-      expect(j.phase).toBe("running");
-      expect(j.app?.pid).toBeGreaterThan(0);
-    } finally {
-      l.close();
-      bb.rc.push(await m.stop());
-      debug(m);
-      bb.run1 = m.log;
-    }
+    const m = (bbMachine = Machine.start(lab, bb.name, bb.rootfs, settingsLink(bb.name)));
+    await waitFor("the app's output", () => m.log.includes("app: data=") || !m.running, 30_000).catch(() => {});
+    bb.run1 = m.log;
+    const idLine = /app: id=(.*)/.exec(m.log)?.[1]?.trim() ?? "";
+    note(`busybox id: ${idLine || "(no output)"}`);
+    expect(idLine).toMatch(/^uid=1000\(app\) gid=1000\(app\) groups=/);
+    const groups = idLine.replace(/^.*groups=/, "").split(",");
+    expect(groups).toContain("29(audio)");
+    expect(groups).toContain("2001(shared)");
+    expect(groups.some((g) => g.startsWith("2002(") || g.startsWith("0("))).toBe(false);
+    expect(m.log).toContain("app: home=/home/app");
+    expect(m.log).toContain("app: run=hello from the image's /run");
+    expect(m.log).toContain("app: runlink=greeting");
+    expect(m.log).toContain("app: greeting=image default");
+  });
+
+  test("busybox: the status record is readable inside the container while it runs", async () => {
+    const m = bbMachine!;
+    const read = () => m.exec(["cat", "/run/man8s/status.json"], { all: true, ok: false });
+    const rec = await waitFor("a running record in /run/man8s/status.json", () => (read().out.includes('"running"') ? read().out : false), 15_000).catch(() => read().out || read().err);
+    bb.record = rec;
+    const j = JSON.parse(rec);
+    expect(j.phase).toBe("running");
+    expect(j.app?.pid).toBeGreaterThan(0);
+  });
+
+  test("busybox: stopped as systemd stops the unit, the app gets its SIGTERM", async () => {
+    const m = bbMachine!;
+    bb.rc.push(await m.stop());
+    debug(m);
+    bb.run1 = m.log;
     expect(bb.run1).toContain("app: got SIGTERM");
   });
 
