@@ -226,7 +226,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
 
   let bbMachine: Machine | undefined;
 
-  test("busybox: runs as 1000:1000 with the image's supplementary groups and sees its /run content", async () => {
+  test("busybox: runs as 1000:1000 (as Docker: no supplementary groups with an explicit group) and sees its /run content", async () => {
     bb.rootfs = unpack("busybox", bb.name);
     install("busybox", bb.name, bb.rootfs);
     const m = (bbMachine = Machine.start(lab, bb.name, bb.rootfs, settingsLink(bb.name)));
@@ -234,11 +234,9 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     bb.run1 = m.log;
     const idLine = /app: id=(.*)/.exec(m.log)?.[1]?.trim() ?? "";
     note(`busybox id: ${idLine || "(no output)"}`);
-    expect(idLine).toMatch(/^uid=1000\(app\) gid=1000\(app\) groups=/);
-    const groups = idLine.replace(/^.*groups=/, "").split(",");
-    expect(groups).toContain("29(audio)");
-    expect(groups).toContain("2001(shared)");
-    expect(groups.some((g) => g.startsWith("2002(") || g.startsWith("0("))).toBe(false);
+    // as Docker's `--user 1000:1000`: an explicit group replaces the primary one and adds no supplementary
+    // groups (the name form below gets them from the image's /etc/group)
+    expect(idLine).toBe("uid=1000(app) gid=1000(app) groups=1000(app)");
     expect(m.log).toContain("app: home=/home/app");
     expect(m.log).toContain("app: run=hello from the image's /run");
     expect(m.log).toContain("app: runlink=greeting");
@@ -280,7 +278,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     expect(fileExitCode(r.file)).toBe(42);
   });
 
-  test("busybox: a hand-added Bind= and a changed env value survive install --force, and the app sees both", async () => {
+  test("busybox: a hand-added Bind= and changed env values survive install --force; the app sees them (User by name: the image's groups)", async () => {
     bb.extra = `${lab.dir}/extra-bb`;
     mkdirSync(bb.extra, { recursive: true });
     writeFileSync(`${bb.extra}/hello`, "from a hand-added bind\n");
@@ -289,17 +287,26 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     appendFileSync(nspPath, `Bind=${bb.extra}:/mnt/extra\n`);
     const env = readFileSync(envPath, "utf8");
     expect(env).toContain("GREETING=image default\n");
-    writeFileSync(envPath, env.replace("GREETING=image default\n", "GREETING=edited by hand\n"));
+    expect(env).toContain("MAN8S_APPLICATION_USER=1000:1000\n");
+    writeFileSync(envPath, env.replace("GREETING=image default\n", "GREETING=edited by hand\n").replace("MAN8S_APPLICATION_USER=1000:1000\n", "MAN8S_APPLICATION_USER=app\n"));
     const again = JSON.parse(cli("install", bb.name, "--json", "--force", "--rootfs", bb.rootfs, "--config", images.get("busybox")!.config, ...NET()));
     expect(again.replaced).toBe(true);
     expect(readFileSync(nspPath, "utf8")).toContain(`Bind=${bb.extra}:/mnt/extra`);
     expect(readFileSync(envPath, "utf8")).toContain("GREETING=edited by hand\n");
     expect(readFileSync(envPath, "utf8")).not.toContain("GREETING=image default");
+    expect(readFileSync(envPath, "utf8")).toContain("MAN8S_APPLICATION_USER=app\n");
     expect(lstatSync(settingsLink(bb.name)).isSymbolicLink()).toBe(true);
     const m = Machine.start(lab, bb.name, bb.rootfs, settingsLink(bb.name));
     try {
       await waitFor("the app's output", () => m.log.includes("app: data=") || !m.running, 30_000).catch(() => {});
       expect(m.log).toContain("app: greeting=edited by hand");
+      // the name form: supplementary groups are the image's /etc/group entries listing "app"
+      const idLine = /app: id=(.*)/.exec(m.log)?.[1]?.trim() ?? "";
+      note(`busybox as User app: ${idLine}`);
+      expect(idLine).toMatch(/^uid=1000\(app\) gid=1000\(app\) groups=/);
+      const groups = idLine.replace(/^.*groups=/, "").split(",");
+      expect(groups).toEqual(expect.arrayContaining(["1000(app)", "29(audio)", "2001(shared)"]));
+      expect(groups.some((g) => g.startsWith("2002(") || g.startsWith("0("))).toBe(false);
       expect(m.exec(["cat", "/mnt/extra/hello"], { all: true, ok: false }).out).toBe("from a hand-added bind\n");
       // the volume kept what the first run wrote
       expect(m.log).toMatch(/app: data=.*last-start.*seed/);
