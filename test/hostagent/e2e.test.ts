@@ -4,7 +4,7 @@
 // The second test needs the init to call hostagent/report-client.ts (see docs/hostagent.md).
 import { afterAll, describe, expect, test } from "bun:test";
 import { decode, encode } from "@msgpack/msgpack";
-import { chmodSync, mkdirSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
 import type { ContainerStatus, StateEvent } from "../../hostagent/state.ts";
 import { imageConfigBlob } from "./fixtures.ts";
 import { BIN, cleanup, client, startAgent, tmp } from "./helpers.ts";
@@ -26,8 +26,8 @@ exit 7
 `;
 
 /** What the container run saw; the status test asserts on it (it needs the init's reports). */
-const seen: { name: string; rc: unknown; sawRunning: ContainerStatus | null; final: ContainerStatus | null; human: string; events: StateEvent[] } = {
-  name: "", rc: null, sawRunning: null, final: null, human: "", events: [],
+const seen: { name: string; rc: unknown; sawRunning: ContainerStatus | null; final: ContainerStatus | null; human: string; events: StateEvent[]; afterRestart: ContainerStatus | null; humanAfterRestart: string } = {
+  name: "", rc: null, sawRunning: null, final: null, human: "", events: [], afterRestart: null, humanAfterRestart: "",
 };
 
 describe("end to end under systemd-nspawn", () => {
@@ -102,6 +102,14 @@ describe("end to end under systemd-nspawn", () => {
     });
     watcher.close();
     await agent.stop();
+    // the durable record: in the container's config directory after the stop, and shown by a new agent
+    // whose state directory is empty (another socket directory, as after a reboot)
+    const durable = JSON.parse(readFileSync(`${agent.root}/var/lib/man8machine_configs/${name}/status.json`, "utf8")) as ContainerStatus;
+    expect([durable.name, durable.phase, durable.exit?.code, durable.exit?.reason]).toEqual([name, "exited", 7, seen.final!.exit!.reason]);
+    const again = await startAgent({ root: agent.root });
+    const after = JSON.parse(run([BIN, "agent", "--socket", again.socket, "status", name, "--json"])).container as ContainerStatus;
+    Object.assign(seen, { afterRestart: after, humanAfterRestart: run([BIN, "agent", "--socket", again.socket, "status", name]) });
+    await again.stop();
   }, 60_000);
 
   test("the init's reports: `man8s agent status` showed it running, then exited with the app's code 7", () => {
@@ -113,6 +121,13 @@ describe("end to end under systemd-nspawn", () => {
     expect(seen.human).toContain("exit code 7");
     expect(seen.events.map((e) => e.phase)).toContain("running");
     expect(seen.events.at(-1)?.phase).toBe("exited");
+  });
+
+  test("the durable record: after the stop and an agent restart, `man8s agent status` shows the exit code and reason", () => {
+    expect(seen.afterRestart).toMatchObject({ name: seen.name, installed: true, phase: "exited", exit: { code: 7 } });
+    expect(seen.afterRestart?.exit?.reason).toBeTruthy();
+    expect(seen.humanAfterRestart).toContain(`${seen.name}: exited`);
+    expect(seen.humanAfterRestart).toContain("exit code 7");
   });
 
   // Independent of the init: a tiny static client run as the container's command (PID 2 under the stub,

@@ -7,7 +7,7 @@ import type { Socket } from "bun";
 import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import type { AgentClient } from "../../hostagent/client.ts";
-import { encodeFrame } from "../../hostagent/protocol.ts";
+import { FrameReader, encodeFrame } from "../../hostagent/protocol.ts";
 import { sendReport } from "../../hostagent/report-client.ts";
 import type { ContainerStatus } from "../../hostagent/state.ts";
 import { fixtures, releaseFixtures } from "./fixtures.ts";
@@ -236,30 +236,42 @@ describe("stalls of the one thread", () => {
   test("a 1 MiB frame in 128-byte writes costs linear time", async () => {
     const body = encode({ id: 7, cmd: "ping", args: { pad: "p".repeat(1024 * 1024 - 64) } });
     const frame = framed(body);
-    const r = await Raw.connect(agent.socket);
+    // a separate writer that sends each 128-byte piece on its own, slowly enough that the agent reads it alone
+    const py = "import socket,sys,time\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\nd=sys.stdin.buffer.read()\nfor i in range(0,len(d),128):\n  s.sendall(d[i:i+128]); time.sleep(0.00003)\nr=b''\nwhile len(r)<4 or len(r)<4+int.from_bytes(r[:4],'big'):\n  c=s.recv(65536)\n  if not c: break\n  r+=c\nprint(len(r))";
     const cpu0 = cpuSeconds(agent.proc.pid);
-    for (let off = 0; off < frame.length; off += 128) {
-      r.write(frame.subarray(off, off + 128));
-      if ((off / 128) % 64 === 0) await Bun.sleep(0); // let the agent read small chunks
-    }
-    await r.waitFrames(1, 20_000);
+    const w = Bun.spawn(["python3", "-c", py, agent.socket], { stdin: frame, stdout: "pipe" });
+    expect(await w.exited).toBe(0);
     const cpu = cpuSeconds(agent.proc.pid) - cpu0;
-    expect(r.frames[0]).toMatchObject({ id: 7, ok: true });
-    expect(cpu).toBeLessThan(0.4);
-    r.end();
+    expect(Number((await new Response(w.stdout).text()).trim())).toBeGreaterThan(4); // the reply came
+    console.log(`agent CPU for one 1 MiB frame in 128-byte pieces over the socket: ${cpu.toFixed(2)} s`);
+    expect(cpu).toBeLessThan(2); // per-read overhead dominates here; the assembly itself is timed below
+    // the assembly alone, every piece on its own (the socket may merge pieces): linear, not quadratic;
+    // the best of 3 runs, so a busy machine does not decide (quadratic assembly copies 4 GiB here)
+    let best = Infinity;
+    for (let k = 0; k < 3; k++) {
+      const reader = new FrameReader();
+      const t = performance.now();
+      let got = 0;
+      for (let off = 0; off < frame.length; off += 128) got += reader.push(frame.subarray(off, off + 128)).length;
+      best = Math.min(best, performance.now() - t);
+      expect(got).toBe(1);
+    }
+    expect(best).toBeLessThan(100);
   }, 30_000);
 
-  test("an incomplete frame has an absolute deadline: one byte every 0.5 s does not keep it open", async () => {
-    const r = await Raw.connect(agent.socket); // the agent runs with --frame-timeout 2
+  test("an incomplete frame has an absolute deadline: one byte every 2 s does not keep it open", async () => {
+    const a = await startAgent({ extra: ["--frame-timeout", "6"] });
+    const r = await Raw.connect(a.socket);
     r.write(header(100));
     const t = performance.now();
-    while (!r.closedFlag && performance.now() - t < 6000) {
+    while (!r.closedFlag && performance.now() - t < 12_000) {
       r.write(new Uint8Array([0xc0]));
-      await Bun.sleep(500);
+      await Promise.race([r.closed, Bun.sleep(2000)]);
     }
     expect(r.closedFlag).toBe(true);
-    expect(performance.now() - t).toBeLessThan(4500);
-  }, 10_000);
+    expect(performance.now() - t).toBeLessThan(8500);
+    await a.stop();
+  }, 20_000);
 });
 
 describe("one schema for the init and the agent", () => {

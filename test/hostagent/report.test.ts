@@ -93,7 +93,9 @@ describe("report socket", () => {
   });
 
   test("a non-root process of the host's own pid namespace may not report", async () => {
+    // the agent keeps the config directory root's alone (harden.test.ts); opened here to test the peer check
     chmodSync(agent.root.replace(/\/root$/, ""), 0o755);
+    chmodSync(`${agent.root}/var/lib/man8machine_configs/beta`, 0o755);
     const py = Bun.spawnSync([
       "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c",
       "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); sys.stdout.buffer.write(s.recv(4096))",
@@ -102,6 +104,7 @@ describe("report socket", () => {
     expect(py.exitCode).toBe(0);
     expect(py.stdout.toString()).toContain("E_FORBIDDEN");
     expect(py.stdout.toString()).toContain("uid 65534 on the host");
+    chmodSync(`${agent.root}/var/lib/man8machine_configs/beta`, 0o700);
   });
 
   test("Reporter: the init's own status records, in order, never blocking; flush gets the exit out", async () => {
