@@ -98,17 +98,16 @@ function quote(s: string): string {
 }
 
 /**
- * The init's own control variables: read by the init, never passed to the app, its health checks or probes.
- * MAN8S_APPLICATION_ARGV alone can be hundreds of KiB, and the kernel refuses any environment string over
- * 128 KiB (E2BIG): exporting it made a long argv impossible to run. Every other variable is exported,
- * including the MAN8S_* that describe the container (MAN8S_CONTAINER_NAME, MAN8S_YGGDRASIL_*, MAN8S_HOST_IFACE).
+ * The init's own control variables that carry commands (an argv, a health check, probe lists): read by the
+ * init, never passed to the app, its health checks or probes. They are unbounded by nature and the app has
+ * no use for them: MAN8S_APPLICATION_ARGV alone can be hundreds of KiB, and the kernel refuses any
+ * environment string over 128 KiB (E2BIG), so exporting it made a long argv impossible to run. Every other
+ * variable is exported, including the small MAN8S_* settings (MAN8S_STOP_SIGNAL...) and those describing the
+ * container (MAN8S_CONTAINER_NAME, MAN8S_YGGDRASIL_*, MAN8S_HOST_IFACE).
  */
 export const INIT_ONLY_VARS: ReadonlySet<string> = new Set([
-  "MAN8S_APPLICATION_ARGV", "MAN8S_APPLICATION_ARGS", "MAN8S_APPLICATION_USER", "MAN8S_EXEC_INIT",
-  "MAN8S_HEALTHCHECK", "MAN8S_READY", "MAN8S_READY_INTERVAL", "MAN8S_WAIT_FOR", "MAN8S_WAIT_TIMEOUT",
-  "MAN8S_WAIT_PROBE_TIMEOUT", "MAN8S_STOP_SIGNAL", "MAN8S_STOP_TIMEOUT", "MAN8S_SIGNAL_GROUP", "MAN8S_NETWORK",
-  "MAN8S_NETWORK_TIMEOUT", "MAN8S_CHECK_TARGETS", "MAN8S_ENV_FILE", "MAN8S_STATUS_FILE", "MAN8S_REPORT_SOCKET",
-  "MAN8S_NETCTL_STATE", "MAN8S_RESOLV_CONF",
+  "MAN8S_APPLICATION_ARGV", "MAN8S_APPLICATION_ARGS", "MAN8S_EXEC_INIT", "MAN8S_HEALTHCHECK",
+  "MAN8S_WAIT_FOR", "MAN8S_READY", "MAN8S_CHECK_TARGETS", "MAN8S_ENV_FILE",
 ]);
 
 /** Linux's MAX_ARG_STRLEN: one argv or environment string, its NUL included, may not be longer. */

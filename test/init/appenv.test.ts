@@ -22,7 +22,7 @@ test("a 40,000-word argv runs; the app gets no MAN8S_APPLICATION_ARGV but the co
   const argv = [BB, "sh", "-c", 'echo "argc $# last ${40000}"; env', "sh", ...words];
   expect(JSON.stringify(argv).length).toBeGreaterThan(128 * 1024); // over the kernel's limit for one env string
   const r = await runInit("subreaper", () => [], {
-    envFile: `MAN8S_APPLICATION_ARGV=${JSON.stringify(argv)}\nMAN8S_CONTAINER_NAME=m8i-argv\nMAN8S_STOP_TIMEOUT=5\nMY_SETTING=1\n`,
+    envFile: `MAN8S_APPLICATION_ARGV=${JSON.stringify(argv)}\nMAN8S_APPLICATION_ARGS=unused\nMAN8S_CONTAINER_NAME=m8i-argv\nMAN8S_STOP_TIMEOUT=5\nMY_SETTING=1\n`,
   });
   // before the fix: E2BIG, "cannot execute /bin/busybox", 126
   expect(await exited(r)).toBe(0);
@@ -31,8 +31,9 @@ test("a 40,000-word argv runs; the app gets no MAN8S_APPLICATION_ARGV but the co
   const seen = names(out);
   expect(seen).toContain("MY_SETTING");
   expect(seen).toContain("MAN8S_CONTAINER_NAME");
+  expect(seen).toContain("MAN8S_STOP_TIMEOUT"); // small settings stay visible
   expect(seen).not.toContain("MAN8S_APPLICATION_ARGV");
-  expect(seen).not.toContain("MAN8S_STOP_TIMEOUT");
+  expect(seen).not.toContain("MAN8S_APPLICATION_ARGS");
   // the record keeps the first words and the count, not 440 KB rewritten at every change
   const rec = r.status()!;
   expect(rec.app.argc).toBe(argv.length);
@@ -40,11 +41,11 @@ test("a 40,000-word argv runs; the app gets no MAN8S_APPLICATION_ARGV but the co
   expect(JSON.stringify(rec).length).toBeLessThan(16 * 1024);
 }, 30_000);
 
-test("health checks run with the app's environment, without the init's control variables", async () => {
+test("health checks run with the app's environment, without the init's command-carrying variables", async () => {
   const file = `${WORK}/hc-env-${process.pid}`;
   const hc = { Test: ["CMD-SHELL", `env > ${file}`], Interval: "100ms" };
   const r = await runInit("subreaper", () => [BB, "sleep", "30"], {
-    envFile: `MAN8S_HEALTHCHECK=${JSON.stringify(hc)}\nMAN8S_CONTAINER_NAME=m8i-hc\nMAN8S_SIGNAL_GROUP=1\nMY_SETTING=2\n`,
+    envFile: `MAN8S_HEALTHCHECK=${JSON.stringify(hc)}\nMAN8S_READY=healthy\nMAN8S_WAIT_FOR=exec:true\nMAN8S_CONTAINER_NAME=m8i-hc\nMY_SETTING=2\n`,
   });
   await r.waitFor(/health: starting -> healthy/);
   await r.stop();
@@ -53,7 +54,7 @@ test("health checks run with the app's environment, without the init's control v
   expect(seen).toContain("MY_SETTING");
   expect(seen).toContain("MAN8S_CONTAINER_NAME");
   // before the fix: the check saw its own definition and every other control variable
-  expect(seen.filter((n) => ["MAN8S_HEALTHCHECK", "MAN8S_SIGNAL_GROUP"].includes(n))).toEqual([]);
+  expect(seen.filter((n) => ["MAN8S_HEALTHCHECK", "MAN8S_READY", "MAN8S_WAIT_FOR"].includes(n))).toEqual([]);
 }, 30_000);
 
 test("an exported variable longer than the kernel allows fails with 65 naming it, nothing started", async () => {
