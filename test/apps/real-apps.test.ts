@@ -364,10 +364,12 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
   });
 
   // ---------------------------------------------------------------- redis
-  test("redis: runs as its User with /data as a volume and answers PING over the bridge", async () => {
+  test("redis: runs as its User with /data as a volume and answers PING over the bridge; a 30-day health Interval runs no check", async () => {
     const name = "m8r-redis";
     const rootfs = unpack("redis", name);
-    install("redis", name, rootfs);
+    // a Healthcheck whose Interval (30 days, in ns as Docker writes it) is beyond 2^31-1 ms: no check may run now
+    const hc = { Test: ["CMD-SHELL", "echo health-check-ran; redis-cli ping"], Interval: 30 * 86400 * 1e9, Retries: 3 };
+    install("redis", name, rootfs, ["--env", `MAN8S_HEALTHCHECK=${JSON.stringify(hc)}`]);
     const l = new NotifyListener(`${lab.dir}/notify-redis`);
     const m = Machine.start(lab, name, rootfs, settingsLink(name), l.path);
     let rc = -1;
@@ -381,6 +383,10 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
       const creds = m.credsOf("redis-server");
       expect(creds.length).toBeGreaterThan(0);
       expect(creds.every((c) => c.uid === redisUid)).toBe(true);
+      await Bun.sleep(2000);
+      const rec = JSON.parse(m.exec(["cat", "/run/man8s/status.json"], { all: true }).out);
+      expect(rec.health).toMatchObject({ status: "starting", failingStreak: 0, log: [] });
+      expect(m.log).not.toContain("health-check-ran");
       expect(r.readyAt).not.toBeNull();
     } finally {
       l.close();
