@@ -10,6 +10,7 @@ import {
 } from "node:fs";
 import { basename, dirname } from "node:path";
 import { AgentError, ERR } from "./errors.ts";
+import { fault } from "./fault.ts";
 
 export const COPY_LIMITS = { entries: 200_000, bytes: 4 * 1024 ** 3 };
 
@@ -23,12 +24,33 @@ export interface CopyStats {
 
 export const tempSibling = (p: string, tag: string) => `${dirname(p)}/.${basename(p)}.${tag}-${randomBytes(6).toString("hex")}`;
 
+/** Remove what a killed copy to `p` left beside it (tempSibling names); returns what was removed. */
+export function removeStaleTemps(p: string): string[] {
+  const base = basename(p);
+  const re = /^\.(.*)\.(tmp|new|old)-[0-9a-f]{12}$/;
+  const out: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(dirname(p));
+  } catch {
+    return out;
+  }
+  for (const n of names) {
+    const m = re.exec(n);
+    if (!m || m[1] !== base) continue;
+    rmSync(`${dirname(p)}/${n}`, { recursive: true, force: true });
+    out.push(`${dirname(p)}/${n}`);
+  }
+  return out;
+}
+
 /** Copy src (a file or directory, not followed if a link) to dest, which must not exist. */
 export function copyInto(src: string, dest: string, limits = COPY_LIMITS): CopyStats {
   const stats: CopyStats = { files: 0, dirs: 0, links: 0, bytes: 0, skipped: 0 };
   const tmp = tempSibling(dest, "tmp");
   try {
     copyEntry(src, tmp, lstatSync(src), stats, limits);
+    fault("copy-before-rename");
     renameSync(tmp, dest);
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });

@@ -20,9 +20,13 @@ import {
 import { dirname, relative } from "node:path";
 import { log } from "../common/log.ts";
 import { AgentError, ERR, ioError } from "./errors.ts";
-import { CONFIGS_DIR, checkName, configDir, envFile, nspawnFile, nspawnLink, reportDir } from "./layout.ts";
+import { CONFIGS_DIR, STORAGE_DIR, checkName, configDir, envFile, nspawnFile, nspawnLink, reportDir } from "./layout.ts";
 import { merge3, type Conflict } from "./merge.ts";
 import type { Rendered } from "./render.ts";
+import { removeStaleTemps } from "./copytree.ts";
+import { fault } from "./fault.ts";
+import { PROTECTED_NAMES } from "./protect.ts";
+import { bindSources } from "./volumes.ts";
 
 export interface Installed {
   files: string[];
@@ -153,7 +157,19 @@ export function recover(root: string, name: string): string[] {
   const cur = lstatOrNull(currentLink(root, name))?.isSymbolicLink() ? readlinkSync(currentLink(root, name)) : null;
   const gens = gensDir(root, name);
   if (lstatOrNull(gens)?.isDirectory()) {
-    for (const n of readdirSync(gens)) if (`generations/${n}` !== cur) rm(`${gens}/${n}`);
+    for (const n of readdirSync(gens)) {
+      const g = `${gens}/${n}`;
+      // a volume seed in progress when the agent died: beside its target, named in the generation's binds
+      try {
+        for (const src of bindSources(readSmall(`${g}/${NSPAWN}${RENDERED}`) ?? "")) removed.push(...removeStaleTemps(src));
+        const rootfs = installedFrom(g);
+        if (rootfs) for (const p of PROTECTED_NAMES) removed.push(...removeStaleTemps(`${rootfs}${p}`));
+      } catch {
+        // an unreadable generation is removed below, or is current and was read by nspawn as is
+      }
+      if (`generations/${n}` !== cur) rm(g);
+      else for (const f of readdirSync(g)) if (/^\..*\.tmp-[0-9a-f]{12}$/.test(f)) rm(`${g}/${f}`);
+    }
   }
   if (isInstalled(root, name)) return removed;
   // never switched (or switched to nothing): nothing of this container is in use; undo the links
@@ -163,7 +179,12 @@ export function recover(root: string, name: string): string[] {
   const link = nspawnLink(root, name);
   if (lstatOrNull(link)?.isSymbolicLink() && readlinkSync(link) === relative(dirname(link), nspawnFile(root, name))) rm(link);
   if (lstatOrNull(gens)?.isDirectory() && readdirSync(gens).length === 0) rm(gens);
-  // the directory goes only if nothing else (config volumes, the agent's files) lives there
+  // the directories go only if nothing else (volumes, the agent's files) lives there
+  try {
+    rmdirSync(`${root}/${STORAGE_DIR}/${name}`);
+  } catch {
+    // absent or not empty: data is never removed here
+  }
   try {
     rmdirSync(dir);
     removed.push(dir);
@@ -171,6 +192,14 @@ export function recover(root: string, name: string): string[] {
     // not empty: kept
   }
   return removed;
+}
+
+/** The rootfs a generation was installed from (install.json), if it is an absolute directory path. */
+function installedFrom(gen: string): string | null {
+  const text = readSmall(`${gen}/install.json`);
+  if (text === null) return null;
+  const v = (JSON.parse(text) as { rootfs?: unknown }).rootfs;
+  return typeof v === "string" && v.startsWith("/") && !v.split("/").includes("..") && lstatOrNull(v)?.isDirectory() ? v : null;
 }
 
 /** Every container directory under the root, at agent start. */
@@ -192,10 +221,6 @@ export function recoverAll(root: string): void {
   }
 }
 
-/** Test hook: MAN8S_AGENT_FAULT=install:STEP makes the agent SIGKILL itself there (kill -9 mid-install). */
-function fault(step: string): void {
-  if (process.env.MAN8S_AGENT_FAULT === `install:${step}`) process.kill(process.pid, "SIGKILL");
-}
 
 /**
  * Top-level files that are not our links (an install by an older agent, or an editor that replaced the
@@ -242,7 +267,9 @@ function nextGeneration(root: string, name: string): number {
 }
 
 export interface InstallHooks {
-  /** runs after the checks and before the new generation is written (volume seeding, /run copies);
+  /** recorded in the generation, so a restarted agent can clean what a killed /run copy left there */
+  rootfs?: string;
+  /** runs once the new generation is written, before the switch (volume seeding, /run copies);
    *  returns an undo for a failed install */
   prepare?: () => (() => void) | void;
 }
@@ -277,7 +304,6 @@ export function installFiles(root: string, name: string, r: Rendered, force: boo
       kept.push(...m.kept.map((entry) => ({ file: p, entry })));
       texts.set(file, m.text);
     }
-    undo = hooks.prepare?.();
     const n = nextGeneration(root, name);
     gen = `${gensDir(root, name)}/gen-${n}`;
     mkdirSync(gen, { recursive: true, mode: 0o755 });
@@ -285,9 +311,12 @@ export function installFiles(root: string, name: string, r: Rendered, force: boo
     writeAtomic(`${gen}/${NSPAWN}`, texts.get(NSPAWN)!, 0o644);
     writeAtomic(`${gen}/${ENV}${RENDERED}`, r.env, 0o444);
     writeAtomic(`${gen}/${NSPAWN}${RENDERED}`, r.nspawn, 0o444);
+    if (hooks.rootfs) writeAtomic(`${gen}/install.json`, `${JSON.stringify({ rootfs: hooks.rootfs, at: new Date().toISOString() })}\n`, 0o444);
     fsyncDir(gen);
     fsyncDir(dirname(gen));
     fault("after-generation");
+    // the volumes and /run copies the new files refer to; a killed seed is found through the generation
+    undo = hooks.prepare?.();
     // the fixed links (already there after the first install); dangling until current exists
     for (const [p, t] of [[env, `current/${ENV}`], [nsp, `current/${NSPAWN}`]] as const) {
       if (!lstatOrNull(p)) {
@@ -302,10 +331,14 @@ export function installFiles(root: string, name: string, r: Rendered, force: boo
     }
     fault("after-links");
     const old = lstatOrNull(currentLink(root, name))?.isSymbolicLink() ? readlinkSync(currentLink(root, name)) : null;
-    linkAtomic(currentLink(root, name), `generations/gen-${n}`); // the switch
-    fsyncDir(dir);
-    fault("after-switch");
-    if (old && old !== `generations/gen-${n}`) rmSync(`${dir}/${old}`, { recursive: true, force: true });
+    linkAtomic(currentLink(root, name), `generations/gen-${n}`); // the switch: from here on, no rollback
+    try {
+      fsyncDir(dir);
+      fault("after-switch");
+      if (old && old !== `generations/gen-${n}`) rmSync(`${dir}/${old}`, { recursive: true, force: true });
+    } catch (e) {
+      log(`install ${name}: installed, but cleaning up after the switch failed (the next start cleans up): ${(e as Error).message}`);
+    }
     return { files: [env, nsp], link, linkTarget, reportDir: reportDir(root, name), replaced: installed, generation: gen, conflicts, kept };
   } catch (e) {
     if (gen) rmSync(gen, { recursive: true, force: true });

@@ -4,7 +4,7 @@
 // Unlike mbctl this copies instead of moving, so it can run again (install --force, inject) and always
 // reflects the image: a new copy is built under a temporary name and swapped in.
 import { lstatSync, readdirSync, renameSync, rmSync } from "node:fs";
-import { copyInto, tempSibling, type CopyStats } from "./copytree.ts";
+import { copyInto, removeStaleTemps, tempSibling, type CopyStats } from "./copytree.ts";
 import { ioError } from "./errors.ts";
 import { resolveIn } from "./rootfs.ts";
 
@@ -21,10 +21,13 @@ const PAIRS: ReadonlyArray<[string, string]> = [
   ["/tmp", "/tmp.man8sprotected"],
 ];
 
+export const PROTECTED_NAMES = PAIRS.map(([, p]) => p);
+
 export function prepareProtected(rootfs: string): Protected[] {
   const out: Protected[] = [];
   for (const [src, prot] of PAIRS) {
     const dest = `${rootfs}${prot}`;
+    removeStaleTemps(dest); // left by a killed install or inject
     // the path is resolved inside the rootfs: a link to /var/run follows the image's own /var/run
     const r = resolveIn(rootfs, src);
     const old = lstatOrNull(dest);

@@ -8,7 +8,7 @@
 // a target that exists is never touched: `install --force` keeps every byte of existing data.
 import { existsSync, lstatSync, mkdirSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { copyInto } from "./copytree.ts";
+import { copyInto, removeStaleTemps } from "./copytree.ts";
 import { AgentError, ERR, ioError } from "./errors.ts";
 import { MAX_VOLUMES } from "./image-config.ts";
 import { CONFIGS_DIR, RESERVED_IN_CONFIG_DIR, STORAGE_DIR, checkAbsPath } from "./layout.ts";
@@ -115,6 +115,8 @@ export function seedVolumes(rootfs: string, plans: VolumePlan[]): { results: Vol
         out.push({ ...p });
         continue;
       }
+      if (p.mode !== "host") checkNoLinks(p.host.slice(0, p.host.length - p.path.length), p.host);
+      removeStaleTemps(p.host); // a seed a killed install left half-made
       if (existsSync(p.host) || isLink(p.host)) {
         out.push({ ...p, seeded: "kept" });
         continue;
@@ -142,6 +144,36 @@ export function seedVolumes(rootfs: string, plans: VolumePlan[]): { results: Vol
     throw e;
   }
   return { results: out, undo };
+}
+
+/**
+ * A data/config volume's host path must not pass through a symlink below the container's directory:
+ * volumes are writable by the container, so a link there (data/sub -> /etc) was possibly made by it, and
+ * following it would seed into, or bind, a host directory.
+ */
+function checkNoLinks(base: string, host: string): void {
+  // base: the container's storage or config directory (the host path minus the volume's path)
+  let cur = base;
+  for (const part of host.slice(base.length).split("/").filter((x) => x.length > 0)) {
+    cur = `${cur}/${part}`;
+    let st;
+    try {
+      st = lstatSync(cur);
+    } catch {
+      return; // the rest does not exist yet: it is made here, as directories
+    }
+    if (st.isSymbolicLink()) throw new AgentError(ERR.BAD_PATH, `volume host path ${host} goes through the symlink ${cur}; refusing to follow it (a container may have made it)`);
+  }
+}
+
+/** The host sides of the Bind= lines of a rendered .nspawn (for recovery after a killed install). */
+export function bindSources(nspawn: string): string[] {
+  const out: string[] = [];
+  for (const line of nspawn.split("\n")) {
+    const m = /^\s*Bind=-?([^:\s]+)/.exec(line);
+    if (m && m[1]!.startsWith("/")) out.push(m[1]!);
+  }
+  return out;
 }
 
 function isLink(p: string): boolean {

@@ -93,6 +93,7 @@ export function installCmd(a: Args, ctx: CallContext) {
   let volumes: VolumeResult[] = [];
   let prot: Protected[] = [];
   const inst = installFiles(ctx.server.opts.root, p.name, p.rendered, force, {
+    rootfs: p.rootfs,
     // after the checks, before the switch: what the new files bind must exist when they become current
     prepare: () => {
       prot = prepareProtected(p.rootfs);

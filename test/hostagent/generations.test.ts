@@ -163,6 +163,36 @@ describe("all or nothing", () => {
     }, 30_000);
   }
 
+  test("kill -9 in the middle of a copy (the /run copy, a volume seed): the restarted agent removes the half copies", async () => {
+    const f = fx.get("user-app")!;
+    for (const what of ["run", "volume"] as const) {
+      const root = tmp("cp-root");
+      const sock = `${tmp("cp-sock")}/agent.sock`;
+      const rootfs = tmp("rootfs");
+      Bun.spawnSync(["cp", "-a", `${f.rootfs}/.`, rootfs]);
+      // without /run and /tmp content, the first copy of the install is the seed of /data
+      if (what === "volume") Bun.spawnSync(["sh", "-c", `rm -rf '${rootfs}'/run/* '${rootfs}'/tmp/*`]);
+      const a1 = await startAgent({ root, socket: sock, env: { MAN8S_AGENT_FAULT: "install:copy-before-rename" } });
+      const k1 = await client(a1.socket);
+      expect(await errorCode(k1.request("install", { name: "cp", rootfs, configPath: f.imageConfig, privateNetwork: true }))).not.toBe("no error");
+      expect(await a1.proc.exited).toBe(137);
+      k1.close();
+      const leftover = what === "run" ? tree(rootfs).filter((p) => /^\.run\.man8sprotected\.tmp-[0-9a-f]+\/$/.test(p)) : tree(`${root}/var/lib/man8machine_storage/cp`).filter((p) => /^\.data\.tmp-[0-9a-f]+\/$/.test(p));
+      expect([what, leftover.length]).toEqual([what, 1]); // the kill really hit a copy in progress
+      const a2 = await startAgent({ root, socket: sock });
+      const rest = what === "run" ? tree(rootfs).filter((p) => p.startsWith(".run.man8sprotected.")) : tree(`${root}/var/lib/man8machine_storage/cp`).filter((p) => p.startsWith(".data."));
+      expect([what, rest]).toEqual([what, []]);
+      expect(existsSync(cfgDir(root, "cp"))).toBe(false);
+      expect(existsSync(`${root}/var/lib/man8machine_storage/cp`)).toBe(false);
+      const k2 = await client(a2.socket);
+      expect(await errorCode(k2.request("status", { name: "cp" }))).toBe("E_NOT_FOUND");
+      await k2.request("install", { name: "cp", rootfs, configPath: f.imageConfig, privateNetwork: true });
+      expect(readFileSync(`${root}/var/lib/man8machine_storage/cp/data/seed.txt`, "utf8")).toBe("seeded-from-image\n");
+      k2.close();
+      await a2.stop();
+    }
+  }, 30_000);
+
   test("a failed first install leaves nothing behind: no directory it made, not even the volume it seeded", async () => {
     // the settings link cannot be made (its directory is a file), after the configs were written
     const root = tmp("ff-root");
@@ -212,7 +242,7 @@ describe("all or nothing", () => {
       k.close();
     } finally {
       await a?.stop(); // its report socket keeps the mount busy
-      Bun.spawnSync(["umount", mnt]);
+      if (Bun.spawnSync(["umount", mnt]).exitCode !== 0) Bun.spawnSync(["umount", "-l", mnt]);
     }
   });
 });

@@ -161,6 +161,12 @@ describe("volumes", () => {
     expect(readFileSync(`${st}/data/new.txt`, "utf8")).toBe("new\n");
     expect(readFileSync(`${st}/etc/app.conf`, "utf8")).toBe("setting=mine\n");
 
+    // a link the container made inside its volume is never followed by a later install (nested volume)
+    const victim = tmp("victim");
+    Bun.spawnSync(["ln", "-s", victim, `${st}/data/sub2`]);
+    const nested = c.request("install", { ...args, force: true, volumes: { "/data/sub2/x": "data" } });
+    expect(await errorCode(nested)).toBe("E_BAD_PATH");
+    expect(readdirSync(victim)).toEqual([]);
     // config volumes live in the container's config directory, as mbctl's choice 1
     await c.request("install", { ...args, name: "seedcfg", volumes: { "/data": "config" } });
     expect(readFileSync(`${agent.root}/var/lib/man8machine_configs/seedcfg/data/seed.txt`, "utf8")).toBe("seeded-from-image\n");

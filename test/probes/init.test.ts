@@ -170,6 +170,27 @@ describe.skipIf(!canRun)("readiness: READY=1 only once MAN8S_READY passes", () =
   }, 40_000);
 });
 
+// The agent renders MAN8S_READY=start (no check to wait for) and none (the app notifies itself) by default.
+describe.skipIf(!canRun)("MAN8S_READY=start and none, the agent's keywords", () => {
+  test("subreaper: start sends READY=1 when the app starts; none never sends it, and neither is refused", async () => {
+    for (const kw of ["start", "none"]) {
+      const sock = sockPath();
+      const listener = new NotifyListener(sock);
+      try {
+        const r = await runInit("subreaper", () => [BB, "sleep", "30"], { envFile: `MAN8S_READY=${kw}\nMAN8S_STOP_TIMEOUT=5\n`, env: { NOTIFY_SOCKET: sock } });
+        const ready = await listener.waitFor(isReady, kw === "start" ? 10_000 : 1500);
+        expect([kw, ready !== null]).toEqual([kw, kw === "start"]);
+        const rec = await until("the running record", () => { const s = r.status(); return s?.phase === "running" ? s : null; }, 5000, r);
+        expect(rec.ready ?? null).toEqual(kw === "start" ? expect.objectContaining({ via: "start" }) : null);
+        await r.stop();
+        expect((await finish(r)).code).toBe(143); // sleep ended by the stop signal, not exit 65 (bad env)
+      } finally {
+        listener.close();
+      }
+    }
+  }, 40_000);
+});
+
 describe.skipIf(!canRun).each(["subreaper", "nspawn-pid2"] as Way[])("MAN8S_WAIT_FOR, init as %s", (way) => {
   const { mode, opts } = asRun(way);
 
