@@ -7,7 +7,7 @@ import { parseSignal, signalName } from "../common/signals.ts";
 import { IN_CONTAINER_ENV, IN_CONTAINER_REPORT_SOCKET, IN_CONTAINER_STATUS } from "../common/paths.ts";
 import { VERSION } from "../common/version.ts";
 import { resolveApp, resolveExecInit } from "./app.ts";
-import { loadEnvFile } from "./env.ts";
+import { appEnvironment, duplicateSummary, loadEnvFile } from "./env.ts";
 import { copyTree, PROTECTED_DIRS } from "./protected.ts";
 import { becomeSubreaper, reap, reapStats } from "./reaper.ts";
 import { onSignal, rtSignalsInstalled } from "./signals.ts";
@@ -102,7 +102,8 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
     return out;
   };
 
-  // env: the file's keys over the environment nspawn gave us; all of them go to the app
+  // env: the file's keys over the environment nspawn gave us; all but the init's own control variables
+  // go to the app (appEnvironment)
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
   await phase("env", () => {
@@ -112,11 +113,12 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
       log(`${file}: not present, using the environment only`);
       return;
     }
-    for (const k of parsed.duplicates) log(`${file}: ${k} defined more than once; the last value wins`);
+    for (const line of duplicateSummary(file, parsed.duplicates)) log(line);
     for (const [k, v] of parsed.vars) env[k] = v;
     log(`${file}: ${parsed.vars.size} variables`);
   });
   delete env.MAN8S_ENV_FILE;
+  appEnvironment(env); // an environment the kernel would refuse fails now (65), before anything starts
   const settings = stopSettings(env);
   sup.configureStop(settings.signal, settings.timeoutMs);
   const execInit = override ? null : resolveExecInit(env);
@@ -168,21 +170,23 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
       const abort = new AbortController();
       sup.onStop(() => abort.abort(new Error("stop requested")));
       try {
-        await waiter.waitFor(env, { log, signal: abort.signal, spawnEnv: env });
+        await waiter.waitFor(env, { log, signal: abort.signal, spawnEnv: appEnvironment(env) });
       } catch (e) {
         if (!sup.stopping) throw e;
       }
     });
   }
 
-  if (execInit && !sup.stopping) return execImageInit(execInit, env, status, flush);
+  if (execInit && !sup.stopping) return execImageInit(execInit, appEnvironment(env), status, flush);
 
   let health: HealthHandle | null = null;
   let ready: ReadyHandle | null = null;
   if (app && !sup.stopping) {
     rec.phase = "app";
-    log(`starting ${JSON.stringify(app.argv)} (${app.source}${app.group ? ", signals to its process group" : ""}); stop signal ${signalName(settings.signal)}`);
-    const started = sup.spawn(app.argv, env, app.group);
+    const shown = argvForRecord(app.argv);
+    log(`starting ${JSON.stringify(shown)}${shown.length < app.argv.length ? ` (first ${shown.length} of ${app.argv.length} words)` : ""} (${app.source}${app.group ? ", signals to its process group" : ""}); stop signal ${signalName(settings.signal)}`);
+    const appEnv = appEnvironment(env);
+    const started = sup.spawn(app.argv, appEnv, app.group);
     if ("failed" in started) {
       rec.exit = {
         code: started.failed, reason: `cannot execute ${app.argv[0]}`, app: null, killedAfterTimeout: false,
@@ -193,7 +197,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
       return started.failed;
     }
     rec.app = {
-      argv: app.argv, pid: started.pid, startedAt: new Date().toISOString(), group: app.group,
+      argv: shown, ...(shown.length < app.argv.length ? { argc: app.argv.length } : {}), pid: started.pid, startedAt: new Date().toISOString(), group: app.group,
       startedAfterMs: Math.round(performance.now() * 100) / 100,
     };
     rec.phase = "running";
@@ -207,7 +211,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
     }
     if (probes) {
       health = probes.startHealth(env, {
-        log, startedAt: performance.now(), spawnEnv: env, cwd: process.cwd(),
+        log, startedAt: performance.now(), spawnEnv: appEnv, cwd: process.cwd(),
         onChange: (h, prev) => {
           log(`health: ${prev} -> ${h.status}`);
           rec.health = h;
@@ -220,7 +224,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
       });
       if (health) rec.health = health.state();
       ready = probes.startReady(env, {
-        log, health, spawnEnv: env,
+        log, health, spawnEnv: appEnv,
         onReady: (info) => {
           rec.ready = info;
           status.write();
@@ -250,7 +254,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   rec.exit = {
     code: result.code, reason: result.reason,
     app: result.app ? { code: result.app.signal ? null : result.app.code, signal: result.app.signal ? signalName(result.app.signal) : null } : null,
-    killedAfterTimeout: result.killedAfterTimeout, drained: result.drained,
+    killedAfterTimeout: result.killedAfterTimeout, drained: result.drained, drainKilled: result.drainKilled,
     orphansReaped: sup.orphansReaped(), largestReap: reapStats.largestBatch, at: new Date().toISOString(),
   };
   status.write();
@@ -284,6 +288,17 @@ async function execImageInit(argv: string[], env: Record<string, string>, status
   const err = execve(path, argv, env);
   log(`cannot execute ${path}: ${err === ENOENT ? "not found" : `errno ${err}`}`);
   return err === ENOENT ? EXIT.notFound : EXIT.notExecutable;
+}
+
+/** The argv as the log and the record show it: the first words, up to ~8 KiB (a record is rewritten often). */
+function argvForRecord(argv: string[], budget = 8192): string[] {
+  const out: string[] = [];
+  for (const a of argv) {
+    budget -= a.length + 3;
+    if (budget < 0 && out.length) break;
+    out.push(a.length > 4096 ? `${a.slice(0, 4096)}…` : a);
+  }
+  return out;
 }
 
 /** The network phase runs when asked for, or when the env file carries yggdrasil settings (mbctl's). */

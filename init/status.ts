@@ -21,7 +21,8 @@ export interface StatusRecord {
   /** duration of each start-up phase in ms; "runtime" is the runtime's time origin → the init's first statement */
   phases: Record<string, number>;
   /** startedAfterMs: the runtime's time origin → the app's spawn (exec is ~3 ms earlier) */
-  app: { argv: string[]; pid: number; startedAt: string; group: boolean; startedAfterMs: number } | null;
+  /** argv: the first words (~8 KiB); argc: the number of words, present when argv is cut */
+  app: { argv: string[]; argc?: number; pid: number; startedAt: string; group: boolean; startedAfterMs: number } | null;
   network: unknown;
   /** Docker's State.Health: status, failingStreak, log */
   health: unknown;
@@ -49,6 +50,8 @@ export interface StatusRecord {
     /** the init escalated to SIGKILL at the stop timeout and that SIGKILL ended the app */
     killedAfterTimeout: boolean;
     drained: number;
+    /** of the drained processes, those still alive at the deadline and sent SIGKILL */
+    drainKilled?: number;
     orphansReaped: number;
     /** the largest reaping pass: zombies and ms */
     largestReap?: { n: number; ms: number };

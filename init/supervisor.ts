@@ -40,6 +40,8 @@ export class Supervisor {
   private pendingHup: ReturnType<typeof setTimeout> | null = null;
   /** set when the stop timeout ran out with the app still there and it was sent SIGKILL */
   private escalation: { at: number; appSignalState: SignalState } | null = null;
+  /** processes the drain had to SIGKILL at its deadline (the app's leftovers, not the app) */
+  private drainKilled = 0;
   /** pids that already got the stop signal: the drain does not send it twice */
   private readonly signalled = new Set<number>();
   private readonly stopListeners: Array<() => void> = [];
@@ -175,7 +177,7 @@ export class Supervisor {
   }
 
   /** Wait for the app, drain the rest, and compute the exit code (DESIGN §3.4). */
-  async waitAndDrain(beforeDrain?: () => Promise<void>): Promise<{ code: number; reason: string; app: AppExit | null; drained: number; killedAfterTimeout: boolean }> {
+  async waitAndDrain(beforeDrain?: () => Promise<void>): Promise<{ code: number; reason: string; app: AppExit | null; drained: number; drainKilled: number; killedAfterTimeout: boolean }> {
     const status = this.opts.status;
     let app: AppExit | null = null;
     if (this.app) {
@@ -213,7 +215,7 @@ export class Supervisor {
       code = 133;
       reason += "; exit 133 asks nspawn to restart (reboot request)";
     }
-    return { code, reason, app, drained, killedAfterTimeout };
+    return { code, reason, app, drained, drainKilled: this.drainKilled, killedAfterTimeout };
   }
 
   /** Stop signal to every remaining descendant, wait until the deadline, then SIGKILL what is left. */
@@ -235,6 +237,7 @@ export class Supervisor {
     }
     if (left.length) {
       log(`drain timeout: SIGKILL to ${left.length} process(es)`);
+      this.drainKilled = left.length;
       // a process stuck in uninterruptible sleep ignores even SIGKILL: do not wait for it forever
       const giveUp = Date.now() + KILL_WAIT_MS;
       while (left.length && Date.now() < giveUp) {
@@ -253,7 +256,7 @@ export class Supervisor {
   }
 }
 
-/** What a process does with a signal, from /proc/PID/status (null: it is gone). */
+/** What a process does with a signal, from /proc/PID/status ("unknown": it is gone). */
 export type SignalState = "handled" | "ignored" | "blocked" | "default" | "unknown";
 
 function signalState(pid: number, signo: number): SignalState {

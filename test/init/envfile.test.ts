@@ -66,7 +66,7 @@ describe.each(MODES)("env file, init as %s", (mode: Mode) => {
     const env = decodeEnv(r.stdout());
     for (const [k, v] of Object.entries(EXPECTED)) expect([k, env.get(k)]).toEqual([k, v]);
     expect(env.has("export")).toBe(false);
-    expect(r.stderr()).toContain("DUP defined more than once; the last value wins");
+    expect(r.stderr()).toContain("DUP defined twice; the last value wins");
   }, 30_000);
 
   test("MAN8S_APPLICATION_ARGV from the env file is run exactly, and ARGS through /bin/sh", async () => {
@@ -110,4 +110,37 @@ describe("bad env files exit 65 naming file and line, and start nothing", () => 
     expect(r.stderr()).toMatch(/\/man8env\.env:2: invalid key "BAD KEY"/);
     expect(r.status()?.exit?.code).toBe(65);
   }, 30_000);
+});
+
+describe("only spaces and tabs may indent a key (DESIGN §3.1 step 2); duplicates are summarised", () => {
+  const odd: Array<[string, string]> = [["NBSP", "\u00a0"], ["VT", "\v"], ["FF", "\f"], ["U+2028", "\u2028"], ["ideographic space", "\u3000"]];
+  test.each(odd)("%s before a key: 65 naming the line and the character", async (_name, ch) => {
+    const r = await runInit("subreaper", ({ bin }) => [bin("sigapp")], { envFile: Buffer.from(`GOOD=1\n${ch}KEY=1\n`, "utf8") });
+    // before the fix: accepted, KEY exported
+    expect((await r.exited).code).toBe(65);
+    const cp = `U+${ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}`;
+    expect(r.stderr()).toContain(`env:2: ${cp} before the key: only spaces and tabs may indent a line`);
+    expect(r.stdout()).not.toContain("ready");
+  }, 30_000);
+
+  test("a line of odd whitespace alone is an error too; spaces and tabs still indent", async () => {
+    const bad = await runInit("subreaper", ({ bin }) => [bin("sigapp")], { envFile: Buffer.from("A=1\n\u00a0\n", "utf8") });
+    expect((await bad.exited).code).toBe(65);
+    expect(bad.stderr()).toContain("env:2: U+00A0 before the key");
+    const good = await runInit("subreaper", ({ bin }) => [bin("sigapp"), "env"], { envFile: " \t TABKEY=tab\n\t# comment\n \t \n" });
+    expect((await good.exited).code).toBe(0);
+    expect(decodeEnv(good.stdout()).get("TABKEY")).toBe("tab");
+  }, 30_000);
+
+  test("a key repeated 1M times: the last value wins, and the log says so in one line", async () => {
+    const text = "REP=x\n".repeat(999_999) + "REP=last\n" + Array.from({ length: 30 }, (_, i) => `K${i}=1\nK${i}=2\n`).join("");
+    const r = await runInit("subreaper", ({ bin }) => [bin("sigapp"), "env"], { envFile: text });
+    expect((await r.exited).code).toBe(0);
+    expect(decodeEnv(r.stdout()).get("REP")).toBe("last");
+    const lines = r.stderr().split("\n").filter((l) => l.includes("defined"));
+    // before the fix: 1,000,029 log lines
+    expect(lines[0]).toContain("REP defined 1000000 times; the last value wins");
+    expect(lines.length).toBe(11); // ten keys named, then "21 more keys"
+    expect(lines[10]).toContain("21 more keys defined more than once");
+  }, 60_000);
 });

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { $ } from "zx";
-import { busyboxRootfs, ensureBuilt, killLeftovers, runInit, WORK, type Running } from "./harness.ts";
+import { busyboxRootfs, ensureBuilt, fixture, killLeftovers, runInit, WORK, type Running } from "./harness.ts";
 
 const BB = "/bin/busybox";
 beforeAll(ensureBuilt, 120_000);
@@ -64,6 +64,21 @@ describe("killedAfterTimeout and the stop record", () => {
     expect(polite.status()!.exit.killedAfterTimeout).toBe(false);
   }, 30_000);
 });
+
+test("leftovers SIGKILLed by the drain are counted apart; the app that obeyed was not escalated", async () => {
+  const leftover = "trap '' TERM; while :; do sleep 0.1; done";
+  const r = await runInit("subreaper", () => [BB, "sh", "-c", `${BB} setsid ${BB} sh -c "${leftover}" & echo up; exec ${BB} sleep 30`], {
+    envFile: "MAN8S_STOP_TIMEOUT=1\n",
+  });
+  await r.waitFor(/^up$/m);
+  await r.stop();
+  expect(await exited(r)).toBe(143);
+  const rec = r.status()!;
+  expect(rec.stop).toMatchObject({ escalated: false, escalatedAt: null });
+  expect(rec.exit.killedAfterTimeout).toBe(false);
+  expect(rec.exit.drained).toBeGreaterThanOrEqual(1);
+  expect(rec.exit.drainKilled).toBeGreaterThanOrEqual(1); // before: no such field, only a log line
+}, 30_000);
 
 describe("health in the final record", () => {
   test("an app that exits before its first check does not stay 'starting'", async () => {
@@ -138,6 +153,7 @@ describe("writing the record on a full filesystem", () => {
 describe("the record's directory is the init's own", () => {
   test("created with mode 0755 and the record 0644 whatever the umask, so any user of the app can read it", async () => {
     const file = `${WORK}/fresh-${++seq}/man8s/status.json`;
+    await fixture("sigapp"); // built before the umask changes: nothing else may be made under 077
     const old = process.umask(0o077);
     let r: Running;
     try {

@@ -45,7 +45,7 @@ describe("env parser", () => {
   test("keys, values, comments, CR, duplicates", () => {
     const e = parseEnv("# c\n\n  A=1\nB= x = y \r\nA=2\n", "f");
     expect([...e.vars]).toEqual([["A", "2"], ["B", " x = y "]]);
-    expect(e.duplicates).toEqual(["A"]);
+    expect([...e.duplicates]).toEqual([["A", 2]]);
   });
   test("errors name file and line", () => {
     expect(() => parseEnv("A=1\n\nB\n", "/x.env")).toThrow("/x.env:3: expected KEY=VALUE");
