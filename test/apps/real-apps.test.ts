@@ -3,14 +3,15 @@
 // :idmap binds, the bundle bound read-only), started exactly as systemd-nspawn@.service starts a machine
 // (test/apps/machine.ts) on a lab bridge with dnsmasq, stopped as systemd stops the unit (SIGTERM to nspawn).
 // What each app did (times to ready, stop signal seen, exit codes) is printed as "real-apps:" lines.
-import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { appendFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { cleanup as cleanupAgents, startAgent, type Agent, BIN } from "../hostagent/helpers.ts";
 import { NotifyListener } from "../probes/helpers.ts";
 import { appImages, type AppImage } from "./images.ts";
 import { AppLab, Machine, sh, waitFor } from "./machine.ts";
 
-setDefaultTimeout(120_000);
+/** per test: a machine start, its checks and its stop, on a shared 2-core machine */
+const T = 120_000;
 const isRoot = process.getuid?.() === 0;
 const haveTools = isRoot && ["/usr/bin/systemd-nspawn", "/usr/bin/mmdebstrap", "/usr/bin/umoci", "/usr/sbin/dnsmasq"].every(existsSync);
 
@@ -177,7 +178,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     }
     expect(pg.run1).toContain("received fast shutdown request");
     expect(pg.run1).toContain("database system is shut down");
-  });
+  }, T);
 
   test("postgres: its data is in the PGDATA volume on the host, owned by the image's postgres uid through :idmap", () => {
     const src = bindSource(pg.name, "/var/lib/postgresql/data");
@@ -191,7 +192,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     expect(statSync(pg.data).mode & 0o777).toBe(0o700);
     // and nothing of it went into the rootfs
     expect(existsSync(`${pg.rootfs}/var/lib/postgresql/data/PG_VERSION`)).toBe(false);
-  });
+  }, T);
 
   test("postgres: the durable record on the host after the stop has exit code 0", async () => {
     const r = await hostRecord(pg.name);
@@ -199,7 +200,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     expect(r.cli.phase).toBe("exited");
     expect(r.cli.exit?.code).toBe(0);
     expect(fileExitCode(r.file)).toBe(0);
-  });
+  }, T);
 
   test("postgres: restarted, the row survives and the log shows a clean start (no crash recovery)", async () => {
     const l = new NotifyListener(`${lab.dir}/notify-pg2`);
@@ -219,7 +220,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
       pg.run2 = m.log;
     }
     expect(pg.run2).toContain("received fast shutdown request");
-  });
+  }, T);
 
   // ---------------------------------------------------------------- busybox, User 1000:1000
   const bb = { name: "m8r-bb", rootfs: "", run1: "", run2: "", extra: "", rc: [] as number[], record: "" };
@@ -241,7 +242,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     expect(m.log).toContain("app: run=hello from the image's /run");
     expect(m.log).toContain("app: runlink=greeting");
     expect(m.log).toContain("app: greeting=image default");
-  });
+  }, T);
 
   test("busybox: the status record is readable inside the container while it runs", async () => {
     const m = bbMachine!;
@@ -251,7 +252,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     const j = JSON.parse(rec);
     expect(j.phase).toBe("running");
     expect(j.app?.pid).toBeGreaterThan(0);
-  });
+  }, T);
 
   test("busybox: stopped as systemd stops the unit, the app gets its SIGTERM", async () => {
     const m = bbMachine!;
@@ -259,7 +260,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     debug(m);
     bb.run1 = m.log;
     expect(bb.run1).toContain("app: got SIGTERM");
-  });
+  }, T);
 
   test("busybox: its /data volume is seeded from the image and written as uid 1000 on the host", () => {
     const src = bindSource(bb.name, "/data");
@@ -267,7 +268,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     expect(readFileSync(`${src}/seed`, "utf8")).toBe("seeded by the image\n");
     expect(statSync(`${src}/last-start`).uid).toBe(1000);
     expect(bb.run1).toMatch(/app: data=.*1000 +1000 .*last-start/);
-  });
+  }, T);
 
   test("busybox: the host's record after the stop has the app's real exit code 42", async () => {
     const r = await hostRecord(bb.name);
@@ -276,7 +277,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     expect(r.cli.exit?.code).toBe(42);
     expect(r.human).toContain("exit code 42");
     expect(fileExitCode(r.file)).toBe(42);
-  });
+  }, T);
 
   test("busybox: a hand-added Bind= and changed env values survive install --force; the app sees them (User by name: the image's groups)", async () => {
     bb.extra = `${lab.dir}/extra-bb`;
@@ -314,7 +315,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
       bb.rc.push(await m.stop());
       bb.run2 = m.log;
     }
-  });
+  }, T);
 
   // ---------------------------------------------------------------- nginx
   const ng = { name: "m8r-nginx", rootfs: "", log: "", ready: null as Readiness | null, rc: -1, stopMs: 0 };
@@ -354,14 +355,14 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     }
     note(`nginx stop: nspawn rc ${ng.rc} after ${secs(ng.stopMs)}; ${/signal 3 \(SIGQUIT\) received/.test(ng.log) ? "nginx saw SIGQUIT (graceful)" : "no SIGQUIT line"}`);
     expect(ng.log).toMatch(/signal 3 \(SIGQUIT\) received/);
-  });
+  }, T);
 
   test("nginx: the host's record after the stop has exit code 0", async () => {
     const r = await hostRecord(ng.name);
     note(`nginx record: phase ${r.cli.phase}, exit ${JSON.stringify(r.cli.exit)}`);
     expect(r.cli.exit?.code).toBe(0);
     expect(fileExitCode(r.file)).toBe(0);
-  });
+  }, T);
 
   // ---------------------------------------------------------------- redis
   test("redis: runs as its User with /data as a volume and answers PING over the bridge; a 30-day health Interval runs no check", async () => {
@@ -396,5 +397,5 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     note(`redis stop: nspawn rc ${rc}; ${/Redis is now ready to exit/.test(m.log) ? "saved and exited cleanly" : "no clean-exit line"}`);
     expect(m.log).toContain("ready to exit");
     expect(readdirSync(`${agent.root}/var/lib/man8machine_storage/${name}/data`)).toContain("dump.rdb");
-  });
+  }, T);
 });
