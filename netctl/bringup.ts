@@ -276,8 +276,8 @@ export async function bringUp(
     }
 
     // 3. DHCPv4 runs on its own timers; its lease events also wake the wait loop
-    if (wantV4) {
-      dhcp = new Dhcp4Client({
+    const newDhcp = (): Dhcp4Client =>
+      new Dhcp4Client({
         nl,
         link: L,
         ...(cfg.hostname ? { hostname: cfg.hostname } : {}),
@@ -297,8 +297,28 @@ export async function bringUp(
           if (online) opts.onChange?.(result);
         },
       });
+    if (wantV4) {
+      dhcp = newDhcp();
       await dhcp.start();
     }
+    // The host's bridge port may start forwarding a few ms after our carrier (its side learns of the carrier
+    // from a kernel work queue), dropping what we send first. When our first RS went unanswered but a later
+    // one was answered, the DISCOVER sent next to it was most likely dropped too: rather than wait for the
+    // DHCP client's first retransmission (~1 s), start its transaction over at once. Once at most.
+    let dhcpRestarted = false;
+    const restartDhcpIfEarlyFramesLost = (): void => {
+      if (dhcpRestarted || !dhcp || !solicitor || solicitor.sent < 2 || dhcp.stats.offers > 0 || dhcp.lease) return;
+      dhcpRestarted = true;
+      const old = dhcp;
+      const fresh = newDhcp();
+      dhcp = fresh;
+      log("netctl: our first router solicitation went unanswered (the bridge port was not forwarding yet): DHCP starts over now");
+      timings.dhcp4_restart_at = performance.now() - tLink;
+      void old
+        .stop()
+        .then(() => (stopped ? undefined : fresh.start()))
+        .catch((e) => log(`netctl: DHCP restart: ${(e as Error).message}`));
+    };
 
     // 4. yggdrasil: nodad, so it can be done at once and its routes need no DAD wait
     if (wantV6 && cfg.ygg) {
@@ -315,6 +335,7 @@ export async function bringUp(
     let pinnedSrc: string | undefined;
     let gaveUp = false;
     let newIdAt = 0;
+    let raSeen = false;
     const note = (ev: NonNullable<NetResult["slaac"]>["event"]): void => {
       if (!slaacInfo) return;
       if (ev) slaacInfo.event = ev;
@@ -373,7 +394,14 @@ export async function bringUp(
           note("dadfailed");
         }
       }
-      if (solicitor?.state === "sending" && (slaac.phase !== "waiting" || raDefaultRoute(nl, L.index))) solicitor.stop();
+      if (!raSeen && wantV6 && (slaac.phase !== "waiting" || raDefaultRoute(nl, L.index))) {
+        raSeen = true;
+        timings.ra_at = (eventAt || now) - tLink;
+        solicitor?.stop();
+        restartDhcpIfEarlyFramesLost();
+      }
+      // a burst after a new interface identifier ends with the new address
+      if (solicitor?.state === "sending" && slaac.phase !== "waiting") solicitor.stop();
       if (slaac.usable && slaac.addr && pinnedSrc !== slaac.addr.address) {
         try {
           if (pinDefaultSource(nl, L.index, slaac.addr)) {

@@ -294,8 +294,8 @@ export class Lab {
     return ns.replace(/c(\d+)$/, "v$1");
   }
 
-  /** busybox-static rootfs (applet links, os-release) for one container */
-  private rootfs(name: string): string {
+  /** busybox-static rootfs (applet links, os-release) for one container, plus `files` (path -> text) */
+  rootfs(name: string, files: Record<string, string> = {}): string {
     const root = `${this.dir}/rootfs-${name}`;
     rmSync(root, { recursive: true, force: true });
     for (const d of ["bin", "etc", "dev", "proc", "sys", "run", "tmp", "usr/lib", "man8s-init", "root"]) mkdirSync(`${root}/${d}`, { recursive: true });
@@ -305,13 +305,17 @@ export class Lab {
     writeFileSync(`${root}/usr/lib/os-release`, "ID=m8nlab\nNAME=\"m8n lab busybox\"\n");
     symlinkSync("../usr/lib/os-release", `${root}/etc/os-release`);
     writeFileSync(`${root}/etc/resolv.conf`, "# placeholder\n");
+    for (const [p, text] of Object.entries(files)) writeFileSync(`${root}${p}`, text);
     return root;
   }
 
-  /** Starts an nspawn container on the bridge running `cmd` as PID 2 with `env`. */
-  startContainer(name: string, env: Record<string, string>, cmd: string[], files: Record<string, string> = {}): Container {
-    const root = this.rootfs(name);
-    for (const [p, text] of Object.entries(files)) writeFileSync(`${root}${p}`, text);
+  /**
+   * Starts an nspawn container on the bridge running `cmd` as PID 2 with `env`. `root`: a rootfs made
+   * beforehand by rootfs() (so many containers can start at once); `onLine`: each output line as it arrives,
+   * with the time (performance.now()) it was read.
+   */
+  startContainer(name: string, env: Record<string, string>, cmd: string[], files: Record<string, string> = {}, opts: { root?: string; onLine?: (line: string, at: number) => void } = {}): Container {
+    const root = opts.root ?? this.rootfs(name, files);
     const logFile = `${this.dir}/ct-${name}.log`;
     writeFileSync(logFile, "");
     const args = [
@@ -320,7 +324,26 @@ export class Lab {
       "--kill-signal=SIGRTMIN+3", `--bind-ro=${BUNDLE}:/man8s-init`, `--setenv=M8N_MACHINE=${name}`,
       ...Object.entries(env).map(([k, v]) => `--setenv=${k}=${v}`), ...cmd,
     ];
-    const proc = this.spawn(`nspawn-${name}`, args, logFile);
+    let proc: ReturnType<typeof Bun.spawn>;
+    if (opts.onLine) {
+      const onLine = opts.onLine;
+      proc = Bun.spawn(args, { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+      this.tracked.push({ name: `nspawn-${name}`, proc });
+      for (const stream of [proc.stdout, proc.stderr] as ReadableStream<Uint8Array>[]) {
+        void (async () => {
+          const dec = new TextDecoder();
+          let rest = "";
+          for await (const chunk of stream) {
+            const at = performance.now();
+            const text = rest + dec.decode(chunk, { stream: true });
+            const lines = text.split("\n");
+            rest = lines.pop() ?? "";
+            appendFileSync(logFile, lines.map((l) => `${l}\n`).join(""));
+            for (const l of lines) onLine(l, at);
+          }
+        })().catch(() => {});
+      }
+    } else proc = this.spawn(`nspawn-${name}`, args, logFile);
     const c = new Container(this, name, proc, logFile, root);
     this.containers.push(c);
     return c;
