@@ -6,10 +6,11 @@
 // Cold build ~1-2 min (three mmdebstrap runs over the network in parallel + umoci repack); cached: a
 // hash and a stat per image.
 import { createHash } from "node:crypto";
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 
-export const CACHE_ROOT = process.env.MAN8S_TEST_CACHE ?? "/var/cache/man8s-test";
+/** the test run's cache ($MAN8S_TEST_CACHE, default /var/cache/man8s-test); these images live in its apps/ */
+export const CACHE_ROOT = `${process.env.MAN8S_TEST_CACHE ?? "/var/cache/man8s-test"}/apps`;
 const FILES = `${import.meta.dir}/files`;
 const SUITE = "bookworm";
 
@@ -260,6 +261,24 @@ async function buildOne(rec: Recipe, dir: string, log: (m: string) => void): Pro
   log(`${rec.tag}: rootfs ${((t1 - t0) / 1000).toFixed(1)} s, pack ${((performance.now() - t1) / 1000).toFixed(1)} s`);
 }
 
+/** How many layouts of one image the cache keeps (other checkouts on the machine may use older recipes). */
+const KEEP_PER_TAG = 3;
+
+/** Removes builds of tag killed half-way and all but the newest KEEP_PER_TAG complete layouts. */
+function pruneTag(tag: string, keep: string): void {
+  const layouts: { path: string; at: number }[] = [];
+  for (const n of readdirSync(CACHE_ROOT)) {
+    const path = `${CACHE_ROOT}/${n}`;
+    if (n.startsWith(`.${tag}-tmp-`) && !existsSync(`/proc/${n.slice(n.lastIndexOf("-") + 1)}`)) rmSync(path, { recursive: true, force: true });
+    else if (n.startsWith(`${tag}-`) && path !== keep) {
+      const at = existsSync(`${path}/complete`) ? statSync(`${path}/complete`).mtimeMs : 0;
+      layouts.push({ path, at });
+    }
+  }
+  layouts.sort((a, b) => b.at - a.at);
+  for (const l of layouts.slice(KEEP_PER_TAG - 1)) rmSync(l.path, { recursive: true, force: true });
+}
+
 export interface Built {
   images: Map<string, AppImage>;
   /** the tags this call built (the others came from the cache) */
@@ -270,7 +289,7 @@ export interface Built {
 /**
  * The cached layouts for the current recipes (one per image, <cache>/<tag>-<key>/layout), built when
  * missing, the missing ones in parallel. Concurrent callers (other test files, other checkouts) serialise
- * on a lock file; a layout appears by rename, complete. Older keys of a tag are removed.
+ * on a lock file; a layout appears by rename, complete. A tag keeps its KEEP_PER_TAG newest layouts.
  */
 export async function appImages(log: (m: string) => void = () => {}): Promise<Built> {
   const t0 = performance.now();
@@ -297,10 +316,7 @@ export async function appImages(log: (m: string) => void = () => {}): Promise<Bu
           rmSync(tmp, { recursive: true, force: true });
         }
         built.push(rec.tag);
-        // this tag's older recipes and builds killed half-way: the cache keeps only the current one
-        for (const n of readdirSync(CACHE_ROOT)) {
-          if ((n.startsWith(`${rec.tag}-`) || n.startsWith(`.${rec.tag}-tmp-`)) && `${CACHE_ROOT}/${n}` !== final) rmSync(`${CACHE_ROOT}/${n}`, { recursive: true, force: true });
-        }
+        pruneTag(rec.tag, final);
       }));
     } finally {
       lock.stdin.end();

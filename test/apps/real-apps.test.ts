@@ -72,10 +72,29 @@ function bindSource(name: string, dst: string): string | undefined {
   return undefined;
 }
 
+/**
+ * Log assertions that print one line, not the whole console log, when they fail: the matching line, or
+ * (when none matches) the log's last lines.
+ */
+function inLog(log: string) {
+  const lines = log.replace(/\r/g, "").split("\n");
+  const find = (what: string | RegExp) => lines.find((l) => (typeof what === "string" ? l.includes(what) : what.test(l)));
+  return {
+    has(what: string | RegExp) {
+      const line = find(what) ?? `(no line matches; the log ends:)\n${lines.slice(-25).join("\n")}`;
+      if (typeof what === "string") expect(line).toContain(what);
+      else expect(line).toMatch(what);
+    },
+    lacks(what: string | RegExp) {
+      expect(find(what) ?? null).toBeNull();
+    },
+  };
+}
+
 /** The lab's lease is infinite (RFC 2131 0xffffffff): the address stays for the whole run, never "expires". */
 function expectLeaseKept(m: Machine, ip: string): void {
-  expect(m.log).toMatch(/lease (infinite|4294967295s)/);
-  expect(m.log).not.toMatch(/lease .* expired|renewing \(T1\)|rebinding \(T2\)/);
+  inLog(m.log).has(/lease (infinite|4294967295s)/);
+  inLog(m.log).lacks(/lease .* expired|renewing \(T1\)|rebinding \(T2\)/);
   expect(m.address()).toBe(ip);
 }
 
@@ -148,9 +167,9 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
       pg.run1 = m.log;
       note(`postgres first start: READY=1 after ${pg.ready1.readyAt ? secs(pg.ready1.readyAt - m.startedAt) : "never"}, port open after ${pg.ready1.firstOpen ? secs(pg.ready1.firstOpen - m.startedAt) : "never"}`);
       if (!pg.ready1.readyAt) console.log(m.log);
-      expect(m.log).toContain("initdb as postgres (999:999)");
-      expect(m.log).toContain('The files belonging to this database system will be owned by user "postgres"');
-      expect(m.log).not.toContain("cannot be run as root");
+      inLog(m.log).has("initdb as postgres (999:999)");
+      inLog(m.log).has('The files belonging to this database system will be owned by user "postgres"');
+      inLog(m.log).lacks("cannot be run as root");
       expect(pg.ready1.readyAt).not.toBeNull();
       expect(pg.ready1.openAtReady).toBe(true);
       expect(pg.ready1.closedAfterReady).toBe(0);
@@ -176,8 +195,8 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
       note(`postgres stop: nspawn rc ${pg.rc[0]} after ${secs(performance.now() - t0)}; ${/received fast shutdown request/.test(m.log) ? "postgres saw SIGINT (fast shutdown)" : "no fast shutdown line"}`);
       pg.run1 = m.log;
     }
-    expect(pg.run1).toContain("received fast shutdown request");
-    expect(pg.run1).toContain("database system is shut down");
+    inLog(pg.run1).has("received fast shutdown request");
+    inLog(pg.run1).has("database system is shut down");
   }, T);
 
   test("postgres: its data is in the PGDATA volume on the host, owned by the image's postgres uid through :idmap", () => {
@@ -211,15 +230,15 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
       expect(pg.ready2.readyAt).not.toBeNull();
       const ip = await waitFor("postgres's address", () => m.address(), 20_000);
       expect(psqlHost("select v from kept", ip).out.trim()).toBe("written before the stop");
-      expect(m.log).not.toContain("initdb as");
-      expect(m.log).toContain("database system was shut down at");
-      expect(m.log).not.toMatch(/database system was interrupted|redo starts|automatic recovery in progress|not properly shut down/);
+      inLog(m.log).lacks("initdb as");
+      inLog(m.log).has("database system was shut down at");
+      inLog(m.log).lacks(/database system was interrupted|redo starts|automatic recovery in progress|not properly shut down/);
     } finally {
       l.close();
       pg.rc.push(await m.stop());
       pg.run2 = m.log;
     }
-    expect(pg.run2).toContain("received fast shutdown request");
+    inLog(pg.run2).has("received fast shutdown request");
   }, T);
 
   // ---------------------------------------------------------------- busybox, User 1000:1000
@@ -238,10 +257,10 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     // as Docker's `--user 1000:1000`: an explicit group replaces the primary one and adds no supplementary
     // groups (the name form below gets them from the image's /etc/group)
     expect(idLine).toBe("uid=1000(app) gid=1000(app) groups=1000(app)");
-    expect(m.log).toContain("app: home=/home/app");
-    expect(m.log).toContain("app: run=hello from the image's /run");
-    expect(m.log).toContain("app: runlink=greeting");
-    expect(m.log).toContain("app: greeting=image default");
+    inLog(m.log).has("app: home=/home/app");
+    inLog(m.log).has("app: run=hello from the image's /run");
+    inLog(m.log).has("app: runlink=greeting");
+    inLog(m.log).has("app: greeting=image default");
   }, T);
 
   test("busybox: the status record is readable inside the container while it runs", async () => {
@@ -259,7 +278,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     bb.rc.push(await m.stop());
     debug(m);
     bb.run1 = m.log;
-    expect(bb.run1).toContain("app: got SIGTERM");
+    inLog(bb.run1).has("app: got SIGTERM");
   }, T);
 
   test("busybox: its /data volume is seeded from the image and written as uid 1000 on the host", () => {
@@ -267,7 +286,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     expect(src).toBe(`${agent.root}/var/lib/man8machine_storage/${bb.name}/data`);
     expect(readFileSync(`${src}/seed`, "utf8")).toBe("seeded by the image\n");
     expect(statSync(`${src}/last-start`).uid).toBe(1000);
-    expect(bb.run1).toMatch(/app: data=.*1000 +1000 .*last-start/);
+    inLog(bb.run1).has(/app: data=.*1000 +1000 .*last-start/);
   }, T);
 
   test("busybox: the host's record after the stop has the app's real exit code 42", async () => {
@@ -300,7 +319,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
     const m = Machine.start(lab, bb.name, bb.rootfs, settingsLink(bb.name));
     try {
       await waitFor("the app's output", () => m.log.includes("app: data=") || !m.running, 30_000).catch(() => {});
-      expect(m.log).toContain("app: greeting=edited by hand");
+      inLog(m.log).has("app: greeting=edited by hand");
       // the name form: supplementary groups are the image's /etc/group entries listing "app"
       const idLine = /app: id=(.*)/.exec(m.log)?.[1]?.trim() ?? "";
       note(`busybox as User app: ${idLine}`);
@@ -310,7 +329,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
       expect(groups.some((g) => g.startsWith("2002(") || g.startsWith("0("))).toBe(false);
       expect(m.exec(["cat", "/mnt/extra/hello"], { all: true, ok: false }).out).toBe("from a hand-added bind\n");
       // the volume kept what the first run wrote
-      expect(m.log).toMatch(/app: data=.*last-start.*seed/);
+      inLog(m.log).has(/app: data=.*last-start.*seed/);
     } finally {
       bb.rc.push(await m.stop());
       bb.run2 = m.log;
@@ -334,7 +353,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
       ng.ready = await watchReady(m, l, 80, 60_000);
       note(`nginx: port 80 first seen open (50 ms poll) after ${ng.ready.firstOpen ? secs(ng.ready.firstOpen - m.startedAt) : "never"}, READY=1 after ${ng.ready.readyAt ? secs(ng.ready.readyAt - m.startedAt) : "never"}`);
       if (!ng.ready.readyAt) console.log(m.log);
-      expect(m.log).toContain("slow configuration step");
+      inLog(m.log).has("slow configuration step");
       expect(ng.ready.readyAt).not.toBeNull();
       expect(ng.ready.openAtReady).toBe(true);
       expect(ng.ready.closedAfterReady).toBe(0);
@@ -354,7 +373,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
       ng.log = m.log;
     }
     note(`nginx stop: nspawn rc ${ng.rc} after ${secs(ng.stopMs)}; ${/signal 3 \(SIGQUIT\) received/.test(ng.log) ? "nginx saw SIGQUIT (graceful)" : "no SIGQUIT line"}`);
-    expect(ng.log).toMatch(/signal 3 \(SIGQUIT\) received/);
+    inLog(ng.log).has(/signal 3 \(SIGQUIT\) received/);
   }, T);
 
   test("nginx: the host's record after the stop has exit code 0", async () => {
@@ -387,7 +406,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
       await Bun.sleep(2000);
       const rec = JSON.parse(m.exec(["cat", "/run/man8s/status.json"], { all: true }).out);
       expect(rec.health).toMatchObject({ status: "starting", failingStreak: 0, log: [] });
-      expect(m.log).not.toContain("health-check-ran");
+      inLog(m.log).lacks("health-check-ran");
       expect(r.readyAt).not.toBeNull();
     } finally {
       l.close();
@@ -395,7 +414,7 @@ describe.skipIf(!haveTools)("real applications on the production path (issue 8)"
       debug(m);
     }
     note(`redis stop: nspawn rc ${rc}; ${/Redis is now ready to exit/.test(m.log) ? "saved and exited cleanly" : "no clean-exit line"}`);
-    expect(m.log).toContain("ready to exit");
+    inLog(m.log).has("ready to exit");
     expect(readdirSync(`${agent.root}/var/lib/man8machine_storage/${name}/data`)).toContain("dump.rdb");
   }, T);
 });
