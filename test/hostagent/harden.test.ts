@@ -164,6 +164,31 @@ describe("a container attacking its own report socket", () => {
     w.close();
   });
 
+  test("status of many containers with maximal records still fits one reply (summary fields past 1 MiB)", async () => {
+    const a = await startAgent();
+    const k = await client(a.socket);
+    const addresses: Record<string, string[]> = {};
+    for (let i = 0; i < 16; i++) addresses[`k${i}`.padEnd(32, "k")] = Array.from({ length: 8 }, () => "a".repeat(64));
+    const names = Array.from({ length: 100 }, (_, i) => `many${i}`);
+    for (const n of names) {
+      await k.request("install", { name: n, rootfs: image.rootfs, configPath: image.imageConfig });
+      expect(await sendReport(sockOf(a, n), { phase: "running", appPid: 2, message: "é".repeat(10_000), addresses, exit: { code: 3, reason: "r".repeat(5000) } }, 1000)).toBe(true);
+    }
+    const all = await k.request<{ containers: ContainerStatus[]; truncated?: unknown }>("status");
+    expect(all.containers.length).toBe(100);
+    expect(all.truncated).toBe("summary");
+    expect(all.containers[0]).toMatchObject({ phase: "running", appPid: 2, exit: { code: 3 } });
+    expect((await k.request<{ container: ContainerStatus }>("status", { name: "many5" })).container.addresses).toEqual(addresses);
+    const w = await client(a.socket);
+    expect((await w.request<{ containers: ContainerStatus[] }>("watch")).containers.length).toBe(100);
+    w.close();
+    const human = Bun.spawnSync([BIN, "agent", "--socket", a.socket, "status"]).stdout.toString();
+    expect(human).toContain("many99: running");
+    expect(human).toContain("list shortened");
+    k.close();
+    await a.stop();
+  }, 60_000);
+
   test("bad persisted state from an older run is trimmed on load", async () => {
     const dir = tmp("state");
     const socket = `${dir}/agent.sock`;
