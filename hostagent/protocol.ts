@@ -22,6 +22,11 @@ export function encodeFrame(value: unknown): Uint8Array {
   return out;
 }
 
+/** The payload size a value encodes to (no limit applied): to fit a reply before sending it. */
+export function encodedSize(value: unknown): number {
+  return encoder.encode(value).length;
+}
+
 export type Frame =
   | { kind: "value"; value: unknown }
   | { kind: "bad-msgpack"; message: string }

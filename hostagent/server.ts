@@ -40,6 +40,11 @@ const REPORT_RATE_PER_S = 20;
 /** New report connections per container, same shape (the init opens one per report). */
 const CONNECT_BURST = 64;
 const CONNECT_RATE_PER_S = 20;
+/**
+ * A container over a limit loses its listening socket for this long: its further connects fail in the
+ * kernel (ECONNREFUSED or ENOENT) and cost the agent nothing, instead of an accept and a close each.
+ */
+const COOL_DOWN_MS = 1000;
 /** A report connection idle this long is closed (the init's connections last one report). */
 const REPORT_IDLE_S = 30;
 
@@ -65,6 +70,8 @@ class Bucket {
 /** Per-container limits, shared by all connections of that container's report socket. */
 interface ContainerLimits {
   conns: number;
+  /** the listener is down until this timer reopens it */
+  cooling: ReturnType<typeof setTimeout> | null;
   reports: Bucket;
   connects: Bucket;
 }
@@ -141,6 +148,7 @@ export class AgentServer {
   /** report connections all containers together may hold: the fd limit minus the reserve */
   readonly maxReportConns: number;
   private sweeper?: ReturnType<typeof setInterval>;
+  private stopped = false;
 
   constructor(readonly opts: ServerOptions) {
     this.myPidNs = readNs("self", "pid");
@@ -156,10 +164,31 @@ export class AgentServer {
   private limitsOf(name: string): ContainerLimits {
     let l = this.limits.get(name);
     if (!l) {
-      l = { conns: 0, reports: new Bucket(REPORT_BURST, REPORT_RATE_PER_S), connects: new Bucket(CONNECT_BURST, CONNECT_RATE_PER_S) };
+      l = { conns: 0, cooling: null, reports: new Bucket(REPORT_BURST, REPORT_RATE_PER_S), connects: new Bucket(CONNECT_BURST, CONNECT_RATE_PER_S) };
       this.limits.set(name, l);
     }
     return l;
+  }
+
+  /** Stop listening for one container for a moment; its open connections stay. */
+  private coolDown(name: string): void {
+    const l = this.limitsOf(name);
+    if (l.cooling) return;
+    const existing = this.reportListeners.get(name);
+    if (!existing) return;
+    log(`report socket of ${name}: over its connection or report rate; not listening for ${COOL_DOWN_MS} ms`);
+    existing.listener.stop(false);
+    unlinkIfSocket(existing.path);
+    this.reportListeners.delete(name);
+    l.cooling = setTimeout(() => {
+      l.cooling = null;
+      if (this.stopped) return;
+      try {
+        this.openReportSocket(name);
+      } catch (e) {
+        log(`report socket for ${name}: ${(e as Error).message}`);
+      }
+    }, COOL_DOWN_MS);
   }
 
   async start(): Promise<void> {
@@ -253,6 +282,7 @@ export class AgentServer {
           const l = this.limitsOf(kind.container);
           if (l.conns >= MAX_REPORT_CONNS || this.reportConns >= this.maxReportConns || !l.connects.take()) {
             sock.terminate();
+            this.coolDown(kind.container);
             return;
           }
           l.conns++;
@@ -339,6 +369,7 @@ export class AgentServer {
       if (bucket && !bucket.take()) {
         conn.send(errorReply(null, ERR.RATE_LIMITED, `more than ${REPORT_RATE_PER_S} reports per second: closing`));
         conn.close();
+        if (!conn.kind.admin) this.coolDown(conn.kind.container);
         return;
       }
       if (f.kind === "bad-msgpack") {
@@ -392,7 +423,9 @@ export class AgentServer {
 
   /** Stop listening and remove every socket this process created. */
   stop(): void {
+    this.stopped = true;
     if (this.sweeper) clearInterval(this.sweeper);
+    for (const l of this.limits.values()) if (l.cooling) clearTimeout(l.cooling);
     this.state.flush();
     this.admin?.stop(true);
     for (const { listener, path } of this.reportListeners.values()) {

@@ -5,7 +5,7 @@ import { containerAddress, prefixText, suffixText } from "../address.ts";
 import { optStr } from "../args.ts";
 import { AgentError, ERR } from "../errors.ts";
 import { checkName } from "../layout.ts";
-import { MAX_FRAME, encodeFrame, type RequestId } from "../protocol.ts";
+import { MAX_FRAME, encodeFrame, encodedSize, type RequestId } from "../protocol.ts";
 import type { AgentServer, Conn } from "../server.ts";
 import { type ContainerStatus, parseReport, type StateEvent } from "../state.ts";
 import { classifyCmd, injectCmd, installCmd, renderCmd } from "./image.ts";
@@ -33,7 +33,7 @@ export const PROTOCOL_VERSION = 1;
  */
 export function fitList(list: ContainerStatus[]): { containers: ContainerStatus[]; truncated?: "summary" | number } {
   const room = MAX_FRAME - 4096;
-  if (encodeFrame(list).length <= room) return { containers: list };
+  if (encodedSize(list) <= room) return { containers: list };
   const brief = list.map((s): ContainerStatus => {
     const b: ContainerStatus = { name: s.name, installed: s.installed, phase: s.phase, updatedAt: s.updatedAt, history: [] };
     if (s.initAlive !== undefined) b.initAlive = s.initAlive;
@@ -42,9 +42,9 @@ export function fitList(list: ContainerStatus[]): { containers: ContainerStatus[
     if (s.exit) b.exit = { code: s.exit.code, ...(s.exit.reason ? { reason: s.exit.reason.slice(0, 80) } : {}) };
     return b;
   });
-  if (encodeFrame(brief).length <= room) return { containers: brief, truncated: "summary" };
+  if (encodedSize(brief) <= room) return { containers: brief, truncated: "summary" };
   let n = brief.length;
-  while (n > 0 && encodeFrame(brief.slice(0, n)).length > room) n = Math.floor(n * 0.9);
+  while (n > 0 && encodedSize(brief.slice(0, n)) > room) n = Math.floor(n * 0.9);
   return { containers: brief.slice(0, n), truncated: brief.length - n };
 }
 
