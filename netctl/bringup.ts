@@ -336,6 +336,7 @@ export async function bringUp(
     let gaveUp = false;
     let newIdAt = 0;
     let raSeen = false;
+    let pinFailedLogged = false;
     const note = (ev: NonNullable<NetResult["slaac"]>["event"]): void => {
       if (!slaacInfo) return;
       if (ev) slaacInfo.event = ev;
@@ -411,6 +412,8 @@ export async function bringUp(
         } catch (e) {
           // EINVAL: the address failed DAD after our dump; its deletion event wakes us again
           if (!(e instanceof NetlinkError && e.errno === EINVAL)) throw e;
+          if (!pinFailedLogged) log(`netctl: ${(e as Error).message}; trying again on the next change`);
+          pinFailedLogged = true;
         }
       }
     };

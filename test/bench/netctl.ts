@@ -164,8 +164,8 @@ interface CtRun {
 
 /** Starts n containers at once (rootfs prepared before), waits until each app has started. */
 async function batch(lab: Lab, n: number, fast: boolean): Promise<{ runs: CtRun[]; allOnline: number; allApp: number; failed: number }> {
-  const tag = fast ? "f" : "d";
-  const names = Array.from({ length: n }, (_, i) => `m8fb${tag}${n}x${i}`);
+  // the same names (so MACs, so leases) for both methods: 2 × 71 leases would not fit the lab's pool of 101
+  const names = Array.from({ length: n }, (_, i) => `m8fb${n}x${i}`);
   const roots = names.map((name) => {
     const env = {
       MAN8S_CONTAINER_NAME: name, MAN8S_YGGDRASIL_PREFIX: lab.yggSubnet, MAN8S_NETWORK_FAST_START: fast ? "yes" : "no",
