@@ -16,6 +16,7 @@ import { constants as osConstants } from "node:os";
 import type { Probe } from "./url.ts";
 import { splitWords } from "./url.ts";
 import { resolveHost, type Env } from "./resolve.ts";
+import { trackBunChild, untrackBunChild } from "../reaper.ts";
 
 export const OUTPUT_LIMIT = 4096;
 
@@ -144,6 +145,7 @@ export async function runCommand(argv: string[], opts: RunOptions & { outputLimi
     return { exitCode: -1, output: msg, timedOut: false, aborted: false, pid: 0, spawnError: msg };
   }
   const pid = proc.pid;
+  trackBunChild(pid); // the init's reaper must leave Bun's child to Bun
   let timedOut = false, aborted = false;
   let releaseReaders!: () => void;
   const readersStop = new Promise<void>((r) => (releaseReaders = r));
@@ -162,6 +164,7 @@ export async function runCommand(argv: string[], opts: RunOptions & { outputLimi
   try {
     code = await proc.exited;
   } finally {
+    untrackBunChild(pid);
     clearTimeout(timer);
     opts.signal?.removeEventListener("abort", onAbort);
   }
