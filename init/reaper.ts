@@ -33,6 +33,8 @@ export interface ReapStats {
 export const reapStats: ReapStats = { reaped: 0, largestBatch: { n: 0, ms: 0 } };
 
 let retry: ReturnType<typeof setTimeout> | null = null;
+let gcTimer: ReturnType<typeof setTimeout> | null = null;
+const GC_AFTER_BURST_MS = 1000;
 
 /**
  * Reap every zombie child that is not Bun's. If a Bun child is first in line, waitid keeps returning
@@ -56,6 +58,14 @@ export function reap(): number {
     if (libc.waitpid(pid, status, WNOHANG) === pid) n++;
   }
   reapStats.reaped += n;
+  if (n > 0) {
+    // after a burst, once quiet, collect the garbage the burst made, so the heap returns near its idle size
+    if (gcTimer) clearTimeout(gcTimer);
+    gcTimer = setTimeout(() => {
+      gcTimer = null;
+      Bun.gc(true);
+    }, GC_AFTER_BURST_MS);
+  }
   if (n > reapStats.largestBatch.n) reapStats.largestBatch = { n, ms: Math.round((performance.now() - t0) * 1000) / 1000 };
   return n;
 }
