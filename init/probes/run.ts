@@ -17,6 +17,7 @@ import type { Probe } from "./url.ts";
 import { splitWords } from "./url.ts";
 import { resolveHost, type Env } from "./resolve.ts";
 import { setLongTimeout, sleepLong } from "../../common/timer.ts";
+import { trackBunChild, untrackBunChild } from "../reaper.ts";
 
 export const OUTPUT_LIMIT = 4096;
 
@@ -145,6 +146,7 @@ export async function runCommand(argv: string[], opts: RunOptions & { outputLimi
     return { exitCode: -1, output: msg, timedOut: false, aborted: false, pid: 0, spawnError: msg };
   }
   const pid = proc.pid;
+  trackBunChild(pid); // the init's reaper must leave Bun's child to Bun
   let timedOut = false, aborted = false;
   let releaseReaders!: () => void;
   const readersStop = new Promise<void>((r) => (releaseReaders = r));
@@ -164,6 +166,7 @@ export async function runCommand(argv: string[], opts: RunOptions & { outputLimi
   try {
     code = await proc.exited;
   } finally {
+    untrackBunChild(pid);
     timer.clear();
     opts.signal?.removeEventListener("abort", onAbort);
   }

@@ -5,7 +5,7 @@
 // with `sh -c 'exec bash -i'` must get job control. Each case also runs tini the same way, for comparison.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync } from "node:fs";
-import { BUNDLE, childrenOf, ensureBuilt, fixture, WORK } from "./harness.ts";
+import { BUNDLE, busyboxRootfs, childrenOf, ensureBuilt, fixture, WORK } from "./harness.ts";
 
 /** sigapp's "sig N from PID" lines; on a terminal the echo of ^C can precede one on its line */
 function signalCounts(text: string): Map<number, number> {
@@ -17,9 +17,11 @@ function signalCounts(text: string): Map<number, number> {
 const PY = "/usr/bin/python3";
 const started = new Set<number>();
 let sigapp = "";
+let rootfs = "";
 beforeAll(async () => {
   await ensureBuilt();
   sigapp = await fixture("sigapp");
+  rootfs = await busyboxRootfs("rootfs-m8p-tty");
 }, 120_000);
 afterAll(() => {
   const tree = (pid: number): number[] => [pid, ...childrenOf(pid).flatMap(tree)];
@@ -32,10 +34,25 @@ afterAll(() => {
   }
 });
 
-type Init = "man8s" | "man8s-pid1" | "tini";
-/** how each init is started on the terminal, and how deep below the pty's session leader it sits */
+type Init = "man8s" | "man8s-pid1" | "man8s-nspawn" | "tini";
+/**
+ * How each init is started on the terminal, and how deep below the pty's session leader it sits. Under
+ * nspawn (--console=interactive: the container gets a terminal of its own, nspawn relays it and its size)
+ * the init is PID 2 below nspawn's stub; the rootfs has sigapp at /usr/local/bin and busybox's sh.
+ */
 function initArgv(init: Init, cmd: string[]): { argv: string[]; depth: number } {
   if (init === "tini") return { argv: ["tini", "-s", "--", ...cmd], depth: 0 };
+  if (init === "man8s-nspawn") {
+    const inside = cmd.map((a) => (a === sigapp ? "/usr/local/bin/sigapp" : a));
+    return {
+      argv: [
+        "systemd-nspawn", "--register=no", "--keep-unit", "-q", "-M", `m8p-tty-${process.pid}-${seq}`, "-D", rootfs, "--as-pid2",
+        "--console=interactive", "--resolv-conf=off", "--timezone=off", "--link-journal=no", `--bind-ro=${BUNDLE}:/man8s-init`,
+        "/man8s-init/init", "--", ...inside,
+      ],
+      depth: 2,
+    };
+  }
   if (init === "man8s") return { argv: [`${BUNDLE}/init`, "--", ...cmd], depth: 0 };
   return { argv: ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", `${BUNDLE}/init`, "--", ...cmd], depth: 1 };
 }
@@ -47,7 +64,7 @@ async function onPty(init: Init, cmd: string[]) {
   const { argv, depth } = initArgv(init, cmd);
   const proc = Bun.spawn([PY, `${import.meta.dir}/scripts/onpty.py`, ...argv], {
     stdin: "pipe", stdout: "pipe", stderr: "pipe",
-    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", TERM: "dumb", PS1: "$ ", MAN8S_ENV_FILE: `${dir}/none`, MAN8S_STATUS_FILE: `${dir}/status.json` },
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", TERM: "dumb", SYSTEMD_NSPAWN_LOCK: "0", PS1: "$ ", MAN8S_ENV_FILE: `${dir}/none`, MAN8S_STATUS_FILE: `${dir}/status.json` },
   });
   started.add(proc.pid);
   let out = "";
@@ -78,7 +95,7 @@ async function onPty(init: Init, cmd: string[]) {
   return { out: () => out, waitFor, send, type, initPid, exit };
 }
 
-const INITS: Init[] = ["man8s", "man8s-pid1", "tini"];
+const INITS: Init[] = ["man8s", "man8s-pid1", "man8s-nspawn", "tini"];
 
 describe("a REPL-like app on the terminal", () => {
   test("own process group; each key and resize reaches the app once; Ctrl-C does not stop the init; same as tini", async () => {
@@ -122,9 +139,10 @@ describe("a REPL-like app on the terminal", () => {
 });
 
 describe("an interactive shell as the app", () => {
-  test("sh -c 'exec bash -i' gets job control; Ctrl-C at its prompt stops nothing; exit ends the container", async () => {
+  test("sh -c 'exec bash -i' (busybox sh -i in nspawn) gets job control; Ctrl-C at its prompt stops nothing; exit ends the container", async () => {
     await Promise.all(INITS.map(async (init) => {
-      const t = await onPty(init, ["sh", "-c", "exec bash --norc --noprofile -i"]);
+      // the container's rootfs has busybox only: its ash stands in for bash there
+      const t = await onPty(init, ["sh", "-c", init === "man8s-nspawn" ? "exec sh -i" : "exec bash --norc --noprofile -i"]);
       t.type("echo flags=$-\n");
       const flags = (await t.waitFor(/flags=(\w+)/))[1]!;
       expect([init, flags.includes("m")]).toEqual([init, true]); // monitor mode: job control on
