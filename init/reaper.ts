@@ -12,8 +12,13 @@ const info = new Uint8Array(SIGINFO_SIZE);
 const infoView = new DataView(info.buffer);
 const status = new Int32Array(1);
 
-/** Pids started through Bun (the app, probes); never reaped here: Bun waits for them itself. */
-const bunChildren = new Set<number>();
+/**
+ * Pids started through Bun (the app, probes); never reaped here: Bun waits for them itself. One set per
+ * process, kept on globalThis: the probes are a lazy module with their own copy of this file (lazy.ts), and
+ * a probe child registered only in that copy would be reaped by this one (Bun's wait then fails: ECHILD).
+ */
+const shared = globalThis as typeof globalThis & { __man8sBunChildren?: Set<number> };
+const bunChildren = (shared.__man8sBunChildren ??= new Set<number>());
 export function trackBunChild(pid: number): void {
   bunChildren.add(pid);
 }
