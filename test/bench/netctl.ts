@@ -194,8 +194,9 @@ async function batch(lab: Lab, n: number, fast: boolean): Promise<{ runs: CtRun[
       );
     });
   });
-  const timeout = new Promise<void>((r) => setTimeout(r, 60_000));
-  await Promise.race([allDone, timeout]);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([allDone, new Promise<void>((r) => (timer = setTimeout(r, 60_000)))]);
+  clearTimeout(timer);
   const runs: CtRun[] = [];
   let failed = 0;
   await Promise.all(
