@@ -138,6 +138,27 @@ describe("a REPL-like app on the terminal", () => {
   }, 60_000);
 });
 
+describe("the terminal hangs up", () => {
+  test("the app gets exactly one SIGHUP, as under tini", async () => {
+    const got = new Map<Init, number>();
+    await Promise.all((["man8s", "tini"] as Init[]).map(async (init) => {
+      const log = `${WORK}/m8p-hup-${init}.log`;
+      const t = await onPty(init, [sigapp, "-x", "15", "-o", log]);
+      const ready = async () => (await Bun.file(log).exists()) && (await Bun.file(log).text()).includes("ready");
+      for (let i = 0; i < 500 && !(await ready()); i++) await Bun.sleep(10);
+      const pid = t.initPid();
+      t.send("hangup");
+      await Bun.sleep(500); // past the init's 50 ms SIGHUP window, and a forwarded copy's delivery
+      got.set(init, signalCounts(await Bun.file(log).text()).get(1) ?? 0);
+      process.kill(pid, "SIGTERM");
+      expect([init, await t.exit()]).toEqual([init, 143]);
+    }));
+    console.log(`SIGHUP received by the app after a hangup: man8s ${got.get("man8s")}, tini ${got.get("tini")}`);
+    expect(got.get("man8s")).toBe(1);
+    expect(got.get("tini")).toBe(1);
+  }, 60_000);
+});
+
 describe("an interactive shell as the app", () => {
   test("sh -c 'exec bash -i' (busybox sh -i in nspawn) gets job control; Ctrl-C at its prompt stops nothing; exit ends the container", async () => {
     await Promise.all(INITS.map(async (init) => {

@@ -1,6 +1,7 @@
 # Runs a command on a new pseudo-terminal (it becomes the session's controlling terminal) and drives
 # it from stdin lines: "write HEX" types bytes at the terminal, "winsize ROWS COLS" resizes it (the kernel
-# sends SIGWINCH to the foreground process group). The terminal's output goes to stdout; at the end
+# sends SIGWINCH to the foreground process group), "hangup" closes the terminal (the kernel sends SIGHUP
+# to the session leader and the foreground group). The terminal's output goes to stdout; at the end
 # "[pty] exit N" (N = the command's exit status, -S when killed by signal S).
 import fcntl, os, pty, select, struct, sys, termios
 
@@ -10,7 +11,8 @@ if pid == 0:
     os.execvp(argv[0], argv)
 out = sys.stdout.buffer
 ctl = sys.stdin.fileno()
-while True:
+hung = False
+while not hung:
     fds = [fd] + ([ctl] if ctl >= 0 else [])
     r, _, _ = select.select(fds, [], [], 0.1)
     if fd in r:
@@ -33,6 +35,9 @@ while True:
                 continue
             if w[0] == "write":
                 os.write(fd, bytes.fromhex(w[1]))
+            elif w[0] == "hangup":
+                os.close(fd)
+                hung = True
             elif w[0] == "winsize":
                 fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", int(w[1]), int(w[2]), 0, 0))
 _, st = os.waitpid(pid, 0)
