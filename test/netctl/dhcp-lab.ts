@@ -62,6 +62,9 @@ export class DhcpPair {
     }
     this.sh(["ip", "link", "add", this.srvIf, "netns", this.srvNs, "type", "veth", "peer", "name", this.cliIf, "netns", this.cliNs]);
     this.sh(["ip", "addr", "add", `${this.net}.1/24`, "dev", this.srvIf], this.srvNs);
+    // as on a real host, the router's link-local is usable from the start: a router whose link-local is
+    // still in DAD cannot answer the client's early router solicitations (its next RA may come seconds later)
+    this.sh(["sysctl", "-qw", `net.ipv6.conf.${this.srvIf}.accept_dad=0`], this.srvNs);
     this.sh(["ip", "link", "set", this.srvIf, "up"], this.srvNs);
     // the hostile server answers to the limited broadcast
     this.sh(["ip", "route", "add", "255.255.255.255/32", "dev", this.srvIf], this.srvNs);
