@@ -12,8 +12,14 @@ const info = new Uint8Array(SIGINFO_SIZE);
 const infoView = new DataView(info.buffer);
 const status = new Int32Array(1);
 
-/** Pids started through Bun (the app, probes); never reaped here: Bun waits for them itself. */
-const bunChildren = new Set<number>();
+/**
+ * Pids started through Bun (the app, probes); never reaped here: Bun waits for them itself. One set per
+ * process, not per module copy: the probes are a lazy entry point with their own copy of this module
+ * (lazy.ts), so the set lives under a global symbol.
+ */
+const REGISTRY = Symbol.for("man8s.init.bunChildren");
+const bunChildren: Set<number> = ((globalThis as Record<symbol, unknown>)[REGISTRY] as Set<number> | undefined) ??
+  ((globalThis as Record<symbol, unknown>)[REGISTRY] = new Set<number>()) as Set<number>;
 export function trackBunChild(pid: number): void {
   bunChildren.add(pid);
 }
