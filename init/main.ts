@@ -190,7 +190,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   let ready: ReadyHandle | null = null;
   if (app && !sup.stopping) {
     rec.phase = "app";
-    log(`starting ${JSON.stringify(app.argv)} (${app.source}${app.group ? ", signals to its process group" : ""}${user ? `, as ${user.spec} = ${user.uid}:${user.gid} groups ${user.groups.join(",")}` : ""}); stop signal ${signalName(settings.signal)}`);
+    log(`starting ${JSON.stringify(app.argv)} (${app.source}${app.group ? ", signals to its process group" : ""}${user ? `, as ${JSON.stringify(user.spec)} = ${user.uid}:${user.gid} groups ${user.groups.join(",")}` : ""}); stop signal ${signalName(settings.signal)}`);
     const started = sup.spawn(app.argv, env, app.group, user);
     if ("failed" in started) {
       rec.exit = {
