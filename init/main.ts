@@ -193,7 +193,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   if (app && !sup.stopping) {
     rec.phase = "app";
     const shown = argvForRecord(app.argv);
-    log(`starting ${JSON.stringify(shown)}${shown.length < app.argv.length ? ` (first ${shown.length} of ${app.argv.length} words)` : ""} (${app.source}${app.group ? ", signals to its process group" : ""}${user ? `, as ${user.spec} = ${user.uid}:${user.gid} groups ${user.groups.join(",")}` : ""}); stop signal ${signalName(settings.signal)}`);
+    log(`starting ${JSON.stringify(shown)}${shown.length < app.argv.length ? ` (first ${shown.length} of ${app.argv.length} words)` : ""} (${app.source}${app.group ? ", signals to its process group" : ""}${user ? `, as ${JSON.stringify(user.spec)} = ${user.uid}:${user.gid} groups ${user.groups.join(",")}` : ""}); stop signal ${signalName(settings.signal)}`);
     const appEnv = appEnvironment(env);
     const started = sup.spawn(app.argv, appEnv, app.group, user);
     if ("failed" in started) {
