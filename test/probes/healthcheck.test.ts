@@ -240,7 +240,8 @@ describe("the monitor running real checks", () => {
       const t0 = performance.now();
       await h.stop();
       expect(performance.now() - t0).toBeLessThan(1000);
-      expect(groupExists(pgid)).toBe(false);
+      // SIGKILL is sent; the process dies when next scheduled, which on a loaded machine takes a moment
+      expect(await until(() => !groupExists(pgid), 1000)).toBe(true);
       await Bun.sleep(100);
       expect(h.state().log.length).toBe(0);
       expect(h.state().status).toBe("starting");
