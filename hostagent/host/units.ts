@@ -31,7 +31,6 @@ function arg(v: string): string {
 export function agentSocketUnit(o: AgentUnitOptions): string {
   return `[Unit]
 Description=man8s host agent: admin socket
-Documentation=man8s host check
 
 [Socket]
 ListenStream=${o.socket ?? DEFAULT_SOCKET}
@@ -51,7 +50,6 @@ export function agentServiceUnit(o: AgentUnitOptions): string {
   if (o.yggSubnet) argv.push("--ygg-prefix", o.yggSubnet);
   return `[Unit]
 Description=man8s host agent
-Documentation=man8s host check
 Requires=${AGENT_SOCKET_UNIT}
 After=${AGENT_SOCKET_UNIT}
 # containers (systemd-nspawn@*.service) are ordered after this unit by a drop-in: they stop first

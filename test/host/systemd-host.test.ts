@@ -1,0 +1,166 @@
+// The whole host path under a real systemd (issue 14): a Debian host container booted with
+// `systemd-nspawn -b` (test/host/systemd-host.ts), the built man8s inside, and there:
+//   man8s host setup   → networkd brings the bridge up (DHCP server, RAs), forwarding, the agent's units
+//   man8s host check   → every line ok
+//   the agent          → started by its socket unit on the first connection
+//   machinectl start   → returns only once the app is ready (NotifyReady=yes + MAN8S_READY)
+//   machinectl stop    → the app gets the image's stop signal; the agent records the exit
+//   poweroff with two containers running → each stops with its own stop signal, and the agent (ordered
+//                        before them at start, so after them at stop) records both final exits.
+// Runs under the shared lock (flock /tmp/man8s-heavy.lock). Names: m8s-*.
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { resolve } from "node:path";
+import { ensureBuilt } from "../hostagent/helpers.ts";
+import { SystemdHost, hostRootfs } from "./systemd-host.ts";
+
+setDefaultTimeout(180_000);
+const DIST = resolve(import.meta.dir, "../../dist");
+const BRIDGE = "m8sbr0";
+const YGG = "300:8e5:1234:5678::/64";
+let host: SystemdHost;
+const timings: Record<string, number> = {};
+
+const man8s = (...args: string[]) => host.exec(["/opt/man8s/man8s", ...args]);
+
+/** an app that gets ready after a delay and exits with its own code on its own stop signal */
+const APP = (signal: string, code: number, delayS: number) => `#!/bin/sh
+trap 'echo "app: got ${signal}"; exit ${code}' ${signal.replace(/^SIG/, "")}
+trap 'echo "app: got TERM (wrong signal)"; exit 99' TERM
+sleep ${delayS}
+touch /app-ready
+echo "app: ready"
+while :; do sleep 1 & wait $!; done
+`;
+
+/** a busybox rootfs under the host's /var/lib/machines, injected and installed through the agent */
+function installMachine(name: string, signal: string, code: number, delayS: number): void {
+  const root = `/var/lib/machines/${name}`;
+  // nspawn wants an OS tree: /usr (and os-release)
+  host.exec(["mkdir", "-p", `${root}/usr/bin`, `${root}/tmp`, `${root}/etc`]);
+  host.exec(["ln", "-s", "usr/bin", `${root}/bin`]);
+  host.exec(["cp", "/bin/busybox", `${root}/usr/bin/busybox`]);
+  host.exec(["/bin/busybox", "--install", "-s", `${root}/usr/bin`]);
+  host.exec(["sh", "-c", `echo 'ID=busybox' > ${root}/etc/os-release`]);
+  host.exec(["sh", "-c", `cat > ${root}/app.sh && chmod 755 ${root}/app.sh`], {}, APP(signal, code, delayS));
+  const config = { config: { Cmd: ["/bin/sh", "/app.sh"], Env: ["PATH=/bin"], StopSignal: signal } };
+  host.exec(["sh", "-c", `cat > /root/${name}.json`], {}, JSON.stringify(config));
+  man8s("agent", "inject", "--rootfs", root, "--bind");
+  man8s("agent", "install", name, "--rootfs", root, "--config", `/root/${name}.json`, "--bridge", BRIDGE, "--ready", "exec:test -e /app-ready", "--env", "MAN8S_NETWORK=v4");
+}
+
+interface Durable {
+  phase?: string;
+  exit?: { code: number; reason?: string; signal?: string };
+}
+const durable = (name: string): Durable | null => {
+  const f = `${host.dir}/configs/${name}/status.json`;
+  return existsSync(f) ? (JSON.parse(readFileSync(f, "utf8")) as Durable) : null;
+};
+
+beforeAll(async () => {
+  ensureBuilt();
+  const r = await hostRootfs();
+  timings[r.built ? "rootfs build (cold)" : "rootfs (cached)"] = r.seconds;
+  host = new SystemdHost(`m8s-host${process.pid % 10000}`, r.rootfs, DIST);
+  const t0 = performance.now();
+  await host.boot();
+  timings.boot = (performance.now() - t0) / 1000;
+});
+
+afterAll(async () => {
+  await host?.cleanup();
+  console.log(`systemd host timings (s): ${Object.entries(timings).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(", ")}`);
+});
+
+describe("a systemd host", () => {
+  test("man8s host setup: networkd brings the bridge up with its addresses; a second run changes nothing", async () => {
+    const first = man8s("host", "setup", "--bridge", BRIDGE, "--ygg-subnet", YGG);
+    expect(first.out).toContain("systemctl enable --now systemd-networkd.service");
+    expect(host.exec(["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).out.trim()).toBe("1");
+    let addrs = "";
+    const end = Date.now() + 30_000;
+    while (Date.now() < end) {
+      addrs = host.exec(["ip", "-o", "addr", "show", "dev", BRIDGE], { ok: false }).out;
+      if (addrs.includes("172.17.0.1/16") && addrs.includes("fc00::1/64") && addrs.includes("300:8e5:1234:5678::1/64")) break;
+      await Bun.sleep(200);
+    }
+    expect(addrs).toContain("172.17.0.1/16");
+    expect(addrs).toContain("fc00::1/64");
+    expect(addrs).toContain("300:8e5:1234:5678::1/64");
+    expect(man8s("host", "setup", "--bridge", BRIDGE, "--ygg-subnet", YGG).out).toMatch(/nothing changed\n$/);
+  });
+
+  test("the agent starts on its socket's first connection; host check passes the agent, ordering and bridge lines", () => {
+    expect(host.exec(["systemctl", "is-active", "man8s-agent.socket"]).out.trim()).toBe("active");
+    expect(host.exec(["systemctl", "is-active", "man8s-agent.service"], { ok: false }).out.trim()).toBe("inactive");
+    expect(host.exec(["stat", "-c", "%a %U", "/run/man8s/agent.sock"]).out.trim()).toBe("600 root");
+    expect(man8s("agent", "ping").code).toBe(0);
+    expect(host.exec(["systemctl", "is-active", "man8s-agent.service"]).out.trim()).toBe("active");
+    // the agent's lines reach the journal with their priority (info), through the stream
+    expect(host.exec(["journalctl", "-u", "man8s-agent.service", "-p", "info", "-o", "cat", "--no-pager"]).out).toMatch(/listening on \/run\/man8s\/agent\.sock \(inherited fd 3\)/);
+    const check = host.exec(["/opt/man8s/man8s", "host", "check", "--bridge", BRIDGE], { ok: false }).out;
+    // cgroup v2 inside follows the machine running the test (a hybrid host gives the container v1)
+    const v2 = readFileSync("/proc/self/mounts", "utf8").includes(" /sys/fs/cgroup cgroup2 ");
+    expect(check).toMatch(new RegExp(`^${v2 ? "ok  " : "FAIL"}  cgroup v2: `, "m"));
+    for (const l of ["systemd is PID 1", "bridge", "bridge IPv4", "bridge IPv6", "forwarding net.ipv6.conf.all.forwarding", "man8s-agent.socket enabled", "man8s-agent.service enabled", "containers stop before the agent", "agent reachable"]) {
+      expect(check).toMatch(new RegExp(`^ok    ${l.replace(/[.+]/g, "\\$&")}: `, "m"));
+    }
+  });
+
+  test("machinectl start returns only when the app is ready; machinectl stop delivers the image's stop signal and the agent records the exit", () => {
+    installMachine("m8s-a", "SIGINT", 41, 3);
+    const t0 = Date.now();
+    const started = host.exec(["machinectl", "start", "m8s-a"], { timeout: 90_000, ok: false });
+    const returned = Date.now();
+    if (started.code !== 0) throw new Error(`machinectl start: ${started.err}\n${host.exec(["journalctl", "--no-pager", "-n", "60", "-u", "systemd-nspawn@m8s-a.service"], { ok: false }).out}`);
+    timings["machinectl start (app ready after 3 s)"] = (returned - t0) / 1000;
+    // READY=1 came only after the app made its readiness file (3 s after it started): systemd waited for it
+    const ready = `${host.dir}/machines/m8s-a/app-ready`;
+    expect(existsSync(ready)).toBe(true);
+    expect(statSync(ready).mtimeMs).toBeLessThanOrEqual(returned);
+    expect(returned - t0).toBeGreaterThan(2500);
+    expect(host.exec(["systemctl", "is-active", "systemd-nspawn@m8s-a.service"]).out.trim()).toBe("active");
+    // networkd's DHCP server gave the container an address on the bridge
+    const st = JSON.parse(man8s("agent", "--json", "status", "m8s-a").out) as { container: { phase: string; addresses?: { ipv4?: string } } };
+    expect(st.container.phase).toBe("running");
+    expect(st.container.addresses?.ipv4).toMatch(/^172\.17\.\d+\.\d+\/16$/);
+    host.exec(["machinectl", "stop", "m8s-a"]);
+    const end = Date.now() + 30_000;
+    while (Date.now() < end && host.exec(["systemctl", "is-active", "systemd-nspawn@m8s-a.service"], { ok: false }).out.trim() !== "inactive") Bun.sleepSync(100);
+    // the agent knows at once; its durable record follows within its flush interval
+    const st2 = JSON.parse(man8s("agent", "--json", "status", "m8s-a").out) as { container: Durable };
+    expect(st2.container.exit?.code).toBe(41);
+    let rec = durable("m8s-a");
+    for (let i = 0; i < 100 && rec?.exit === undefined; i++, Bun.sleepSync(100)) rec = durable("m8s-a");
+    expect(rec?.exit?.code).toBe(41);
+  });
+
+  test("poweroff with two containers running: each stops with its own stop signal, the agent records both exits before it stops", async () => {
+    installMachine("m8s-b", "SIGUSR2", 42, 1);
+    installMachine("m8s-c", "SIGHUP", 43, 1);
+    host.exec(["machinectl", "start", "m8s-b", "m8s-c"], { timeout: 90_000 });
+    for (const n of ["m8s-b", "m8s-c"]) {
+      expect(host.exec(["systemctl", "is-active", `systemd-nspawn@${n}.service`]).out.trim()).toBe("active");
+      expect(durable(n)?.exit).toBeUndefined();
+    }
+    // M8S_WITHOUT_DROPIN=1 shows what the ordering prevents (this test then fails)
+    if (process.env.M8S_WITHOUT_DROPIN) host.exec(["sh", "-c", "rm /etc/systemd/system/systemd-nspawn@.service.d/50-man8s-agent.conf && systemctl daemon-reload"]);
+    const t0 = performance.now();
+    const code = await host.poweroff();
+    timings["poweroff with two containers"] = (performance.now() - t0) / 1000;
+    expect(code).toBe(0);
+    expect(durable("m8s-b")?.exit?.code).toBe(42);
+    expect(durable("m8s-c")?.exit?.code).toBe(43);
+    // the order systemd used, from the host container's persistent journal: both containers were gone
+    // before the agent's stop began
+    const j = Bun.spawnSync(["journalctl", "-D", `${host.merged}/var/log/journal`, "-b", "-o", "short-monotonic", "--no-pager", "-u", "systemd-nspawn@m8s-b.service", "-u", "systemd-nspawn@m8s-c.service", "-u", "man8s-agent.service"]).stdout.toString();
+    const at = (re: RegExp) => j.split("\n").findIndex((l) => re.test(l));
+    const agentStopping = at(/Stopping man8s-agent\.service/);
+    expect(agentStopping).toBeGreaterThan(0);
+    for (const n of ["m8s-b", "m8s-c"]) {
+      const gone = at(new RegExp(`systemd-nspawn@${n}\\.service: (Deactivated successfully|Failed with result)|Stopped systemd-nspawn@${n}\\.service`));
+      expect({ n, gone: gone >= 0 && gone < agentStopping }).toEqual({ n, gone: true });
+    }
+  });
+});
