@@ -17,7 +17,6 @@ import { SystemdHost, hostRootfs } from "./systemd-host.ts";
 setDefaultTimeout(180_000);
 const DIST = resolve(import.meta.dir, "../../dist");
 const BRIDGE = "m8sbr0";
-const YGG = "300:8e5:1234:5678::/64";
 let host: SystemdHost;
 const timings: Record<string, number> = {};
 
@@ -74,21 +73,36 @@ afterAll(async () => {
 });
 
 describe("a systemd host", () => {
-  test("man8s host setup: networkd brings the bridge up with its addresses; a second run changes nothing", async () => {
-    const first = man8s("host", "setup", "--bridge", BRIDGE, "--ygg-subnet", YGG);
+  test("man8s host setup: the subnet from the running yggdrasil; networkd brings the bridge up with its addresses; a second run changes nothing", async () => {
+    const noYgg = host.exec(["/opt/man8s/man8s", "host", "setup", "--bridge", BRIDGE], { ok: false });
+    expect(noYgg.code).toBe(64);
+    expect(noYgg.err).toContain("--ygg-subnet auto: yggdrasilctl getSelf");
+    // a real yggdrasil (no peers: it still has its address and /64); Debian's unit expects this config
+    // (as root here: the host's /dev/net/tun, bound in, is 0600)
+    host.exec(["sh", "-c", "mkdir -p /etc/yggdrasil /etc/systemd/system/yggdrasil.service.d && yggdrasil -genconf > /etc/yggdrasil/yggdrasil.conf && printf '[Service]\\nUser=root\\nGroup=root\\n' > /etc/systemd/system/yggdrasil.service.d/m8s-test.conf && systemctl daemon-reload && systemctl start yggdrasil"]);
+    let self = "";
+    for (let i = 0; i < 100 && !self.includes("subnet"); i++) {
+      await Bun.sleep(100);
+      self = host.exec(["yggdrasilctl", "-json", "getSelf"], { ok: false }).out;
+    }
+    if (!self.includes("subnet")) console.log(self, host.exec(["journalctl", "-u", "yggdrasil", "--no-pager", "-n", "20"], { ok: false }).out, host.exec(["ls", "-la", "/dev/net", "/run/yggdrasil"], { ok: false }));
+    const subnet = (JSON.parse(self) as { subnet: string }).subnet;
+    const yggHost = `${subnet.replace(/::\/64$/, "")}::1/64`;
+    const first = man8s("host", "setup", "--bridge", BRIDGE, "--ygg-subnet", "auto");
+    expect(host.exec(["cat", "/etc/systemd/system/man8s-agent.service"]).out).toContain(`--ygg-prefix ${subnet}`);
     expect(first.out).toContain("systemctl enable --now systemd-networkd.service");
     expect(host.exec(["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).out.trim()).toBe("1");
     let addrs = "";
     const end = Date.now() + 30_000;
     while (Date.now() < end) {
       addrs = host.exec(["ip", "-o", "addr", "show", "dev", BRIDGE], { ok: false }).out;
-      if (addrs.includes("172.17.0.1/16") && addrs.includes("fc00::1/64") && addrs.includes("300:8e5:1234:5678::1/64")) break;
+      if (addrs.includes("172.17.0.1/16") && addrs.includes("fc00::1/64") && addrs.includes(yggHost)) break;
       await Bun.sleep(200);
     }
     expect(addrs).toContain("172.17.0.1/16");
     expect(addrs).toContain("fc00::1/64");
-    expect(addrs).toContain("300:8e5:1234:5678::1/64");
-    expect(man8s("host", "setup", "--bridge", BRIDGE, "--ygg-subnet", YGG).out).toMatch(/nothing changed\n$/);
+    expect(addrs).toContain(yggHost);
+    expect(man8s("host", "setup", "--bridge", BRIDGE).out).toMatch(/nothing changed\n$/);
   });
 
   test("the agent starts on its socket's first connection; host check passes the agent, ordering and bridge lines", () => {
@@ -103,7 +117,7 @@ describe("a systemd host", () => {
     // cgroup v2 inside follows the machine running the test (a hybrid host gives the container v1)
     const v2 = readFileSync("/proc/self/mounts", "utf8").includes(" /sys/fs/cgroup cgroup2 ");
     expect(check).toMatch(new RegExp(`^${v2 ? "ok  " : "FAIL"}  cgroup v2: `, "m"));
-    for (const l of ["systemd is PID 1", "bridge", "bridge IPv4", "bridge IPv6", "forwarding net.ipv6.conf.all.forwarding", "man8s-agent.socket enabled", "man8s-agent.service enabled", "containers stop before the agent", "agent reachable"]) {
+    for (const l of ["systemd is PID 1", "bridge", "bridge IPv4", "bridge IPv6", "forwarding net.ipv6.conf.all.forwarding", "yggdrasil", "yggdrasil subnet on the bridge", "man8s-agent.socket enabled", "man8s-agent.service enabled", "containers stop before the agent", "agent reachable"]) {
       expect(check).toMatch(new RegExp(`^ok    ${l.replace(/[.+]/g, "\\$&")}: `, "m"));
     }
   });
