@@ -48,6 +48,8 @@ export const EXIT = {
   network: 69,
   internal: 70,
   depTimeout: 75,
+  /** killed as unhealthy (MAN8S_HEALTH_ON_FAILURE=kill) */
+  unhealthy: 79,
   notExecutable: 126,
   notFound: 127,
 } as const;

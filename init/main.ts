@@ -15,6 +15,7 @@ import { onSignal, signalsHandled } from "./signals.ts";
 import { newRecord, type Phase, StatusFile } from "./status.ts";
 import { Supervisor } from "./supervisor.ts";
 import { appUserFromEnv } from "./user.ts";
+import { HealthOnFailure, healthAction } from "./health-action.ts";
 import { probeWrapper } from "./launch.ts";
 import { load } from "../lazy.ts";
 import type { HealthHandle, ReadyHandle } from "./probes/index.ts";
@@ -123,6 +124,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   appEnvironment(env); // an environment the kernel would refuse fails now (65), before anything starts
   const settings = stopSettings(env);
   sup.configureStop(settings.signal, settings.timeoutMs);
+  const onFailure = healthAction(env); // a bad value exits 65 before anything starts
   // MAN8S_APPLICATION_USER's syntax (exit 65) unless an image init is exec'd; names are looked up later (67)
   if (override || !env.MAN8S_EXEC_INIT) userSpec(env);
   const execInit = override ? null : resolveExecInit(env);
@@ -190,6 +192,9 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
 
   let health: HealthHandle | null = null;
   let ready: ReadyHandle | null = null;
+  let guard: HealthOnFailure | null = null;
+  /** the health record, with what MAN8S_HEALTH_ON_FAILURE did when it is set */
+  const healthRec = <T extends object>(h: T) => (guard && guard.action !== "none" ? { ...h, onFailure: guard.record } : h);
   if (app && !sup.stopping) {
     rec.phase = "app";
     const shown = argvForRecord(app.argv);
@@ -219,19 +224,26 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
       if (!notify.sent) log(`READY=1 not sent: ${notify.error}`);
     }
     if (probes) {
+      const pid = started.pid;
+      guard = new HealthOnFailure(onFailure, {
+        log,
+        stop: () => sup.requestStop(15), // as a stop request (SIGTERM): the image's stop signal, timeout, drain
+        kill: () => libc.kill(app.group ? -pid : pid, 9),
+      });
       health = probes.startHealth(env, {
         log, startedAt: performance.now(), spawnEnv: appEnv, cwd: process.cwd(), ...(wrap ? { wrap } : {}),
         onChange: (h, prev) => {
           log(`health: ${prev} -> ${h.status}`);
-          rec.health = h;
+          rec.health = healthRec(h);
           status.write();
+          guard?.onStatus(h.status);
         },
         onResult: (h) => {
-          rec.health = h;
+          rec.health = healthRec(h);
           status.write();
         },
       });
-      if (health) rec.health = health.state();
+      if (health) rec.health = healthRec(health.state());
       ready = probes.startReady(env, {
         log, health, spawnEnv: appEnv, ...(wrap ? { wrap } : {}),
         onReady: (info) => {
@@ -257,7 +269,13 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
     // the monitor has stopped: as Docker does then, the status is "unhealthy" (never "starting" for a
     // container that is gone); lastStatus keeps what the checks had said until then
     const h = health.state();
-    rec.health = { ...h, status: "unhealthy", lastStatus: h.status };
+    rec.health = healthRec({ ...h, status: "unhealthy", lastStatus: h.status });
+  }
+  if (guard?.acted && guard.action === "kill") {
+    result.code = EXIT.unhealthy;
+    result.reason = `app unhealthy: killed (MAN8S_HEALTH_ON_FAILURE=kill), exit ${EXIT.unhealthy}`;
+  } else if (guard?.acted) {
+    result.reason += `; the app was unhealthy (MAN8S_HEALTH_ON_FAILURE=${guard.action})`;
   }
   rec.phase = "exited";
   rec.exit = {
