@@ -5,6 +5,7 @@
 //   the agent          → started by its socket unit on the first connection
 //   machinectl start   → returns only once the app is ready (NotifyReady=yes + MAN8S_READY)
 //   machinectl stop    → the app gets the image's stop signal; the agent records the exit
+//   machinectl poweroff, systemctl stop systemd-nspawn@NAME → the same; --health-on-failure kill → exit 79
 //   poweroff with two containers running → each stops with its own stop signal, and the agent (ordered
 //                        before them at start, so after them at stop) records both final exits.
 // Runs under the shared lock (flock /tmp/man8s-heavy.lock). Names: m8s-*.
@@ -33,7 +34,7 @@ while :; do sleep 1 & wait $!; done
 `;
 
 /** a busybox rootfs under the host's /var/lib/machines, injected and installed through the agent */
-function installMachine(name: string, signal: string, code: number, delayS: number): void {
+function installMachine(name: string, signal: string, code: number, delayS: number, extra: { config?: Record<string, unknown>; args?: string[] } = {}): void {
   const root = `/var/lib/machines/${name}`;
   // nspawn wants an OS tree: /usr (and os-release)
   host.exec(["mkdir", "-p", `${root}/usr/bin`, `${root}/tmp`, `${root}/etc`]);
@@ -42,14 +43,16 @@ function installMachine(name: string, signal: string, code: number, delayS: numb
   host.exec(["/bin/busybox", "--install", "-s", `${root}/usr/bin`]);
   host.exec(["sh", "-c", `echo 'ID=busybox' > ${root}/etc/os-release`]);
   host.exec(["sh", "-c", `cat > ${root}/app.sh && chmod 755 ${root}/app.sh`], {}, APP(signal, code, delayS));
-  const config = { config: { Cmd: ["/bin/sh", "/app.sh"], Env: ["PATH=/bin"], StopSignal: signal } };
+  const config = { config: { Cmd: ["/bin/sh", "/app.sh"], Env: ["PATH=/bin"], StopSignal: signal, ...extra.config } };
   host.exec(["sh", "-c", `cat > /root/${name}.json`], {}, JSON.stringify(config));
   man8s("agent", "inject", "--rootfs", root, "--bind");
-  man8s("agent", "install", name, "--rootfs", root, "--config", `/root/${name}.json`, "--bridge", BRIDGE, "--ready", "exec:test -e /app-ready", "--env", "MAN8S_NETWORK=v4");
+  man8s("agent", "install", name, "--rootfs", root, "--config", `/root/${name}.json`, "--bridge", BRIDGE, "--env", "MAN8S_NETWORK=v4", ...(extra.args ?? ["--ready", "exec:test -e /app-ready"]));
 }
 
 interface Durable {
   phase?: string;
+  /** ms since the epoch of the last report */
+  updatedAt?: number;
   exit?: { code: number; reason?: string; signal?: string };
 }
 const durable = (name: string): Durable | null => {
@@ -148,6 +151,53 @@ describe("a systemd host", () => {
     let rec = durable("m8s-a");
     for (let i = 0; i < 100 && rec?.exit === undefined; i++, Bun.sleepSync(100)) rec = durable("m8s-a");
     expect(rec?.exit?.code).toBe(41);
+  });
+
+  /** waits until the unit is no longer active; its state then */
+  async function untilStopped(name: string, timeoutMs = 30_000): Promise<string> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const st = host.exec(["systemctl", "is-active", `systemd-nspawn@${name}.service`], { ok: false }).out.trim();
+      if (st === "inactive" || st === "failed" || Date.now() > end) return st;
+      await Bun.sleep(100);
+    }
+  }
+
+  /** the agent's record of the run that ended after `since` (ms), once its durable copy has it */
+  async function exitAfter(name: string, since: number): Promise<Durable["exit"]> {
+    for (let i = 0; i < 100; i++) {
+      const d = durable(name);
+      if (d?.exit && (d.updatedAt ?? 0) >= since) return d.exit;
+      await Bun.sleep(100);
+    }
+    return undefined;
+  }
+
+  test("machinectl poweroff and systemctl stop of the unit: the same clean stop, each exit recorded", async () => {
+    for (const stop of [["machinectl", "poweroff", "m8s-a"], ["systemctl", "stop", "systemd-nspawn@m8s-a.service"]]) {
+      host.exec(["machinectl", "start", "m8s-a"], { timeout: 90_000 });
+      const since = Date.now();
+      host.exec(stop);
+      expect(await untilStopped("m8s-a")).toMatch(/^(inactive|failed)$/);
+      const e = await exitAfter("m8s-a", since);
+      expect({ stop: stop.join(" "), code: e?.code }).toEqual({ stop: stop.join(" "), code: 41 });
+    }
+  });
+
+  test("--health-on-failure kill under systemd: the unhealthy app's container exits 79, the unit fails, the agent records it", async () => {
+    const NS = 1_000_000;
+    installMachine("m8s-d", "SIGINT", 41, 0, {
+      config: { Healthcheck: { Test: ["CMD", "/bin/false"], Interval: 200 * NS, Timeout: 2000 * NS, Retries: 2 } },
+      args: ["--ready", "start", "--health-on-failure", "kill"],
+    });
+    expect(readFileSync(`${host.dir}/configs/m8s-d/man8env.env`, "utf8")).toMatch(/^MAN8S_HEALTH_ON_FAILURE=kill$/m);
+    const since = Date.now();
+    host.exec(["machinectl", "start", "m8s-d"], { timeout: 90_000 });
+    expect(await untilStopped("m8s-d")).toBe("failed");
+    expect(host.exec(["systemctl", "show", "-p", "ExecMainStatus", "--value", "systemd-nspawn@m8s-d.service"]).out.trim()).toBe("79");
+    const e = await exitAfter("m8s-d", since);
+    expect(e?.code).toBe(79);
+    expect(e?.reason).toContain("MAN8S_HEALTH_ON_FAILURE=kill");
   });
 
   test("poweroff with two containers running: each stops with its own stop signal, the agent records both exits before it stops", async () => {
