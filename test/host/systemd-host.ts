@@ -125,7 +125,7 @@ export class SystemdHost {
       // the agent's files are bound into containers with idmap, which the overlay cannot do: real directories
       `--bind=${this.dir}/configs:/var/lib/man8machine_configs`, `--bind=${this.dir}/storage:/var/lib/man8machine_storage`,
       // the yggdrasil daemon's TUN
-      "--bind=/dev/net/tun",
+      ...(existsSync("/dev/net/tun") ? ["--bind=/dev/net/tun"] : []),
     ];
     this.proc = Bun.spawn(argv, { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, SYSTEMD_LOG_LEVEL: "warning" } });
     const dec = new TextDecoder();
