@@ -2,7 +2,7 @@
 // the agent (which renders it from --health-on-failure and refuses what the init would refuse).
 import { EXIT, ExitError } from "./log.ts";
 
-export const HEALTH_ACTIONS = ["none", "stop", "kill"] as const;
+export const HEALTH_ACTIONS = ["none", "restart", "stop", "kill"] as const;
 export type HealthAction = (typeof HEALTH_ACTIONS)[number];
 
 /** The setting, validated: a bad value is a bad env (65) naming the variable, before the app starts. */
@@ -10,7 +10,6 @@ export function healthAction(env: Record<string, string | undefined>): HealthAct
   const v = (env.MAN8S_HEALTH_ON_FAILURE ?? "").trim();
   if (v === "") return "none";
   if ((HEALTH_ACTIONS as readonly string[]).includes(v)) return v as HealthAction;
-  const why = v === "restart" ? " (restart is not supported yet)" : "";
-  throw new ExitError(EXIT.badEnv, `MAN8S_HEALTH_ON_FAILURE must be ${HEALTH_ACTIONS.join(", ")}, got '${v.slice(0, 40)}'${why}`);
+  throw new ExitError(EXIT.badEnv, `MAN8S_HEALTH_ON_FAILURE must be ${HEALTH_ACTIONS.join(", ")}, got '${v.slice(0, 40)}'`);
 }
 

@@ -32,7 +32,7 @@ render options:
                                      /var/lib/man8machine_storage/NAME/PATH; config: .../man8machine_configs/NAME/PATH)
   --ready PROBE|healthy|start|none   MAN8S_READY (default: healthy with a Healthcheck, else the first
                                      exposed TCP port on 127.0.0.1, else start)
-  --health-on-failure none|stop|kill  MAN8S_HEALTH_ON_FAILURE: what the init does when the app turns
+  --health-on-failure none|restart|stop|kill  MAN8S_HEALTH_ON_FAILURE: what the init does when the app turns
                                      unhealthy (default none: only report)
   --nspawn | --envfile               render: print only that file
 

@@ -15,7 +15,8 @@ import { onSignal, signalsHandled } from "./signals.ts";
 import { newRecord, type Phase, StatusFile } from "./status.ts";
 import { Supervisor } from "./supervisor.ts";
 import { appUserFromEnv } from "./user.ts";
-import { HealthOnFailure, healthAction } from "./health-action.ts";
+import { HealthOnFailure, healthAction, restartDelayMs } from "./health-action.ts";
+import { type LongTimer, setLongTimeout, sleepLong } from "../common/timer.ts";
 import { probeWrapper } from "./launch.ts";
 import { load } from "../lazy.ts";
 import type { HealthHandle, ReadyHandle } from "./probes/index.ts";
@@ -224,25 +225,60 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
       if (!notify.sent) log(`READY=1 not sent: ${notify.error}`);
     }
     if (probes) {
-      const pid = started.pid;
+      const p = probes;
+      let pid = started.pid;
+      let endTimer: LongTimer | null = null;
       guard = new HealthOnFailure(onFailure, {
         log,
         stop: () => sup.requestStop(15), // as a stop request (SIGTERM): the image's stop signal, timeout, drain
         kill: () => libc.kill(app.group ? -pid : pid, 9),
-      });
-      health = probes.startHealth(env, {
-        log, startedAt: performance.now(), spawnEnv: appEnv, cwd: process.cwd(), ...(wrap ? { wrap } : {}),
-        onChange: (h, prev) => {
-          log(`health: ${prev} -> ${h.status}`);
-          rec.health = healthRec(h);
-          status.write();
-          guard?.onStatus(h.status);
-        },
-        onResult: (h) => {
-          rec.health = healthRec(h);
-          status.write();
+        endApp: () => {
+          const old = pid;
+          libc.kill(app.group ? -old : old, settings.signal);
+          endTimer = setLongTimeout(() => libc.kill(app.group ? -old : old, 9), settings.timeoutMs);
         },
       });
+      const startHealth = () =>
+        p.startHealth(env, {
+          log, startedAt: performance.now(), spawnEnv: appEnv, cwd: process.cwd(), ...(wrap ? { wrap } : {}),
+          onChange: (h, prev) => {
+            log(`health: ${prev} -> ${h.status}`);
+            rec.health = healthRec(h);
+            status.write();
+            guard?.onStatus(h.status);
+          },
+          onResult: (h) => {
+            rec.health = healthRec(h);
+            status.write();
+          },
+        });
+      health = startHealth();
+      if (onFailure === "restart") {
+        const g = guard;
+        const stopWait = new AbortController();
+        sup.onStop(() => stopWait.abort());
+        sup.respawn = async () => {
+          // an app that exited by itself ends the container as always; only the one we ended is replaced
+          if (!g.restartPending) return false;
+          endTimer?.clear();
+          if (app.group) libc.kill(-pid, 9); // what the old app's group left behind
+          await health?.stop();
+          const delay = restartDelayMs((g.record.restarts ?? 0) + 1);
+          log(`health: restarting the app in ${delay / 1000} s (restart ${(g.record.restarts ?? 0) + 1})`);
+          await sleepLong(delay, stopWait.signal);
+          if (sup.stopping) return false;
+          const again = sup.spawn(app.argv, appEnv, app.group, user);
+          if ("failed" in again) return false;
+          pid = again.pid;
+          g.restarted(delay);
+          rec.app = { ...rec.app!, pid, startedAt: new Date().toISOString(), startedAfterMs: Math.round(performance.now() * 100) / 100 };
+          rec.phase = "running";
+          health = startHealth();
+          if (health) rec.health = healthRec(health.state());
+          status.write();
+          return true;
+        };
+      }
       if (health) rec.health = healthRec(health.state());
       ready = probes.startReady(env, {
         log, health, spawnEnv: appEnv, ...(wrap ? { wrap } : {}),

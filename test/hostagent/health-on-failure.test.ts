@@ -28,14 +28,14 @@ const render = (extra: Record<string, unknown>) => {
 };
 
 test("each action lands in the env file; absent: no line (the init's default, none)", async () => {
-  for (const v of ["none", "stop", "kill"]) expect((await render({ healthOnFailure: v })).env).toMatch(new RegExp(`^MAN8S_HEALTH_ON_FAILURE=${v}$`, "m"));
+  for (const v of ["none", "restart", "stop", "kill"]) expect((await render({ healthOnFailure: v })).env).toMatch(new RegExp(`^MAN8S_HEALTH_ON_FAILURE=${v}$`, "m"));
   expect((await render({})).env).not.toContain("MAN8S_HEALTH_ON_FAILURE");
 });
 
-test("restart (not supported yet) and other values: E_BAD_ARGS naming the field", async () => {
-  for (const v of ["restart", "KILL", "stop\nMAN8S_X=1"]) {
+test("other values: E_BAD_ARGS naming the field", async () => {
+  for (const v of ["reboot", "KILL", "stop\nMAN8S_X=1"]) {
     expect(await errorCode(render({ healthOnFailure: v }))).toBe("E_BAD_ARGS");
     const e = (await render({ healthOnFailure: v }).catch((x) => x)) as Error;
-    expect(e.message).toContain("healthOnFailure must be one of none, stop, kill");
+    expect(e.message).toContain("healthOnFailure must be one of none, restart, stop, kill");
   }
 });
