@@ -5,7 +5,8 @@
 //   the agent          → started by its socket unit on the first connection
 //   machinectl start   → returns only once the app is ready (NotifyReady=yes + MAN8S_READY)
 //   machinectl stop    → the app gets the image's stop signal; the agent records the exit
-//   machinectl poweroff, systemctl stop systemd-nspawn@NAME → the same; --health-on-failure kill → exit 79
+//   machinectl poweroff, systemctl stop systemd-nspawn@NAME → the same; --health-on-failure kill → exit 79,
+//   restart → the app restarts inside the running unit
 //   poweroff with two containers running → each stops with its own stop signal, and the agent (ordered
 //                        before them at start, so after them at stop) records both final exits.
 // Runs under the shared lock (flock /tmp/man8s-heavy.lock). Names: m8s-*.
@@ -206,6 +207,27 @@ describe.skipIf(!canRun)("a systemd host", () => {
     const e = await exitAfter("m8s-d", since);
     expect(e?.code).toBe(79);
     expect(e?.reason).toContain("MAN8S_HEALTH_ON_FAILURE=kill");
+  });
+
+  test("--health-on-failure restart under systemd: the app restarts inside the running unit with backoff; a stop still ends it cleanly", async () => {
+    const NS = 1_000_000;
+    installMachine("m8s-e", "SIGINT", 41, 0, {
+      config: { Healthcheck: { Test: ["CMD", "/bin/false"], Interval: 200 * NS, Timeout: 2000 * NS, Retries: 2 } },
+      args: ["--ready", "start", "--health-on-failure", "restart"],
+    });
+    host.exec(["machinectl", "start", "m8s-e"], { timeout: 90_000 });
+    const journal = () => host.exec(["journalctl", "--no-pager", "-o", "cat", "-u", "systemd-nspawn@m8s-e.service"], { ok: false }).out;
+    const end = Date.now() + 20_000;
+    while (!journal().includes("restarting the app in 2 s (restart 2)") && Date.now() < end) await Bun.sleep(200);
+    expect(journal()).toContain("restarting the app in 1 s (restart 1)");
+    expect(journal()).toContain("restarting the app in 2 s (restart 2)");
+    // the container (the unit) never stopped: only the app inside it restarted
+    expect(host.exec(["systemctl", "is-active", "systemd-nspawn@m8s-e.service"]).out.trim()).toBe("active");
+    expect(host.exec(["systemctl", "show", "-p", "NRestarts", "--value", "systemd-nspawn@m8s-e.service"]).out.trim()).toBe("0");
+    const since = Date.now();
+    host.exec(["machinectl", "stop", "m8s-e"]);
+    expect(await untilStopped("m8s-e")).toMatch(/^(inactive|failed)$/);
+    expect((await exitAfter("m8s-e", since))?.code).toBe(41);
   });
 
   test("poweroff with two containers running: each stops with its own stop signal, the agent records both exits before it stops", async () => {
