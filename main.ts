@@ -14,6 +14,7 @@ usage:
   man8s netctl COMMAND ...      networking: up, status, check, probe, address
   man8s hostagent serve         the host daemon on a unix socket
   man8s agent COMMAND ...       a client of the host daemon
+  man8s host setup | check      prepare (networkd bridge, forwarding, the agent's units) or diagnose a host
   man8s --version | help        this text; every command takes --help
 `;
 
@@ -45,6 +46,8 @@ async function main(): Promise<number> {
       return (await load("hostagent")).runHostagent(rest);
     case "agent":
       return (await load("agent")).runAgent(rest);
+    case "host":
+      return (await load("host")).runHost(rest);
     case "--version":
     case "version":
       process.stdout.write(`man8s ${VERSION}\n`);

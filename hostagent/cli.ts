@@ -1,13 +1,16 @@
 // `man8s hostagent serve`: runs the daemon until SIGTERM/SIGINT, then removes its sockets.
 import { dirname, resolve } from "node:path";
-import { log, setLogPrefix } from "../common/log.ts";
+import { log, setJournalPriorities, setLogPrefix } from "../common/log.ts";
+import { listenFds, stderrIsJournal } from "../common/sd-daemon.ts";
 import { AgentError } from "./errors.ts";
 import { DEFAULT_SOCKET, checkAbsPath } from "./layout.ts";
 import { AgentServer, PARTIAL_FRAME_TIMEOUT_S } from "./server.ts";
 
 const HELP = `usage: man8s hostagent serve [options]
 
-  --socket PATH      admin socket (default ${DEFAULT_SOCKET}; mode 0600)
+  --socket PATH      admin socket (default ${DEFAULT_SOCKET}; mode 0600). Started by a socket unit
+                     (LISTEN_FDS=1), the agent serves the inherited socket; PATH then only locates
+                     the state directory beside it and must be the unit's ListenStream=
   --root DIR         host root for /var/lib/man8machine_configs and /etc/systemd/nspawn (default /)
   --bundle DIR       the man8s-init bundle to inject or bind (default: man8s-init next to this binary)
   --ygg-prefix P     the host's yggdrasil /64, for address and render
@@ -23,6 +26,7 @@ function value(args: string[], i: number, flag: string): string {
 
 export async function runHostagent(args: string[]): Promise<number> {
   setLogPrefix("man8s hostagent");
+  setJournalPriorities(stderrIsJournal());
   if (args[0] !== "serve") {
     process.stderr.write(args[0] === "--help" || args[0] === "-h" || args[0] === "help" ? HELP : `man8s hostagent: expected 'serve'\n\n${HELP}`);
     return args[0] === "--help" || args[0] === "-h" || args[0] === "help" ? 0 : 64;
@@ -34,8 +38,12 @@ export async function runHostagent(args: string[]): Promise<number> {
     yggPrefix: undefined as string | undefined,
     allowUids: [0],
     frameTimeout: PARTIAL_FRAME_TIMEOUT_S,
+    listenFd: undefined as number | undefined,
   };
   try {
+    const fds = listenFds();
+    if (fds.length > 1) throw new AgentError("usage", `${fds.length} sockets passed (LISTEN_FDS): the agent takes one, its admin socket`);
+    opts.listenFd = fds[0];
     for (let i = 1; i < args.length; i++) {
       const a = args[i]!;
       switch (a) {
@@ -72,20 +80,21 @@ export async function runHostagent(args: string[]): Promise<number> {
       }
     }
   } catch (e) {
-    process.stderr.write(`man8s hostagent: ${(e as Error).message}\n\n${HELP}`);
+    log(`${(e as Error).message}`, "err");
+    process.stderr.write(`\n${HELP}`);
     return 64;
   }
   const server = new AgentServer(opts);
   // the daemon must survive anything one request does; a bug is logged, not fatal
-  process.on("uncaughtException", (e) => log(`uncaught: ${e?.stack ?? String(e)}`));
-  process.on("unhandledRejection", (e) => log(`unhandled rejection: ${(e as Error)?.stack ?? String(e)}`));
+  process.on("uncaughtException", (e) => log(`uncaught: ${e?.stack ?? String(e)}`, "err"));
+  process.on("unhandledRejection", (e) => log(`unhandled rejection: ${(e as Error)?.stack ?? String(e)}`, "err"));
   try {
     await server.start();
   } catch (e) {
-    log(`cannot listen on ${opts.socketPath}: ${(e as Error).message}`);
+    log(`cannot listen on ${opts.socketPath}: ${(e as Error).message}`, "err");
     return 69;
   }
-  log(`listening on ${opts.socketPath} (pid ${process.pid})`);
+  log(`listening on ${opts.socketPath}${opts.listenFd === undefined ? "" : ` (inherited fd ${opts.listenFd})`} (pid ${process.pid})`);
   return await new Promise<number>((resolve) => {
     const stop = (sig: string) => {
       log(`${sig}: shutting down`);

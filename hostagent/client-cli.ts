@@ -32,6 +32,8 @@ render options:
                                      /var/lib/man8machine_storage/NAME/PATH; config: .../man8machine_configs/NAME/PATH)
   --ready PROBE|healthy|start|none   MAN8S_READY (default: healthy with a Healthcheck, else the first
                                      exposed TCP port on 127.0.0.1, else start)
+  --health-on-failure none|restart|stop|kill  MAN8S_HEALTH_ON_FAILURE: what the init does when the app turns
+                                     unhealthy (default none: only report)
   --nspawn | --envfile               render: print only that file
 
 --config takes an OCI image config (skopeo inspect --config), docker inspect output, or umoci's config.json.
@@ -47,7 +49,7 @@ interface Parsed {
   opts: Map<string, string[]>;
 }
 
-const VALUE_FLAGS = new Set(["--rootfs", "--config", "--ygg-prefix", "--ygg-address", "--image-url", "--env", "--stop-timeout", "--bridge", "--bundle-mode", "--bundle", "--prefix", "--socket", "--volume", "--ready"]);
+const VALUE_FLAGS = new Set(["--rootfs", "--config", "--ygg-prefix", "--ygg-address", "--image-url", "--env", "--stop-timeout", "--bridge", "--bundle-mode", "--bundle", "--prefix", "--socket", "--volume", "--ready", "--health-on-failure"]);
 const BOOL_FLAGS = new Set(["--json", "--force", "--private-network", "--no-private-users", "--copy", "--bind", "--nspawn", "--envfile"]);
 
 function parse(args: string[]): Parsed {
@@ -112,6 +114,7 @@ function renderArgs(p: Parsed): Record<string, unknown> {
     force: p.opts.has("--force") || undefined,
     volumes: Object.keys(volumes).length ? volumes : undefined,
     ready: one(p, "--ready"),
+    healthOnFailure: one(p, "--health-on-failure"),
   };
 }
 

@@ -27,6 +27,8 @@ export interface RenderInput {
   bindBundle?: string;
   /** MAN8S_READY chosen by the user (--ready); absent: the default of readyDefault() */
   ready?: string;
+  /** MAN8S_HEALTH_ON_FAILURE (--health-on-failure); absent: not written (the init's default, none) */
+  healthOnFailure?: string;
   /** volume binds (planVolumes); skip entries are ignored */
   volumes?: VolumePlan[];
 }
@@ -107,6 +109,7 @@ export function renderFiles(inp: RenderInput): Rendered {
   if (cls.execInit) set("MAN8S_EXEC_INIT", JSON.stringify(cls.execInit));
   if (cfg.healthcheck) set("MAN8S_HEALTHCHECK", JSON.stringify(cfg.healthcheck));
   set("MAN8S_READY", inp.ready !== undefined ? checkReady(inp.ready) : readyDefault(cls, cfg).value);
+  if (inp.healthOnFailure !== undefined) set("MAN8S_HEALTH_ON_FAILURE", inp.healthOnFailure);
   set("MAN8S_REPORT_SOCKET", IN_CONTAINER_REPORT_SOCKET);
   // nspawn's settings parser keeps backslashes literally and has no escape for a quote inside quotes
   // (systemd 252, checked): a value with both quote kinds cannot be an Environment= line, so it goes to

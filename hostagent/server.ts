@@ -26,6 +26,11 @@ export interface ServerOptions {
   allowUids: number[];
   /** seconds a connection may sit on an incomplete frame */
   frameTimeout: number;
+  /**
+   * An inherited listening socket for the admin socket (socket activation): systemd made it, with its
+   * path and mode, and keeps it across agent restarts, so the agent neither creates nor removes the path.
+   */
+  listenFd?: number;
 }
 
 /** A frame stalled half-way for this long means a dead or hostile client (default; --frame-timeout). */
@@ -109,7 +114,7 @@ export class Conn {
     this.queue.push(frame);
     this.queued += frame.length;
     if (this.queued > MAX_QUEUE) {
-      log(`client does not read its replies (${this.queued} bytes queued): disconnecting`);
+      log(`client does not read its replies (${this.queued} bytes queued): disconnecting`, "warning");
       this.close();
     }
   }
@@ -194,10 +199,20 @@ export class AgentServer {
   async start(): Promise<void> {
     const path = this.opts.socketPath;
     mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
-    if (await isLive(path)) throw new AgentError(ERR.EXISTS, `another agent is listening on ${path}`);
-    removeStaleSocket(path);
+    const inherited = this.opts.listenFd;
+    if (inherited === undefined) {
+      if (await isLive(path)) throw new AgentError(ERR.EXISTS, `another agent is listening on ${path}`);
+      removeStaleSocket(path);
+    }
     // an install killed half-way: back to the last complete pair before any client can ask
     recoverAll(this.opts.root);
+    if (inherited !== undefined) {
+      // Bun.listen takes a listening fd (its types only declare it for connect)
+      this.admin = Bun.listen({ fd: inherited, socket: this.handlers({ admin: true }) } as unknown as Parameters<typeof Bun.listen>[0]);
+      this.openReportSocketsForInstalled();
+      this.sweeper = setInterval(() => this.sweep(), 1000);
+      return;
+    }
     // create the socket with mode 0600 from the start: no window where others could connect
     const old = process.umask(0o177);
     try {
@@ -216,7 +231,7 @@ export class AgentServer {
     for (const conn of this.conns.values()) {
       const t = conn.reader.startedAt;
       if (t !== null && now - t > limit && !conn.closed) {
-        log(`closing a connection that left a frame incomplete for ${this.opts.frameTimeout} s`);
+        log(`closing a connection that left a frame incomplete for ${this.opts.frameTimeout} s`, "warning");
         conn.close();
       }
     }
@@ -241,7 +256,7 @@ export class AgentServer {
       try {
         this.openReportSocket(n);
       } catch (e) {
-        log(`report socket for ${n}: ${(e as Error).message}`);
+        log(`report socket for ${n}: ${(e as Error).message}`, "err");
       }
     }
   }
@@ -408,7 +423,7 @@ export class AgentServer {
     const fail = (e: unknown) => {
       if (e instanceof AgentError) conn.send(errorReply(id, e.code, e.message));
       else {
-        log(`internal error in '${cmd}': ${(e as Error)?.stack ?? String(e)}`);
+        log(`internal error in '${cmd}': ${(e as Error)?.stack ?? String(e)}`, "err");
         conn.send(errorReply(id, ERR.INTERNAL, `internal error in '${cmd}': ${(e as Error)?.message ?? String(e)}`));
       }
     };
@@ -433,7 +448,8 @@ export class AgentServer {
       unlinkIfSocket(path);
     }
     this.reportListeners.clear();
-    unlinkIfSocket(this.opts.socketPath);
+    // an inherited socket belongs to its socket unit: it stays, and connections queue until the next start
+    if (this.opts.listenFd === undefined) unlinkIfSocket(this.opts.socketPath);
   }
 }
 

@@ -15,6 +15,8 @@ import { onSignal, signalsHandled } from "./signals.ts";
 import { newRecord, type Phase, StatusFile } from "./status.ts";
 import { Supervisor } from "./supervisor.ts";
 import { appUserFromEnv } from "./user.ts";
+import { HealthOnFailure, healthAction, restartDelayMs } from "./health-action.ts";
+import { type LongTimer, setLongTimeout, sleepLong } from "../common/timer.ts";
 import { probeWrapper } from "./launch.ts";
 import { load } from "../lazy.ts";
 import type { HealthHandle, ReadyHandle } from "./probes/index.ts";
@@ -123,6 +125,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
   appEnvironment(env); // an environment the kernel would refuse fails now (65), before anything starts
   const settings = stopSettings(env);
   sup.configureStop(settings.signal, settings.timeoutMs);
+  const onFailure = healthAction(env); // a bad value exits 65 before anything starts
   // MAN8S_APPLICATION_USER's syntax (exit 65) unless an image init is exec'd; names are looked up later (67)
   if (override || !env.MAN8S_EXEC_INIT) userSpec(env);
   const execInit = override ? null : resolveExecInit(env);
@@ -190,6 +193,9 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
 
   let health: HealthHandle | null = null;
   let ready: ReadyHandle | null = null;
+  let guard: HealthOnFailure | null = null;
+  /** the health record, with what MAN8S_HEALTH_ON_FAILURE did when it is set */
+  const healthRec = <T extends object>(h: T) => (guard && guard.action !== "none" ? { ...h, onFailure: guard.record } : h);
   if (app && !sup.stopping) {
     rec.phase = "app";
     const shown = argvForRecord(app.argv);
@@ -219,19 +225,61 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
       if (!notify.sent) log(`READY=1 not sent: ${notify.error}`);
     }
     if (probes) {
-      health = probes.startHealth(env, {
-        log, startedAt: performance.now(), spawnEnv: appEnv, cwd: process.cwd(), ...(wrap ? { wrap } : {}),
-        onChange: (h, prev) => {
-          log(`health: ${prev} -> ${h.status}`);
-          rec.health = h;
-          status.write();
-        },
-        onResult: (h) => {
-          rec.health = h;
-          status.write();
+      const p = probes;
+      let pid = started.pid;
+      let endTimer: LongTimer | null = null;
+      guard = new HealthOnFailure(onFailure, {
+        log,
+        stop: () => sup.requestStop(15), // as a stop request (SIGTERM): the image's stop signal, timeout, drain
+        kill: () => libc.kill(app.group ? -pid : pid, 9),
+        endApp: () => {
+          const old = pid;
+          libc.kill(app.group ? -old : old, settings.signal);
+          endTimer = setLongTimeout(() => libc.kill(app.group ? -old : old, 9), settings.timeoutMs);
         },
       });
-      if (health) rec.health = health.state();
+      const startHealth = () =>
+        p.startHealth(env, {
+          log, startedAt: performance.now(), spawnEnv: appEnv, cwd: process.cwd(), ...(wrap ? { wrap } : {}),
+          onChange: (h, prev) => {
+            log(`health: ${prev} -> ${h.status}`);
+            rec.health = healthRec(h);
+            status.write();
+            guard?.onStatus(h.status);
+          },
+          onResult: (h) => {
+            rec.health = healthRec(h);
+            status.write();
+          },
+        });
+      health = startHealth();
+      if (onFailure === "restart") {
+        const g = guard;
+        const stopWait = new AbortController();
+        sup.onStop(() => stopWait.abort());
+        sup.respawn = async () => {
+          // an app that exited by itself ends the container as always; only the one we ended is replaced
+          if (!g.restartPending) return false;
+          endTimer?.clear();
+          if (app.group) libc.kill(-pid, 9); // what the old app's group left behind
+          await health?.stop();
+          const delay = restartDelayMs((g.record.restarts ?? 0) + 1);
+          log(`health: restarting the app in ${delay / 1000} s (restart ${(g.record.restarts ?? 0) + 1})`);
+          await sleepLong(delay, stopWait.signal);
+          if (sup.stopping) return false;
+          const again = sup.spawn(app.argv, appEnv, app.group, user);
+          if ("failed" in again) return false;
+          pid = again.pid;
+          g.restarted(delay);
+          rec.app = { ...rec.app!, pid, startedAt: new Date().toISOString(), startedAfterMs: Math.round(performance.now() * 100) / 100 };
+          rec.phase = "running";
+          health = startHealth();
+          if (health) rec.health = healthRec(health.state());
+          status.write();
+          return true;
+        };
+      }
+      if (health) rec.health = healthRec(health.state());
       ready = probes.startReady(env, {
         log, health, spawnEnv: appEnv, ...(wrap ? { wrap } : {}),
         onReady: (info) => {
@@ -257,7 +305,13 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
     // the monitor has stopped: as Docker does then, the status is "unhealthy" (never "starting" for a
     // container that is gone); lastStatus keeps what the checks had said until then
     const h = health.state();
-    rec.health = { ...h, status: "unhealthy", lastStatus: h.status };
+    rec.health = healthRec({ ...h, status: "unhealthy", lastStatus: h.status });
+  }
+  if (guard?.acted && guard.action === "kill") {
+    result.code = EXIT.unhealthy;
+    result.reason = `app unhealthy: killed (MAN8S_HEALTH_ON_FAILURE=kill), exit ${EXIT.unhealthy}`;
+  } else if (guard?.acted) {
+    result.reason += `; the app was unhealthy (MAN8S_HEALTH_ON_FAILURE=${guard.action})`;
   }
   rec.phase = "exited";
   rec.exit = {

@@ -47,6 +47,11 @@ export class Supervisor {
   /** pids that already got the stop signal: the drain does not send it twice */
   private readonly signalled = new Set<number>();
   private readonly stopListeners: Array<() => void> = [];
+  /**
+   * MAN8S_HEALTH_ON_FAILURE=restart: called when the app exits with no stop requested; it may spawn() a new
+   * app and return true, and waitAndDrain then waits for that one instead (init/health-action.ts).
+   */
+  respawn: ((exit: AppExit) => Promise<boolean>) | null = null;
 
   constructor(private readonly opts: SupervisorOptions) {}
 
@@ -199,12 +204,15 @@ export class Supervisor {
   async waitAndDrain(beforeDrain?: () => Promise<void>): Promise<{ code: number; reason: string; app: AppExit | null; drained: number; drainKilled: number; killedAfterTimeout: boolean }> {
     const status = this.opts.status;
     let app: AppExit | null = null;
-    if (this.app) {
-      await this.app.exited.catch(() => undefined);
+    while (this.app) {
+      const current = this.app;
+      await current.exited.catch(() => undefined);
+      untrackBunChild(current.pid);
+      app = exitOf(current);
+      log(`app (pid ${current.pid}) ${app.signal ? `killed by ${signalName(app.signal)}` : `exited with ${app.code}`}`);
+      if (this.respawn && !this.stopRequest && (await this.respawn(app)) && this.app !== current) continue;
       this.appDone = true;
-      untrackBunChild(this.app.pid);
-      app = exitOf(this.app);
-      log(`app (pid ${this.app.pid}) ${app.signal ? `killed by ${signalName(app.signal)}` : `exited with ${app.code}`}`);
+      break;
     }
     await beforeDrain?.();
     status.record.phase = "draining";

@@ -10,6 +10,7 @@ import { installFiles } from "../install.ts";
 import { checkAbsPath, checkName } from "../layout.ts";
 import { prepareProtected, type Protected } from "../protect.ts";
 import { readyDefault, renderFiles, type Rendered } from "../render.ts";
+import { HEALTH_ACTIONS } from "../../common/health-on-failure.ts";
 import { parseVolumeArgs, planVolumes, seedVolumes, type VolumePlan, type VolumeResult } from "../volumes.ts";
 import type { CallContext } from "./index.ts";
 
@@ -77,6 +78,8 @@ function plan(a: Args, ctx: CallContext): Plan {
     privateUsers: optBool(a, "privateUsers") ?? true,
     bindBundle: bundleMode === "bind" ? bundle : undefined,
     ready: readyArg,
+    // the init's own list: it refuses anything else (65), so the agent refuses it first
+    healthOnFailure: optEnum(a, "healthOnFailure", HEALTH_ACTIONS),
     volumes,
   });
   return { name, rootfs, cls, rendered, cfg, volumes, ready };

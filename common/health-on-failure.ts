@@ -1,0 +1,15 @@
+// MAN8S_HEALTH_ON_FAILURE's values: one list for the init (which acts on it, init/health-action.ts) and
+// the agent (which renders it from --health-on-failure and refuses what the init would refuse).
+import { EXIT, ExitError } from "./log.ts";
+
+export const HEALTH_ACTIONS = ["none", "restart", "stop", "kill"] as const;
+export type HealthAction = (typeof HEALTH_ACTIONS)[number];
+
+/** The setting, validated: a bad value is a bad env (65) naming the variable, before the app starts. */
+export function healthAction(env: Record<string, string | undefined>): HealthAction {
+  const v = (env.MAN8S_HEALTH_ON_FAILURE ?? "").trim();
+  if (v === "") return "none";
+  if ((HEALTH_ACTIONS as readonly string[]).includes(v)) return v as HealthAction;
+  throw new ExitError(EXIT.badEnv, `MAN8S_HEALTH_ON_FAILURE must be ${HEALTH_ACTIONS.join(", ")}, got '${v.slice(0, 40)}'`);
+}
+
