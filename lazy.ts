@@ -6,6 +6,7 @@ export const LAZY = {
   netctl: "netctl/cli.ts",
   hostagent: "hostagent/cli.ts",
   agent: "hostagent/client-cli.ts",
+  machines: "hostagent/machines-cli.ts",
   network: "netctl/bringup.ts",
   probes: "init/probes/index.ts",
   notify: "init/probes/notify.ts",
@@ -16,6 +17,7 @@ interface Modules {
   netctl: typeof import("./netctl/cli.ts");
   hostagent: typeof import("./hostagent/cli.ts");
   agent: typeof import("./hostagent/client-cli.ts");
+  machines: typeof import("./hostagent/machines-cli.ts");
   network: typeof import("./netctl/bringup.ts");
   probes: typeof import("./init/probes/index.ts");
   notify: typeof import("./init/probes/notify.ts");

@@ -14,6 +14,8 @@ usage:
   man8s netctl COMMAND ...      networking: up, status, check, probe, address
   man8s hostagent serve         the host daemon on a unix socket
   man8s agent COMMAND ...       a client of the host daemon
+  man8s machines COMMAND ...    pull, list, remove machines (mbctl's commands; through the host daemon)
+  man8s oci download SRC PATH   pull and unpack an image only
   man8s --version | help        this text; every command takes --help
 `;
 
@@ -45,6 +47,9 @@ async function main(): Promise<number> {
       return (await load("hostagent")).runHostagent(rest);
     case "agent":
       return (await load("agent")).runAgent(rest);
+    case "machines":
+    case "oci":
+      return (await load("machines")).runMachines(role, rest);
     case "--version":
     case "version":
       process.stdout.write(`man8s ${VERSION}\n`);

@@ -8,10 +8,11 @@ import { REPORT_LIMITS } from "../common/report.ts";
 import { log } from "../common/log.ts";
 import { AgentError, ERR } from "./errors.ts";
 import { isInstalled, recoverAll } from "./install.ts";
+import { recoverAllPulls } from "./machines.ts";
 import { CONFIGS_DIR, checkName, configDir, reportDir, reportSocket, statusFile } from "./layout.ts";
 import { FrameReader, MAX_FRAME, errorReply, okReply, parseRequest, type RequestId } from "./protocol.ts";
 import { procStart } from "./proc.ts";
-import { StateStore } from "./state.ts";
+import { StateStore, isFinal } from "./state.ts";
 import { COMMANDS, type CallContext } from "./commands/index.ts";
 
 export interface ServerOptions {
@@ -169,6 +170,8 @@ export class AgentServer {
     removeStaleSocket(path);
     // an install killed half-way: back to the last complete pair before any client can ask
     recoverAll(this.opts.root);
+    // a pull killed half-way: none of that machine's paths may remain
+    recoverAllPulls(this.opts.root);
     // create the socket with mode 0600 from the start: no window where others could connect
     const old = process.umask(0o177);
     try {
@@ -242,6 +245,23 @@ export class AgentServer {
     }
     chmodSync(path, 0o666);
     return path;
+  }
+
+  /** Whether a machine runs, as far as this agent knows: its init reported and is still alive. */
+  isRunning(name: string): boolean {
+    const s = this.state.get(name);
+    return s?.initAlive === true && !isFinal(s.phase);
+  }
+
+  /** A removed (or never completed) machine: its report socket goes, and the agent forgets it. */
+  closeReportSocket(name: string): void {
+    const existing = this.reportListeners.get(name);
+    if (existing) {
+      existing.listener.stop(true);
+      unlinkIfSocket(existing.path);
+      this.reportListeners.delete(name);
+    }
+    this.state.forget(name);
   }
 
   private handlers(kind: Kind) {

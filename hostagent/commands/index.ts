@@ -9,6 +9,7 @@ import { MAX_FRAME, encodeFrame, type RequestId } from "../protocol.ts";
 import type { AgentServer, Conn } from "../server.ts";
 import { type ContainerStatus, parseReport, type StateEvent } from "../state.ts";
 import { classifyCmd, injectCmd, installCmd, renderCmd } from "./image.ts";
+import { listCmd, ociDownloadCmd, pullCmd, removeCmd } from "./machines.ts";
 
 export interface CallContext {
   server: AgentServer;
@@ -58,6 +59,10 @@ export const COMMANDS: Record<string, Command> = {
   plan: admin(renderCmd),
   install: admin(installCmd),
   inject: admin(injectCmd),
+  pull: admin(pullCmd),
+  "oci-download": admin(ociDownloadCmd),
+  machines: admin(listCmd),
+  remove: admin(removeCmd),
   address: admin((a, ctx) => {
     const name = checkName(a.name);
     const prefix = optStr(a, "prefix", 64) ?? ctx.server.opts.yggPrefix;

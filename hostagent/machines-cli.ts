@@ -1,0 +1,201 @@
+// `man8s machines ...` and `man8s oci download`: mbctl's commands, as clients of the host agent (the work
+// runs there, so one NAME is handled by one operation at a time). Progress arrives as events and is printed
+// one line each (JSON objects with --json). Exit codes: 0 ok, 1 the agent refused or failed, 64 usage,
+// 69 the agent cannot be reached. Ctrl-C closes the connection, which cancels a pull in the agent.
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { AgentClient } from "./client.ts";
+import { forTerminal } from "./client-cli.ts";
+import { AgentError } from "./errors.ts";
+import { DEFAULT_SOCKET } from "./layout.ts";
+
+const HELP = `usage: man8s machines [--socket PATH] [--json] COMMAND ...
+
+  pull SOURCE NAME [options]   pull an image into the store, unpack it to /var/lib/man8machines/NAME,
+                               classify, render, install and inject; refuses an existing NAME
+  list                         every machine: name, image and digest, state, yggdrasil address
+  remove NAME [--keep-data]    remove a stopped machine: rootfs, links, config, storage (unless --keep-data)
+
+SOURCE: docker.io/library/nginx:1.25, registry:5000/app:tag, REF@sha256:..., docker://REF,
+        oci:/DIR[:TAG], oci-archive:/FILE
+pull options:
+  --volume PATH=data|config|skip|/host/path   where a volume lives (repeatable)
+  --env KEY=VALUE              extra env (repeatable, wins over the image's)
+  --ready PROBE|healthy|start|none            MAN8S_READY
+  --bundle-mode bind|copy      the init bundle bound read-only (default) or copied into the rootfs
+  --tls-verify=false           plain HTTP or an unverified certificate (a local registry)
+  --authfile FILE              registry credentials (containers-auth.json)
+  --cert-dir DIR               client certificates and CAs for the registry
+
+usage: man8s oci download SOURCE PATH    pull and unpack only (PATH = the rootfs, PATH.config.json beside it)
+`;
+
+const OPTIONS = {
+  socket: { type: "string" },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  volume: { type: "string", multiple: true },
+  env: { type: "string", multiple: true },
+  ready: { type: "string" },
+  "bundle-mode": { type: "string" },
+  "tls-verify": { type: "string" },
+  authfile: { type: "string" },
+  "cert-dir": { type: "string" },
+  "keep-data": { type: "boolean" },
+  start: { type: "boolean" },
+} as const;
+
+class Usage extends Error {}
+
+function pairs(list: string[] | undefined, flag: string, what: string): Record<string, string> | undefined {
+  if (!list?.length) return undefined;
+  const out: Record<string, string> = {};
+  for (const kv of list) {
+    const i = kv.indexOf("=");
+    if (i <= 0) throw new Usage(`${flag} needs ${what}, got '${kv}'`);
+    out[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  return out;
+}
+
+function tlsVerify(v: string | undefined): boolean | undefined {
+  if (v === undefined) return undefined;
+  if (v === "true") return true;
+  if (v === "false") return false;
+  throw new Usage("--tls-verify takes true or false");
+}
+
+type V = ReturnType<typeof parse>["values"];
+function parse(args: string[]) {
+  return parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
+}
+
+function registry(v: V) {
+  return { tlsVerify: tlsVerify(v["tls-verify"]), authfile: v.authfile ? resolve(v.authfile) : undefined, certDir: v["cert-dir"] ? resolve(v["cert-dir"]) : undefined };
+}
+
+function requestOf(group: "machines" | "oci", pos: string[], v: V): [string, Record<string, unknown>] {
+  const [cmd, ...rest] = pos;
+  const need = (n: number, what: string) => {
+    if (rest.length !== n) throw new Usage(`${cmd} needs ${what}`);
+  };
+  if (group === "oci") {
+    if (cmd !== "download") throw new Usage(`unknown oci command '${cmd ?? ""}'`);
+    need(2, "SOURCE PATH");
+    return ["oci-download", { source: rest[0], path: resolve(rest[1]!), ...registry(v) }];
+  }
+  switch (cmd) {
+    case "pull":
+      need(2, "SOURCE NAME");
+      return [
+        "pull",
+        {
+          source: rest[0],
+          name: rest[1],
+          volumes: pairs(v.volume, "--volume", "PATH=data|config|skip|/host/path"),
+          env: pairs(v.env, "--env", "KEY=VALUE"),
+          ready: v.ready,
+          bundleMode: v["bundle-mode"],
+          start: v.start || undefined,
+          ...registry(v),
+        },
+      ];
+    case "list":
+      need(0, "no arguments");
+      return ["machines", {}];
+    case "remove":
+      need(1, "NAME");
+      return ["remove", { name: rest[0], keepData: v["keep-data"] || undefined }];
+    default:
+      throw new Usage(cmd ? `unknown command '${cmd}'` : "no command");
+  }
+}
+
+const out = (s: string): void => void process.stdout.write(s.endsWith("\n") ? s : `${s}\n`);
+
+function human(cmd: string, r: Record<string, unknown>): void {
+  switch (cmd) {
+    case "pull":
+      out(`pulled ${forTerminal(r.name)} from ${forTerminal(r.source)} in ${(r.seconds as number).toFixed(1)} s`);
+      out(`  digest ${forTerminal(r.digest)} (${String(r.layers)} layers, ${String(r.reused)} already stored, ${String(r.fetchedBytes)} bytes fetched)`);
+      out(`  rootfs ${forTerminal(r.rootfs)}`);
+      return;
+    case "oci-download":
+      out(`downloaded ${forTerminal(r.digest)} into ${forTerminal(r.path)} (config ${forTerminal(r.config)})`);
+      return;
+    case "machines": {
+      const rows = (r.machines as Record<string, unknown>[]).map((m) => [
+        String(m.name),
+        m.source ? String(m.source) : "-",
+        m.digest ? String(m.digest).slice(0, 19) : "-",
+        `${m.running ? "running" : "stopped"}/${String(m.phase)}${m.health ? ` health=${String(m.health)}` : ""}${m.exitCode !== undefined ? ` exit=${String(m.exitCode)}` : ""}`,
+        m.address ? String(m.address) : "-",
+      ].map(forTerminal));
+      const head = ["NAME", "IMAGE", "DIGEST", "STATE", "ADDRESS"];
+      const w = head.map((h, i) => Math.max(h.length, ...rows.map((x) => x[i]!.length)));
+      for (const row of [head, ...rows]) out(row.map((c, i) => c.padEnd(w[i]!)).join("  ").trimEnd());
+      return;
+    }
+    case "remove":
+      for (const p of r.parts as { part: string; path: string; action: string }[]) out(`${p.action.padEnd(7)} ${p.part}: ${forTerminal(p.path)}`);
+      return;
+  }
+}
+
+export async function runMachines(group: "machines" | "oci", args: string[]): Promise<number> {
+  let v: V;
+  let req: [string, Record<string, unknown>];
+  try {
+    let pos: string[];
+    try {
+      ({ values: v, positionals: pos } = parse(args));
+    } catch (e) {
+      throw new Usage((e as Error).message);
+    }
+    if (v.help) {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    req = requestOf(group, pos, v);
+  } catch (e) {
+    if (!(e instanceof Usage)) throw e;
+    process.stderr.write(`man8s ${group}: ${e.message}\n\n${HELP}`);
+    return 64;
+  }
+  const socket = v.socket ? resolve(v.socket) : DEFAULT_SOCKET;
+  let c: AgentClient;
+  try {
+    c = await AgentClient.connect(socket);
+  } catch (e) {
+    process.stderr.write(`man8s ${group}: cannot connect to the agent at ${socket}: ${(e as Error).message}\n`);
+    return 69;
+  }
+  c.eventHandler = (_id, ev) => {
+    const e = ev as { step?: unknown; message?: unknown };
+    if (v.json) out(JSON.stringify(ev));
+    else process.stderr.write(`${forTerminal(e.step)}: ${forTerminal(e.message)}\n`);
+  };
+  // Ctrl-C: closing the connection cancels the operation in the agent, which removes what it made
+  const interrupt = () => {
+    c.close();
+    process.exit(130);
+  };
+  process.on("SIGINT", interrupt);
+  process.on("SIGTERM", interrupt);
+  try {
+    const r = (await c.request(req[0], req[1])) as Record<string, unknown>;
+    if (v.json) out(JSON.stringify({ type: "result", result: r }));
+    else human(req[0], r);
+    return 0;
+  } catch (e) {
+    if (e instanceof AgentError) {
+      if (v.json) out(JSON.stringify({ type: "error", code: e.code, message: e.message }));
+      process.stderr.write(`man8s ${group}: ${e.code}: ${forTerminal(e.message)}\n`);
+      return 1;
+    }
+    process.stderr.write(`man8s ${group}: ${(e as Error).message}\n`);
+    return 69;
+  } finally {
+    c.close();
+  }
+}

@@ -1,0 +1,249 @@
+// `man8s machines pull | list | remove` and `man8s oci download` against a real registry (Debian's
+// docker-registry on loopback), through the real agent and the real CLI. Blob fetches are counted in the
+// registry's access log. Paths under /tmp/m8m-*.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync } from "node:fs";
+import { BIN, startAgent, type Agent } from "../hostagent/helpers.ts";
+import { buildImages, Registry, SlowProxy, tmpDir, type Images } from "./registry.ts";
+
+let reg: Registry;
+let img: Images;
+let agent: Agent;
+let dir: string;
+
+interface Cli {
+  code: number;
+  out: string;
+  err: string;
+}
+
+async function cli(args: string[], socket = agent.socket): Promise<Cli> {
+  const p = Bun.spawn([BIN, args[0]!, "--socket", socket, ...args.slice(1)], { stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  return { code, out, err };
+}
+
+const pull = (src: string, name: string, ...more: string[]) => cli(["machines", "pull", "--tls-verify=false", src, name, ...more]);
+
+function machinePaths(root: string, name: string): string[] {
+  return [
+    `${root}/var/lib/man8machines/${name}`,
+    `${root}/var/lib/machines/${name}`,
+    `${root}/etc/systemd/nspawn/${name}.nspawn`,
+    `${root}/var/lib/man8machine_configs/${name}`,
+    `${root}/var/lib/man8machine_storage/${name}`,
+  ].filter((p) => {
+    try {
+      lstatSync(p);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+beforeAll(async () => {
+  dir = tmpDir("pull");
+  img = buildImages(dir);
+  reg = await Registry.start(dir);
+  reg.push(img.layout, "app", "m8m/app:v1");
+  reg.push(img.layout, "app2", "m8m/app2:v1");
+  reg.push(img.layout, "big", "m8m/big:v1");
+  agent = await startAgent();
+}, 120_000);
+
+afterAll(async () => {
+  await agent?.stop();
+  await reg?.stop();
+  Bun.spawnSync(["rm", "-rf", dir]);
+});
+
+describe("machines pull", () => {
+  test("pull installs the machine in mbctl's layout with the digest recorded; list shows it", async () => {
+    const t0 = performance.now();
+    const r = await pull(`${reg.host}/m8m/app:v1`, "m8m-web");
+    const secs = (performance.now() - t0) / 1000;
+    expect(r.err).toContain("pull: ");
+    expect(r.code).toBe(0);
+    const root = agent.root;
+    const digest = reg.digest("m8m/app:v1");
+    expect(r.out).toContain(digest);
+    expect(readFileSync(`${root}/var/lib/man8machines/m8m-web/srv/index.html`, "utf8")).toBe("hello from m8m app v1\n");
+    expect(readlinkSync(`${root}/var/lib/machines/m8m-web`)).toBe("../man8machines/m8m-web");
+    expect(existsSync(`${root}/var/lib/man8machines/m8m-web/man8s-init`)).toBe(true); // the bind's mount point
+    const env = readFileSync(`${root}/var/lib/man8machine_configs/m8m-web/man8env.env`, "utf8");
+    expect(env).toContain(`MAN8S_OCI_IMAGE_DIGEST=${digest}\n`);
+    expect(env).toContain(`MAN8S_OCI_IMAGE_URL=${reg.host}/m8m/app:v1\n`);
+    expect(env).toContain("MAN8S_APPLICATION_ARGV=[\"/bin/busybox\",\"httpd\",\"-f\",\"-p\",\"8080\",\"-h\",\"/srv\"]");
+    expect(readFileSync(`${root}/etc/systemd/nspawn/m8m-web.nspawn`, "utf8")).toContain("[Exec]");
+    // nothing of the pull's temporaries is left
+    expect(readdirSync(`${root}/var/lib/man8machines`).filter((n) => n.startsWith("."))).toEqual([]);
+    expect(readdirSync(`${root}/var/lib/man8s/pulls`)).toEqual([]);
+    // the shared base layer and the app layer were each fetched once
+    expect(reg.blobGets(img.baseLayer).length).toBe(1);
+    expect(reg.blobGets(img.appLayer).length).toBe(1);
+    const list = await cli(["machines", "--json", "list"]);
+    expect(list.code).toBe(0);
+    const res = JSON.parse(list.out.trim().split("\n").at(-1)!) as { result: { machines: { name: string; digest: string; source: string; running: boolean }[] } };
+    const m = res.result.machines.find((x) => x.name === "m8m-web")!;
+    expect(m.digest).toBe(digest);
+    expect(m.source).toBe(`${reg.host}/m8m/app:v1`);
+    expect(m.running).toBe(false);
+    const human = await cli(["machines", "list"]);
+    expect(human.out).toMatch(/^NAME\s+IMAGE\s+DIGEST\s+STATE\s+ADDRESS$/m);
+    expect(human.out).toMatch(/^m8m-web\s+127\.0\.0\.1:\d+\/m8m\/app:v1\s+sha256:[0-9a-f]{12}\s+stopped/m);
+    console.log(`first pull (2 layers, cold store): ${secs.toFixed(2)} s`);
+  }, 60_000);
+
+  test("a second image sharing the base layer fetches only its new layer; the same digest again fetches no layer", async () => {
+    const r = await pull(`${reg.host}/m8m/app2:v1`, "m8m-web2");
+    expect(r.code).toBe(0);
+    expect(reg.blobGets(img.baseLayer).length).toBe(1); // not fetched again
+    expect(reg.blobGets(img.app2Layer).length).toBe(1);
+    expect(r.out).toMatch(/2 layers, 1 already stored, \d+ bytes fetched/);
+    // by digest, to another name: no layer crosses the wire
+    const digest = reg.digest("m8m/app:v1");
+    const before = reg.blobGets().length;
+    const again = await pull(`${reg.host}/m8m/app@${digest}`, "m8m-web3");
+    expect(again.code).toBe(0);
+    expect(again.out).toMatch(/2 layers, 2 already stored, 0 bytes fetched/);
+    const fetched = reg.blobGets().slice(before);
+    expect(fetched.filter((h) => h === img.baseLayer || h === img.appLayer)).toEqual([]);
+    expect(readFileSync(`${agent.root}/var/lib/man8machine_configs/m8m-web3/man8env.env`, "utf8")).toContain(`MAN8S_OCI_IMAGE_DIGEST=${digest}\n`);
+  }, 60_000);
+
+  test("an existing NAME is refused and left as it was", async () => {
+    const r = await pull(`${reg.host}/m8m/app2:v1`, "m8m-web");
+    expect(r.code).toBe(1);
+    expect(r.err).toContain("E_EXISTS: machine 'm8m-web' already exists");
+    expect(readFileSync(`${agent.root}/var/lib/man8machines/m8m-web/srv/index.html`, "utf8")).toBe("hello from m8m app v1\n");
+  }, 30_000);
+
+  test("an unknown tag is one line naming the reference, and no machine path is made", async () => {
+    const ref = `${reg.host}/m8m/app:nope`;
+    const r = await pull(ref, "m8m-nope");
+    expect(r.code).toBe(1);
+    const errLines = r.err.split("\n").filter((l) => l.startsWith("man8s machines:"));
+    expect(errLines.length).toBe(1);
+    expect(errLines[0]).toContain(`E_PULL: pulling ${ref}:`);
+    expect(errLines[0]).toContain("manifest unknown");
+    expect(machinePaths(agent.root, "m8m-nope")).toEqual([]);
+  }, 30_000);
+
+  test("SOURCE forms: oci:DIR:TAG, oci-archive:FILE, docker://REF; a bad one is refused before any work", async () => {
+    const a = await cli(["machines", "pull", `oci:${img.layout}:app2`, "m8m-oci"]);
+    expect(a.code).toBe(0);
+    expect(readFileSync(`${agent.root}/var/lib/man8machines/m8m-oci/srv/index.html`, "utf8")).toBe("hello from m8m app2\n");
+    const archive = `${dir}/app.tar`;
+    Bun.spawnSync(["skopeo", "copy", `oci:${img.layout}:app`, `oci-archive:${archive}`]);
+    const b = await cli(["machines", "pull", `oci-archive:${archive}`, "m8m-arch"]);
+    expect(b.code).toBe(0);
+    const c = await pull(`docker://${reg.host}/m8m/app:v1`, "m8m-dock");
+    expect(c.code).toBe(0);
+    const bad = await cli(["machines", "pull", "not a ref", "m8m-bad"]);
+    expect(bad.code).toBe(1);
+    expect(bad.err).toContain("E_BAD_ARGS");
+    const badName = await pull(`${reg.host}/m8m/app:v1`, "../etc");
+    expect(badName.code).toBe(1);
+    expect(badName.err).toContain("E_BAD_NAME");
+  }, 60_000);
+
+  test("oci download pulls and unpacks only", async () => {
+    const target = `${dir}/dl-rootfs`;
+    const r = await cli(["oci", "download", "--tls-verify=false", `${reg.host}/m8m/app2:v1`, target]);
+    expect(r.code).toBe(0);
+    expect(readFileSync(`${target}/srv/index.html`, "utf8")).toBe("hello from m8m app2\n");
+    expect(existsSync(`${target}.config.json`)).toBe(true);
+    expect(existsSync(`${target}/man8s-init`)).toBe(false); // no init installed
+    expect(readdirSync(dir).filter((n) => n.includes(".pull-"))).toEqual([]);
+  }, 30_000);
+
+  test("remove: reports each part, keeps storage with --keep-data, refuses an unknown name", async () => {
+    const r = await cli(["machines", "remove", "m8m-web3"]);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^removed rootfs: .*\/var\/lib\/man8machines\/m8m-web3$/m);
+    expect(r.out).toMatch(/^removed machines link: /m);
+    expect(r.out).toMatch(/^removed nspawn link: /m);
+    expect(r.out).toMatch(/^removed config: /m);
+    expect(machinePaths(agent.root, "m8m-web3")).toEqual([]);
+    // a volume's storage outlives the machine with --keep-data
+    const v = await pull(`${reg.host}/m8m/app:v1`, "m8m-vol", "--volume", "/srv=data");
+    expect(v.code).toBe(0);
+    expect(readFileSync(`${agent.root}/var/lib/man8machine_storage/m8m-vol/srv/index.html`, "utf8")).toBe("hello from m8m app v1\n");
+    const k = await cli(["machines", "remove", "--keep-data", "m8m-vol"]);
+    expect(k.code).toBe(0);
+    expect(k.out).toMatch(/^kept\s+storage: /m);
+    expect(machinePaths(agent.root, "m8m-vol")).toEqual([`${agent.root}/var/lib/man8machine_storage/m8m-vol`]);
+    const gone = await cli(["machines", "remove", "m8m-never"]);
+    expect(gone.code).toBe(1);
+    expect(gone.err).toContain("E_NOT_FOUND");
+    const list = await cli(["machines", "list"]);
+    expect(list.out).not.toContain("m8m-web3");
+  }, 60_000);
+});
+
+describe("interrupted pulls", () => {
+  let proxy: SlowProxy;
+  beforeAll(async () => {
+    proxy = await new SlowProxy(reg.port, 1024 * 1024).start(); // 8 MiB layer: ~8 s through it
+  });
+  afterAll(() => proxy.stop());
+
+  /** waits until the big layer is on its way (its GET started: the proxy is trickling it) */
+  async function midBlob(p: { exitCode: number | null; stderr: ReadableStream<Uint8Array> }, baseBefore: number): Promise<void> {
+    const t0 = Date.now();
+    // the base layer completes first (it is small); then only the big one is in flight
+    while (reg.blobGets(img.baseLayer).length === baseBefore) {
+      if (p.exitCode !== null || Date.now() - t0 > 20_000) throw new Error(`the pull did not get under way: ${await new Response(p.stderr).text()}`);
+      await Bun.sleep(50);
+    }
+    await Bun.sleep(1500);
+  }
+
+  test("the agent killed mid-blob: a restarted agent leaves no path of the machine, and the next pull reuses the blobs", async () => {
+    // a fresh agent with a fresh store, so the base layer is fetched (and stored) by this pull
+    const a = await startAgent();
+    const baseBefore = reg.blobGets(img.baseLayer).length;
+    const p = Bun.spawn([BIN, "machines", "--socket", a.socket, "pull", "--tls-verify=false", `${proxy.host}/m8m/big:v1`, "m8m-big"], { stdout: "pipe", stderr: "pipe" });
+    await midBlob(p, baseBefore);
+    expect(p.exitCode).toBeNull();
+    expect(existsSync(`${a.root}/var/lib/man8s/pulls/m8m-big.json`)).toBe(true);
+    await a.stop("SIGKILL");
+    expect(await p.exited).not.toBe(0);
+    // its skopeo died with it (pdeathsig): nothing writes into the store any more
+    const skopeos = Bun.spawnSync(["pgrep", "-f", `oci:${a.root}/var/lib/man8s/images`]).stdout.toString().trim();
+    expect(skopeos).toBe("");
+    // (the registry itself has sent the whole big blob into the proxy's queue: only skopeo never got it)
+    const big = reg.blobGets(img.bigLayer).length;
+    const b = await startAgent({ root: a.root });
+    expect(machinePaths(a.root, "m8m-big")).toEqual([]);
+    expect(readdirSync(`${a.root}/var/lib/man8s/pulls`)).toEqual([]);
+    const base = reg.blobGets(img.baseLayer).length;
+    expect(base).toBe(baseBefore + 1);
+    const ok = await cli(["machines", "pull", "--tls-verify=false", `${reg.host}/m8m/big:v1`, "m8m-big"], b.socket);
+    expect(ok.code).toBe(0);
+    expect(ok.out).toMatch(/2 layers, 1 already stored/);
+    expect(reg.blobGets(img.baseLayer).length).toBe(base); // reused, not fetched again
+    expect(reg.blobGets(img.bigLayer).length).toBe(big + 1);
+    await b.stop();
+  }, 90_000);
+
+  test("Ctrl-C in the CLI cancels the pull in the agent: no path of the machine remains", async () => {
+    const p = Bun.spawn([BIN, "machines", "--socket", agent.socket, "pull", "--tls-verify=false", `${proxy.host}/m8m/big:v1`, "m8m-big2"], { stdout: "pipe", stderr: "pipe" });
+    const t0 = Date.now();
+    while (!existsSync(`${agent.root}/var/lib/man8s/pulls/m8m-big2.json`)) {
+      if (p.exitCode !== null || Date.now() - t0 > 20_000) throw new Error("the pull did not get under way");
+      await Bun.sleep(20);
+    }
+    await Bun.sleep(1500);
+    p.kill("SIGINT");
+    expect(await p.exited).toBe(130);
+    const t1 = Date.now();
+    while (machinePaths(agent.root, "m8m-big2").length > 0 || existsSync(`${agent.root}/var/lib/man8s/pulls/m8m-big2.json`)) {
+      if (Date.now() - t1 > 10_000) throw new Error(`left behind: ${machinePaths(agent.root, "m8m-big2").join(", ")}`);
+      await Bun.sleep(50);
+    }
+    // the agent is still serving
+    expect((await cli(["machines", "list"])).code).toBe(0);
+  }, 60_000);
+});
