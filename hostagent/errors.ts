@@ -39,6 +39,10 @@ export const ERR = {
   CANCELLED: "E_CANCELLED",
   /** the machine is running: stop it first */
   RUNNING: "E_RUNNING",
+  /** the machine is not running (stop) */
+  NOT_RUNNING: "E_NOT_RUNNING",
+  /** systemd-nspawn (or systemctl) could not start the machine: the message carries its last lines */
+  START_FAILED: "E_START_FAILED",
   /** a filesystem operation failed (message carries the errno text) */
   IO: "E_IO",
   /** a bug: the message says where */

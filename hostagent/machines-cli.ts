@@ -15,6 +15,8 @@ const HELP = `usage: man8s machines [--socket PATH] [--json] COMMAND ...
                                classify, render, install and inject; refuses an existing NAME
   list                         every machine: name, image and digest, state, yggdrasil address
   remove NAME [--keep-data]    remove a stopped machine: rootfs, links, config, storage (unless --keep-data)
+  start | stop | restart NAME  systemctl on systemd-nspawn@NAME when systemd is PID 1; otherwise the agent
+                               runs the unit's nspawn command line itself and supervises it
 
 SOURCE: docker.io/library/nginx:1.25, registry:5000/app:tag, REF@sha256:..., docker://REF,
         oci:/DIR[:TAG], oci-archive:/FILE
@@ -23,6 +25,8 @@ pull options:
   --env KEY=VALUE              extra env (repeatable, wins over the image's)
   --ready PROBE|healthy|start|none            MAN8S_READY
   --bundle-mode bind|copy      the init bundle bound read-only (default) or copied into the rootfs
+  --bridge NAME | --private-network   VirtualEthernet on a bridge (default srvgrp0), or loopback only
+  --start                      start the machine once it is installed
   --tls-verify=false           plain HTTP or an unverified certificate (a local registry)
   --authfile FILE              registry credentials (containers-auth.json)
   --cert-dir DIR               client certificates and CAs for the registry
@@ -42,6 +46,8 @@ const OPTIONS = {
   authfile: { type: "string" },
   "cert-dir": { type: "string" },
   "keep-data": { type: "boolean" },
+  bridge: { type: "string" },
+  "private-network": { type: "boolean" },
   start: { type: "boolean" },
 } as const;
 
@@ -97,12 +103,19 @@ function requestOf(group: "machines" | "oci", pos: string[], v: V): [string, Rec
           ready: v.ready,
           bundleMode: v["bundle-mode"],
           start: v.start || undefined,
+          bridge: v.bridge,
+          privateNetwork: v["private-network"] || undefined,
           ...registry(v),
         },
       ];
     case "list":
       need(0, "no arguments");
       return ["machines", {}];
+    case "start":
+    case "stop":
+    case "restart":
+      need(1, "NAME");
+      return [cmd, { name: rest[0] }];
     case "remove":
       need(1, "NAME");
       return ["remove", { name: rest[0], keepData: v["keep-data"] || undefined }];
@@ -119,6 +132,7 @@ function human(cmd: string, r: Record<string, unknown>): void {
       out(`pulled ${forTerminal(r.name)} from ${forTerminal(r.source)} in ${(r.seconds as number).toFixed(1)} s`);
       out(`  digest ${forTerminal(r.digest)} (${String(r.layers)} layers, ${String(r.reused)} already stored, ${String(r.fetchedBytes)} bytes fetched)`);
       out(`  rootfs ${forTerminal(r.rootfs)}`);
+      if (r.started) out(`  started (nspawn pid ${String((r.started as { pid: unknown }).pid)})`);
       return;
     case "oci-download":
       out(`downloaded ${forTerminal(r.digest)} into ${forTerminal(r.path)} (config ${forTerminal(r.config)})`);
@@ -136,6 +150,13 @@ function human(cmd: string, r: Record<string, unknown>): void {
       for (const row of [head, ...rows]) out(row.map((c, i) => c.padEnd(w[i]!)).join("  ").trimEnd());
       return;
     }
+    case "start":
+    case "restart":
+      out(`${cmd === "start" ? "started" : "restarted"} ${forTerminal(r.name)} (${r.how === "systemd" ? "systemd-nspawn@ unit" : `supervised by the agent, nspawn pid ${String(r.pid)}`})`);
+      return;
+    case "stop":
+      out(`stopped ${forTerminal(r.name)}${r.code !== null ? ` (nspawn exit code ${String(r.code)}${r.killed ? ", killed after the stop timeout" : ""})` : ""}`);
+      return;
     case "remove":
       for (const p of r.parts as { part: string; path: string; action: string }[]) out(`${p.action.padEnd(7)} ${p.part}: ${forTerminal(p.path)}`);
       return;

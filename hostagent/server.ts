@@ -9,6 +9,7 @@ import { log } from "../common/log.ts";
 import { AgentError, ERR } from "./errors.ts";
 import { isInstalled, recoverAll } from "./install.ts";
 import { recoverAllPulls } from "./machines.ts";
+import { MachineRunner } from "./nspawn-run.ts";
 import { CONFIGS_DIR, checkName, configDir, reportDir, reportSocket, statusFile } from "./layout.ts";
 import { FrameReader, MAX_FRAME, errorReply, okReply, parseRequest, type RequestId } from "./protocol.ts";
 import { procStart } from "./proc.ts";
@@ -132,6 +133,8 @@ export class Conn {
 
 export class AgentServer {
   readonly state: StateStore;
+  /** machines started by this agent (or by systemd for it) */
+  readonly runner: MachineRunner;
   private admin?: UnixSocketListener<unknown>;
   private readonly reportListeners = new Map<string, { listener: UnixSocketListener<unknown>; path: string }>();
   private readonly conns = new Map<Socket<unknown>, Conn>();
@@ -144,6 +147,7 @@ export class AgentServer {
   private sweeper?: ReturnType<typeof setInterval>;
 
   constructor(readonly opts: ServerOptions) {
+    this.runner = new MachineRunner(opts.root);
     this.myPidNs = readNs("self", "pid");
     this.myUserNs = readNs("self", "user");
     this.maxReportConns = Math.max(MAX_REPORT_CONNS, fdLimit() - FD_RESERVE);
@@ -249,6 +253,7 @@ export class AgentServer {
 
   /** Whether a machine runs, as far as this agent knows: its init reported and is still alive. */
   isRunning(name: string): boolean {
+    if (this.runner.isRunning(name)) return true;
     const s = this.state.get(name);
     return s?.initAlive === true && !isFinal(s.phase);
   }

@@ -9,7 +9,7 @@ import { MAX_FRAME, encodeFrame, type RequestId } from "../protocol.ts";
 import type { AgentServer, Conn } from "../server.ts";
 import { type ContainerStatus, parseReport, type StateEvent } from "../state.ts";
 import { classifyCmd, injectCmd, installCmd, renderCmd } from "./image.ts";
-import { listCmd, ociDownloadCmd, pullCmd, removeCmd } from "./machines.ts";
+import { listCmd, ociDownloadCmd, pullCmd, removeCmd, restartCmd, startCmd, stopCmd } from "./machines.ts";
 
 export interface CallContext {
   server: AgentServer;
@@ -63,6 +63,9 @@ export const COMMANDS: Record<string, Command> = {
   "oci-download": admin(ociDownloadCmd),
   machines: admin(listCmd),
   remove: admin(removeCmd),
+  start: admin(startCmd),
+  stop: admin(stopCmd),
+  restart: admin(restartCmd),
   address: admin((a, ctx) => {
     const name = checkName(a.name);
     const prefix = optStr(a, "prefix", 64) ?? ctx.server.opts.yggPrefix;

@@ -7,12 +7,12 @@ import { AgentError, ERR } from "../errors.ts";
 import { type Cancel, machineTag, parseSource, type RegistryOptions, untag } from "../image-store.ts";
 import { injectBind, injectCopy } from "../inject.ts";
 import { isInstalled } from "../install.ts";
-import { CONFIGS_DIR, MACHINES_DIR, checkAbsPath, checkName } from "../layout.ts";
+import { CONFIGS_DIR, MACHINES_DIR, checkAbsPath, checkName, envFile, rootfsDir } from "../layout.ts";
 import { download, machineExists, machineLock, pullMachine, readImageRecord, removeMachine } from "../machines.ts";
 import { encodeFrame } from "../protocol.ts";
 import type { CallContext } from "./index.ts";
 import { installCmd } from "./image.ts";
-import { readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 
 type Args = Record<string, unknown>;
@@ -42,7 +42,6 @@ export async function pullCmd(a: Args, ctx: CallContext) {
   optMap(a, "volumes");
   optStrMap(a, "env");
   optStr(a, "ready", 2048);
-  if (a.start) throw new AgentError(ERR.BAD_ARGS, "start after pull is not available in this agent yet: run `man8s machines start NAME`");
   const { progress, cancel } = streaming(ctx);
   const bundleMode = a.bundleMode === "copy" ? "copy" : "bind";
   const server = ctx.server;
@@ -61,7 +60,12 @@ export async function pullCmd(a: Args, ctx: CallContext) {
         return installCmd({ ...a, name, rootfs, configPath: configBlob, config: undefined, imageUrl: source.given, env, bundleMode, force: false }, ctx);
       },
     });
-    return { name, source: source.given, digest: r.record.digest, rootfs: r.rootfs, layers: r.pulled.layers, reused: r.pulled.reused, fetchedBytes: r.pulled.fetchedBytes, seconds: r.seconds, install: r.installed };
+    let started: unknown = null;
+    if (a.start === true) {
+      progress("start", `starting ${name}`);
+      started = await server.runner.start(name);
+    }
+    return { name, started, source: source.given, digest: r.record.digest, rootfs: r.rootfs, layers: r.pulled.layers, reused: r.pulled.reused, fetchedBytes: r.pulled.fetchedBytes, seconds: r.seconds, install: r.installed };
   } catch (e) {
     // an install that got as far as the report socket: the machine is gone, so is its socket
     if (!isInstalled(server.opts.root, name) && !machineExists(server.opts.root, name)) server.closeReportSocket(name);
@@ -83,6 +87,8 @@ export interface MachineInfo {
   installed: boolean;
   phase: string;
   running: boolean;
+  /** the nspawn process the agent supervises (null under systemd or when stopped) */
+  pid: number | null;
   health?: string;
   exitCode?: number;
   address: string | null;
@@ -117,6 +123,7 @@ export function listCmd(_a: Args, ctx: CallContext): { machines: MachineInfo[] }
       installed: isInstalled(root, name),
       phase: s?.phase ?? "unknown",
       running: ctx.server.isRunning(name),
+      pid: ctx.server.runner.pid(name),
       address: prefix ? containerAddress(prefix, name) : null,
     };
     if (s?.health) info.health = s.health;
@@ -136,5 +143,54 @@ export async function removeCmd(a: Args, ctx: CallContext) {
     ctx.server.closeReportSocket(name);
     await untag(root, machineTag(name)).catch(() => undefined);
     return { name, parts };
+  });
+}
+
+/** MAN8S_STOP_TIMEOUT from the machine's env file (the init's own stop budget), default 10 s. */
+function stopTimeout(root: string, name: string): number {
+  try {
+    const text = readFileSync(envFile(root, name), "utf8").slice(0, 1024 * 1024);
+    const m = /^MAN8S_STOP_TIMEOUT=(\d{1,3})\s*$/m.exec(text);
+    if (m) return Math.min(Number(m[1]), 300);
+  } catch {
+    // not readable: the default
+  }
+  return 10;
+}
+
+function checkStartable(root: string, name: string): void {
+  if (!isInstalled(root, name) || !existsSync(rootfsDir(root, name))) throw new AgentError(ERR.NOT_FOUND, `no installed machine '${name}' (pull it first)`);
+}
+
+export async function startCmd(a: Args, ctx: CallContext) {
+  const name = checkName(a.name);
+  const root = ctx.server.opts.root;
+  return machineLock.run(name, async () => {
+    checkStartable(root, name);
+    if (ctx.server.isRunning(name)) throw new AgentError(ERR.RUNNING, `machine '${name}' is already running`);
+    ctx.server.openReportSocket(name);
+    const r = await ctx.server.runner.start(name);
+    return { name, ...r };
+  });
+}
+
+export async function stopCmd(a: Args, ctx: CallContext) {
+  const name = checkName(a.name);
+  const root = ctx.server.opts.root;
+  return machineLock.run(name, async () => {
+    const r = await ctx.server.runner.stop(name, stopTimeout(root, name));
+    return { name, ...r };
+  });
+}
+
+export async function restartCmd(a: Args, ctx: CallContext) {
+  const name = checkName(a.name);
+  const root = ctx.server.opts.root;
+  return machineLock.run(name, async () => {
+    checkStartable(root, name);
+    const stopped = ctx.server.runner.isRunning(name) ? await ctx.server.runner.stop(name, stopTimeout(root, name)) : null;
+    ctx.server.openReportSocket(name);
+    const started = await ctx.server.runner.start(name);
+    return { name, stopped, ...started };
   });
 }

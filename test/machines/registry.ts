@@ -25,11 +25,30 @@ export class Registry {
   port = 0;
   private log = "";
   private pump!: Promise<void>;
-  constructor(readonly dir: string) {}
+  constructor(
+    readonly dir: string,
+    /** a network namespace to run in (the registry, and the test's skopeo calls) */
+    readonly ns?: string,
+  ) {}
 
-  static async start(dir: string): Promise<Registry> {
-    const r = new Registry(dir);
-    r.port = await freePort();
+  private wrap(argv: string[]): string[] {
+    return this.ns ? ["nsenter", `--net=/run/netns/${this.ns}`, "--", ...argv] : argv;
+  }
+
+  private async answers(): Promise<boolean> {
+    if (!this.ns) {
+      try {
+        return (await fetch(`http://127.0.0.1:${this.port}/v2/`)).ok;
+      } catch {
+        return false;
+      }
+    }
+    return Bun.spawnSync(this.wrap(["busybox", "wget", "-q", "-O", "/dev/null", `http://127.0.0.1:${this.port}/v2/`])).exitCode === 0;
+  }
+
+  static async start(dir: string, ns?: string): Promise<Registry> {
+    const r = new Registry(dir, ns);
+    r.port = ns ? 5000 : await freePort(); // a fresh namespace has every port free
     const cfg = `${dir}/registry.yml`;
     writeFileSync(cfg, `version: 0.1
 log:
@@ -42,7 +61,7 @@ storage:
 http:
   addr: 127.0.0.1:${r.port}
 `);
-    r.proc = Bun.spawn(["docker-registry", "serve", cfg], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    r.proc = Bun.spawn(r.wrap(["docker-registry", "serve", cfg]), { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
     const dec = new TextDecoder();
     const pump = async (s: ReadableStream<Uint8Array>) => {
       for await (const c of s) r.log += dec.decode(c, { stream: true });
@@ -50,11 +69,7 @@ http:
     r.pump = Promise.all([pump(r.proc.stdout as ReadableStream<Uint8Array>), pump(r.proc.stderr as ReadableStream<Uint8Array>)]).then(() => {});
     const t0 = Date.now();
     for (;;) {
-      try {
-        if ((await fetch(`http://127.0.0.1:${r.port}/v2/`)).ok) break;
-      } catch {
-        // not yet
-      }
+      if (await r.answers()) break;
       if (r.proc.exitCode !== null || Date.now() - t0 > 10_000) throw new Error(`docker-registry did not start: ${r.log}`);
       await Bun.sleep(20);
     }
@@ -74,12 +89,12 @@ http:
   }
 
   push(layout: string, tag: string, repo: string): void {
-    run(["skopeo", "copy", "--dest-tls-verify=false", `oci:${layout}:${tag}`, `docker://${this.host}/${repo}`]);
+    run(this.wrap(["skopeo", "copy", "--dest-tls-verify=false", `oci:${layout}:${tag}`, `docker://${this.host}/${repo}`]));
   }
 
   /** the manifest digest the registry serves for repo:tag */
   digest(repo: string): string {
-    return run(["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}", `docker://${this.host}/${repo}`]).trim();
+    return run(this.wrap(["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}", `docker://${this.host}/${repo}`])).trim();
   }
 
   async stop(): Promise<void> {
@@ -208,6 +223,7 @@ export function buildImages(dir: string, bigBytes = 8 * 1024 * 1024): Images {
   for (const a of ["sh", "sleep", "cat", "echo", "httpd", "wget", "ls", "id", "kill"]) Bun.spawnSync(["ln", "-s", "busybox", `${r}/bin/${a}`]);
   put(r, "/etc/passwd", "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/srv:/bin/sh\n");
   put(r, "/etc/group", "root:x:0:\nwww:x:33:\n");
+  put(r, "/usr/lib/os-release", "ID=m8m-test\nNAME=m8m\n"); // nspawn --boot wants an OS tree
   run(["umoci", "repack", "--image", `${layout}:base`, b]);
   rmSync(b, { recursive: true, force: true });
   const derive = (tag: string, files: (r: string) => void, cfg: string[]) => {

@@ -1,0 +1,136 @@
+// pull → list → start (agent-supervised systemd-nspawn, the unit's command line) → the app answers →
+// remove refused while running → restart → stop → remove. The registry and the agent run in a network
+// namespace of this test (m8mL<pid>), so nspawn's links land there and nothing touches the host's network.
+// Run under the shared lock (nspawn): flock /tmp/man8s-heavy.lock bun test test/machines/lifecycle.test.ts
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { existsSync, lstatSync, readFileSync } from "node:fs";
+import { BIN, startAgent, type Agent } from "../hostagent/helpers.ts";
+import { buildImages, Registry, tmpDir, type Images } from "./registry.ts";
+
+const NS = `m8mL${process.pid % 100000}`;
+const NAME = "m8m-life";
+let reg: Registry;
+let img: Images;
+let agent: Agent;
+let dir: string;
+
+async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const p = Bun.spawn([BIN, args[0]!, "--socket", agent.socket, ...args.slice(1)], { stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  return { code, out, err };
+}
+
+interface Info {
+  name: string;
+  running: boolean;
+  phase: string;
+  pid: number | null;
+  digest: string | null;
+}
+
+async function info(): Promise<Info> {
+  const r = await cli(["machines", "--json", "list"]);
+  const res = JSON.parse(r.out.trim().split("\n").at(-1)!) as { result: { machines: Info[] } };
+  return res.result.machines.find((m) => m.name === NAME)!;
+}
+
+async function until<T>(what: string, fn: () => Promise<T | false | null | undefined>, ms: number): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${(await cli(["agent", "status", NAME])).out}`);
+    await Bun.sleep(100);
+  }
+}
+
+/** the container's PID 1: nspawn's child */
+function leader(nspawnPid: number): number {
+  const kids = readFileSync(`/proc/${nspawnPid}/task/${nspawnPid}/children`, "utf8").trim().split(/\s+/).filter(Boolean);
+  return Number(kids.at(-1));
+}
+
+function inContainerNet(pid: number, argv: string[]): { code: number; out: string } {
+  const r = Bun.spawnSync(["nsenter", "-t", String(pid), "-n", "--", ...argv], { stdout: "pipe", stderr: "pipe" });
+  return { code: r.exitCode ?? -1, out: r.stdout.toString() + r.stderr.toString() };
+}
+
+beforeAll(async () => {
+  if (existsSync(`/run/netns/${NS}`)) Bun.spawnSync(["ip", "netns", "del", NS]);
+  Bun.spawnSync(["ip", "netns", "add", NS]);
+  Bun.spawnSync(["ip", "netns", "exec", NS, "ip", "link", "set", "lo", "up"]);
+  dir = tmpDir("life");
+  img = buildImages(dir, 1024);
+  reg = await Registry.start(dir, NS);
+  reg.push(img.layout, "app", "m8m/app:v1");
+  // nsenter, not `ip netns exec`: that remounts /sys, which hides the cgroup tree from nspawn
+  agent = await startAgent({ wrap: ["nsenter", `--net=/run/netns/${NS}`, "--"] });
+}, 120_000);
+
+afterAll(async () => {
+  await agent?.stop(); // stops what it supervises
+  await reg?.stop();
+  Bun.spawnSync(["ip", "netns", "del", NS]);
+  Bun.spawnSync(["rm", "-rf", dir]);
+});
+
+test("pull → start → the app answers → remove refused → restart → stop → remove", async () => {
+  const p = await cli(["machines", "pull", "--tls-verify=false", "--private-network", "--env", "MAN8S_NETWORK=none", "--env", "MAN8S_STOP_TIMEOUT=5", `${reg.host}/m8m/app:v1`, NAME]);
+  expect(p.err).toContain("install: ");
+  expect(p.code).toBe(0);
+  const digest = reg.digest("m8m/app:v1");
+  let m = await info();
+  expect(m.digest).toBe(digest);
+  expect(m.running).toBe(false);
+
+  const t0 = performance.now();
+  const s = await cli(["machines", "start", NAME]);
+  expect(s.err).toBe("");
+  expect(s.code).toBe(0);
+  expect(s.out).toMatch(/^started m8m-life \(supervised by the agent, nspawn pid \d+\)$/m);
+  // the init reports through the agent's report socket (phase running); the app answers on its port
+  m = await until("the app to run", async () => {
+    const i = await info();
+    return i.running && i.phase === "running" && i;
+  }, 30_000);
+  expect(m.pid).toBeGreaterThan(0);
+  const pid1 = leader(m.pid!);
+  await until("the app to answer", async () => inContainerNet(pid1, ["busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/"]).out === "hello from m8m app v1\n", 15_000);
+  console.log(`start → app answers: ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+
+  // a second start and a remove are refused while it runs
+  const again = await cli(["machines", "start", NAME]);
+  expect(again.code).toBe(1);
+  expect(again.err).toContain("E_RUNNING");
+  const rm = await cli(["machines", "remove", NAME]);
+  expect(rm.code).toBe(1);
+  expect(rm.err).toContain("E_RUNNING");
+  expect(existsSync(`${agent.root}/var/lib/man8machines/${NAME}/srv/index.html`)).toBe(true);
+
+  const r = await cli(["machines", "restart", NAME]);
+  expect(r.code).toBe(0);
+  const m2 = await until("running after restart", async () => {
+    const i = await info();
+    return i.running && i.phase === "running" && i.pid !== m.pid && i;
+  }, 30_000);
+  await until("the app to answer after restart", async () => inContainerNet(leader(m2.pid!), ["busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/"]).out === "hello from m8m app v1\n", 15_000);
+
+  const st = await cli(["machines", "stop", NAME]);
+  expect(st.code).toBe(0);
+  expect(st.out).toMatch(/^stopped m8m-life \(nspawn exit code \d+\)$/m);
+  expect(st.out).not.toContain("killed");
+  expect(existsSync(`/proc/${m2.pid}`)).toBe(false);
+  m = await info();
+  expect(m.running).toBe(false);
+  expect(m.pid).toBeNull();
+  const stopAgain = await cli(["machines", "stop", NAME]);
+  expect(stopAgain.code).toBe(1);
+  expect(stopAgain.err).toContain("E_NOT_RUNNING");
+
+  const gone = await cli(["machines", "remove", NAME]);
+  expect(gone.code).toBe(0);
+  for (const p of [`var/lib/man8machines/${NAME}`, `var/lib/machines/${NAME}`, `etc/systemd/nspawn/${NAME}.nspawn`, `var/lib/man8machine_configs/${NAME}`]) {
+    expect(() => lstatSync(`${agent.root}/${p}`)).toThrow();
+  }
+  expect((await cli(["machines", "list"])).out).not.toContain(NAME);
+}, 120_000);
