@@ -2,6 +2,7 @@
 // runs there, so one NAME is handled by one operation at a time). Progress arrives as events and is printed
 // one line each (JSON objects with --json). Exit codes: 0 ok, 1 the agent refused or failed, 64 usage,
 // 69 the agent cannot be reached. Ctrl-C closes the connection, which cancels a pull in the agent.
+import os from "node:os";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { AgentClient } from "./client.ts";
@@ -15,6 +16,10 @@ const HELP = `usage: man8s machines [--socket PATH] [--json] COMMAND ...
                                classify, render, install and inject; refuses an existing NAME
   list                         every machine: name, image and digest, state, yggdrasil address
   remove NAME [--keep-data]    remove a stopped machine: rootfs, links, config, storage (unless --keep-data)
+  shell NAME [--network-only] [-- CMD...]   enter a running machine's namespaces (nsenter), default /bin/sh
+                               of the image; --network-only runs a HOST command in its network namespace
+  exec NAME [--user U] -- CMD...   run CMD in the machine as the image's User (or U), with the app's
+                               environment and WorkingDir; stdio and the exit code forwarded
   start | stop | restart NAME  systemctl on systemd-nspawn@NAME when systemd is PID 1; otherwise the agent
                                runs the unit's nspawn command line itself and supervises it
 
@@ -47,6 +52,8 @@ const OPTIONS = {
   "cert-dir": { type: "string" },
   "keep-data": { type: "boolean" },
   bridge: { type: "string" },
+  user: { type: "string" },
+  "network-only": { type: "boolean" },
   "private-network": { type: "boolean" },
   start: { type: "boolean" },
 } as const;
@@ -163,7 +170,11 @@ function human(cmd: string, r: Record<string, unknown>): void {
   }
 }
 
-export async function runMachines(group: "machines" | "oci", args: string[]): Promise<number> {
+export async function runMachines(group: "machines" | "oci", all: string[]): Promise<number> {
+  // what follows `--` is the command for shell/exec, never options of ours
+  const dd = all.indexOf("--");
+  const args = dd < 0 ? all : all.slice(0, dd);
+  const command = dd < 0 ? [] : all.slice(dd + 1);
   let v: V;
   let req: [string, Record<string, unknown>];
   try {
@@ -176,6 +187,11 @@ export async function runMachines(group: "machines" | "oci", args: string[]): Pr
     if (v.help) {
       process.stdout.write(HELP);
       return 0;
+    }
+    if (group === "machines" && (pos[0] === "shell" || pos[0] === "exec")) {
+      if (pos.length !== 2) throw new Usage(`${pos[0]} needs NAME (and -- CMD...)`);
+      if (pos[0] === "exec" && command.length === 0) throw new Usage("exec needs -- CMD...");
+      return await enter(pos[0], pos[1]!, command, v);
     }
     req = requestOf(group, pos, v);
   } catch (e) {
@@ -219,4 +235,63 @@ export async function runMachines(group: "machines" | "oci", args: string[]): Pr
   } finally {
     c.close();
   }
+}
+
+interface Enter {
+  pid: number;
+  env: Record<string, string>;
+  workingDir: string;
+  user: { uid: number; gid: number } | null;
+  hasShell: boolean;
+}
+
+/**
+ * shell / exec: the agent names the machine's PID 1 and the app's environment; nsenter runs here, so the
+ * command has this terminal and its exit code is ours (128+N for a signal, as a shell reports it).
+ */
+async function enter(cmd: "shell" | "exec", name: string, command: string[], v: V): Promise<number> {
+  const socket = v.socket ? resolve(v.socket) : DEFAULT_SOCKET;
+  let e: Enter;
+  try {
+    const c = await AgentClient.connect(socket);
+    try {
+      e = (await c.request("enter", { name, user: v.user })) as Enter;
+    } finally {
+      c.close();
+    }
+  } catch (err) {
+    const code = err instanceof AgentError ? `${err.code}: ` : "";
+    process.stderr.write(`man8s machines: ${code}${forTerminal((err as Error).message)}\n`);
+    return err instanceof AgentError ? 1 : 69;
+  }
+  let argv: string[];
+  let env: Record<string, string>;
+  if (cmd === "shell" && v["network-only"]) {
+    // a host command in the machine's network namespace only (mbctl's `iperf3 -s` example)
+    argv = ["nsenter", "-t", String(e.pid), "-n", "--", ...(command.length ? command : [process.env.SHELL || "/bin/sh"])];
+    env = process.env as Record<string, string>;
+  } else if (cmd === "shell") {
+    if (!command.length && !e.hasShell) {
+      process.stderr.write(`man8s machines: the image of ${forTerminal(name)} has no /bin/sh: give a command (shell ${forTerminal(name)} -- CMD)\n`);
+      return 1;
+    }
+    argv = ["nsenter", "-t", String(e.pid), "-a", "--", ...(command.length ? command : ["/bin/sh"])];
+    env = { ...e.env, TERM: process.env.TERM ?? "dumb" };
+  } else {
+    const ids = e.user ? ["-S", String(e.user.uid), "-G", String(e.user.gid)] : [];
+    argv = ["nsenter", "-t", String(e.pid), "-a", "--wd", ...ids, "--", ...command];
+    env = { ...e.env, ...(process.env.TERM ? { TERM: process.env.TERM } : {}) };
+  }
+  const p = Bun.spawn(argv, { stdin: "inherit", stdout: "inherit", stderr: "inherit", env });
+  // the terminal's signals go to the command (same process group); we only wait for it
+  const ignore = () => {};
+  process.on("SIGINT", ignore);
+  process.on("SIGQUIT", ignore);
+  const code = await p.exited;
+  const sig = p.signalCode;
+  if (sig) {
+    const n = (os.constants.signals as Record<string, number>)[sig] ?? 1;
+    return 128 + n;
+  }
+  return code;
 }

@@ -9,7 +9,7 @@ import { MAX_FRAME, encodeFrame, type RequestId } from "../protocol.ts";
 import type { AgentServer, Conn } from "../server.ts";
 import { type ContainerStatus, parseReport, type StateEvent } from "../state.ts";
 import { classifyCmd, injectCmd, installCmd, renderCmd } from "./image.ts";
-import { listCmd, ociDownloadCmd, pullCmd, removeCmd, restartCmd, startCmd, stopCmd } from "./machines.ts";
+import { enterCmd, listCmd, ociDownloadCmd, pullCmd, removeCmd, restartCmd, startCmd, stopCmd } from "./machines.ts";
 
 export interface CallContext {
   server: AgentServer;
@@ -66,6 +66,7 @@ export const COMMANDS: Record<string, Command> = {
   start: admin(startCmd),
   stop: admin(stopCmd),
   restart: admin(restartCmd),
+  enter: admin(enterCmd),
   address: admin((a, ctx) => {
     const name = checkName(a.name);
     const prefix = optStr(a, "prefix", 64) ?? ctx.server.opts.yggPrefix;

@@ -7,13 +7,18 @@ import { AgentError, ERR } from "../errors.ts";
 import { type Cancel, machineTag, parseSource, type RegistryOptions, untag } from "../image-store.ts";
 import { injectBind, injectCopy } from "../inject.ts";
 import { isInstalled } from "../install.ts";
-import { CONFIGS_DIR, MACHINES_DIR, checkAbsPath, checkName, envFile, rootfsDir } from "../layout.ts";
+import { CONFIGS_DIR, MACHINES_DIR, checkAbsPath, checkName, envFile, nspawnFile, rootfsDir } from "../layout.ts";
 import { download, machineExists, machineLock, pullMachine, readImageRecord, removeMachine } from "../machines.ts";
 import { encodeFrame } from "../protocol.ts";
 import type { CallContext } from "./index.ts";
 import { installCmd } from "./image.ts";
-import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+// the init's resolver of MAN8S_APPLICATION_USER, so exec runs as the app runs (a candidate for common/)
+import { type AppUser, resolveUser } from "../../init/user.ts";
+import { readRegular } from "../regular-file.ts";
+import { existsIn, resolveIn } from "../rootfs.ts";
 
 type Args = Record<string, unknown>;
 
@@ -193,4 +198,85 @@ export async function restartCmd(a: Args, ctx: CallContext) {
     const started = await ctx.server.runner.start(name);
     return { name, stopped, ...started };
   });
+}
+
+/** at most this many env entries are handed to exec (an env file is the user's, but bounded) */
+const MAX_EXEC_ENV = 1024;
+
+/** The container's PID 1 (nspawn's child) for the agent-supervised machine, or systemd's unit's. */
+function containerLeader(ctx: CallContext, name: string): number {
+  let nspawn = ctx.server.runner.pid(name);
+  if (nspawn === null && ctx.server.runner.useSystemd) {
+    const r = Bun.spawnSync(["systemctl", "show", "-p", "MainPID", "--value", `systemd-nspawn@${name}.service`], { stdout: "pipe" });
+    const n = Number(r.stdout.toString().trim());
+    if (Number.isInteger(n) && n > 0) nspawn = n;
+  }
+  if (nspawn === null) throw new AgentError(ERR.NOT_RUNNING, `machine '${name}' is not running`);
+  try {
+    const kids = readFileSync(`/proc/${nspawn}/task/${nspawn}/children`, "utf8").trim().split(/\s+/).filter(Boolean);
+    const pid = Number(kids.at(-1));
+    if (Number.isInteger(pid) && pid > 0) return pid;
+  } catch {
+    // exited meanwhile
+  }
+  throw new AgentError(ERR.NOT_RUNNING, `machine '${name}' has no container process (yet)`);
+}
+
+/** The image's passwd/group, resolved inside the rootfs and copied (never a host file through a link). */
+function userIn(rootfs: string, spec: string): AppUser {
+  const tmp = mkdtempSync(join(tmpdir(), "man8s-exec-"));
+  try {
+    for (const f of ["passwd", "group"]) {
+      const r = resolveIn(rootfs, `/etc/${f}`);
+      if (r.stat?.isFile()) writeFileSync(`${tmp}/${f}`, readRegular(r.host, 4 << 20));
+      else writeFileSync(`${tmp}/${f}`, "");
+    }
+    return resolveUser(spec, tmp);
+  } catch (e) {
+    if (e instanceof AgentError) throw e;
+    throw new AgentError(ERR.BAD_ARGS, `user '${spec.slice(0, 80)}': ${(e as Error).message.replaceAll(tmp, "/etc")}`);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/**
+ * What `exec` and `shell` need to enter a running machine: its PID 1, the image's user (or `user`), the
+ * app's environment (the env file's keys but the init's own MAN8S_*, and the .nspawn's Environment=),
+ * the WorkingDirectory, and whether the image has /bin/sh. The CLI runs nsenter itself (root, same host),
+ * so the terminal and the exit code are its own.
+ */
+export function enterCmd(a: Args, ctx: CallContext) {
+  const name = checkName(a.name);
+  const root = ctx.server.opts.root;
+  const rootfs = rootfsDir(root, name);
+  const leader = containerLeader(ctx, name);
+  // the init (its report's peer, alive in this run) sits in the WorkingDirectory: nsenter --wd takes the
+  // target's cwd, resolved inside the container (a path given to nsenter would be opened on the host)
+  const s = ctx.server.state.get(name);
+  const pid = s?.initAlive === true && s.hostPid ? s.hostPid : leader;
+  const env: Record<string, string> = {};
+  let workingDir = "/";
+  const nspawn = readRegular(nspawnFile(root, name), 1024 * 1024, true);
+  for (const l of nspawn.split("\n")) {
+    const m = /^Environment="?([A-Za-z_][A-Za-z0-9_]*)=(.*?)"?$/.exec(l.trim());
+    if (m) env[m[1]!] = m[2]!;
+    const w = /^WorkingDirectory=(\/.*)$/.exec(l.trim());
+    if (w) workingDir = w[1]!;
+  }
+  let userSpec = "";
+  for (const l of readRegular(envFile(root, name), 1024 * 1024, true).split("\n")) {
+    const i = l.indexOf("=");
+    if (l.startsWith("#") || i <= 0) continue;
+    const k = l.slice(0, i).trim();
+    const v = l.slice(i + 1);
+    if (k === "MAN8S_APPLICATION_USER") userSpec = v.trim();
+    if (k.startsWith("MAN8S_") || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) continue;
+    if (Object.keys(env).length < MAX_EXEC_ENV) env[k] = v;
+  }
+  const asked = optStr(a, "user", 256);
+  const spec = asked ?? userSpec;
+  const user = spec ? userIn(rootfs, spec) : null;
+  if (user) env.HOME = user.home;
+  return { name, pid, leader, env, workingDir, user, hasShell: existsIn(rootfs, "/bin/sh") !== null };
 }

@@ -14,8 +14,8 @@ let img: Images;
 let agent: Agent;
 let dir: string;
 
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const p = Bun.spawn([BIN, args[0]!, "--socket", agent.socket, ...args.slice(1)], { stdout: "pipe", stderr: "pipe" });
+async function cli(args: string[], stdin?: string): Promise<{ code: number; out: string; err: string }> {
+  const p = Bun.spawn([BIN, args[0]!, "--socket", agent.socket, ...args.slice(1)], { stdout: "pipe", stderr: "pipe", stdin: stdin === undefined ? "ignore" : new TextEncoder().encode(stdin) });
   const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
   return { code, out, err };
 }
@@ -75,7 +75,7 @@ afterAll(async () => {
 });
 
 test("pull → start → the app answers → remove refused → restart → stop → remove", async () => {
-  const p = await cli(["machines", "pull", "--tls-verify=false", "--private-network", "--env", "MAN8S_NETWORK=none", "--env", "MAN8S_STOP_TIMEOUT=5", `${reg.host}/m8m/app:v1`, NAME]);
+  const p = await cli(["machines", "pull", "--tls-verify=false", "--private-network", "--env", "MAN8S_NETWORK=none", "--env", "MAN8S_STOP_TIMEOUT=5", "--env", "GREETING=hi from env", `${reg.host}/m8m/app:v1`, NAME]);
   expect(p.err).toContain("install: ");
   expect(p.code).toBe(0);
   const digest = reg.digest("m8m/app:v1");
@@ -97,6 +97,23 @@ test("pull → start → the app answers → remove refused → restart → stop
   const pid1 = leader(m.pid!);
   await until("the app to answer", async () => inContainerNet(pid1, ["busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/"]).out === "hello from m8m app v1\n", 15_000);
   console.log(`start → app answers: ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+
+  // exec: as the image's User (www = 33), in its WorkingDir, with the app's environment; exit code and stdin forwarded
+  const ex = await cli(["machines", "exec", NAME, "--", "/bin/sh", "-c", 'id -u; pwd; echo "$GREETING"; exit 7']);
+  expect(ex.out).toBe("33\n/srv\nhi from env\n");
+  expect(ex.code).toBe(7);
+  expect((await cli(["machines", "exec", "--user", "root", NAME, "--", "/bin/sh", "-c", "id -u"])).out).toBe("0\n");
+  expect((await cli(["machines", "exec", NAME, "--", "/bin/cat"], "from stdin\n")).out).toBe("from stdin\n");
+  const nouser = await cli(["machines", "exec", "--user", "nobody-here", NAME, "--", "/bin/sh", "-c", "true"]);
+  expect(nouser.code).toBe(1);
+  expect(nouser.err).toContain("nobody-here");
+  // shell: the image's /bin/sh in all its namespaces; --network-only: a host command in its network only
+  const sh = await cli(["machines", "shell", NAME], "cat /srv/index.html; id -u\n");
+  expect(sh.out).toBe("hello from m8m app v1\n0\n");
+  const net = await cli(["machines", "shell", "--network-only", NAME, "--", "ip", "-o", "link"]);
+  expect(net.code).toBe(0);
+  expect(net.out).toContain("lo:");
+  expect(net.out).not.toContain("m8m"); // not the test's namespace: the machine's private one
 
   // a second start and a remove are refused while it runs
   const again = await cli(["machines", "start", NAME]);
