@@ -20,6 +20,10 @@ const HELP = `usage: man8s machines [--socket PATH] [--json] COMMAND ...
                                of the image; --network-only runs a HOST command in its network namespace
   exec NAME [--user U] -- CMD...   run CMD in the machine as the image's User (or U), with the app's
                                environment and WorkingDir; stdio and the exit code forwarded
+  renew NAME [--to REF|sha256:DIGEST] [--timeout S]   re-resolve the image; if the digest changed: new
+                               rootfs beside the old, re-render keeping your edits, swap, restart if it ran,
+                               and roll back by itself when it does not come up within S (default 60)
+  rollback NAME                back to the previous rootfs and config (one generation is kept)
   start | stop | restart NAME  systemctl on systemd-nspawn@NAME when systemd is PID 1; otherwise the agent
                                runs the unit's nspawn command line itself and supervises it
 
@@ -53,6 +57,8 @@ const OPTIONS = {
   "keep-data": { type: "boolean" },
   bridge: { type: "string" },
   user: { type: "string" },
+  to: { type: "string" },
+  timeout: { type: "string" },
   "network-only": { type: "boolean" },
   "private-network": { type: "boolean" },
   start: { type: "boolean" },
@@ -123,6 +129,15 @@ function requestOf(group: "machines" | "oci", pos: string[], v: V): [string, Rec
     case "restart":
       need(1, "NAME");
       return [cmd, { name: rest[0] }];
+    case "renew": {
+      need(1, "NAME");
+      const t = v.timeout === undefined ? undefined : Number(v.timeout);
+      if (t !== undefined && (!Number.isInteger(t) || t < 1 || t > 3600)) throw new Usage("--timeout needs 1..3600 seconds");
+      return ["renew", { name: rest[0], to: v.to, timeout: t, ...registry(v) }];
+    }
+    case "rollback":
+      need(1, "NAME");
+      return ["rollback", { name: rest[0] }];
     case "remove":
       need(1, "NAME");
       return ["remove", { name: rest[0], keepData: v["keep-data"] || undefined }];
@@ -163,6 +178,14 @@ function human(cmd: string, r: Record<string, unknown>): void {
       return;
     case "stop":
       out(`stopped ${forTerminal(r.name)}${r.code !== null ? ` (nspawn exit code ${String(r.code)}${r.killed ? ", killed after the stop timeout" : ""})` : ""}`);
+      return;
+    case "renew":
+      if (r.rolledBack) out(`rolled back ${forTerminal(r.name)} to ${forTerminal(r.digest)}: ${forTerminal(r.failedDigest)} did not come up`);
+      else if (!r.changed) out(`${forTerminal(r.name)} is up to date (${forTerminal(r.digest)}), ${(r.seconds as number).toFixed(2)} s`);
+      else out(`renewed ${forTerminal(r.name)}: ${forTerminal(r.previous)} -> ${forTerminal(r.digest)} in ${(r.seconds as number).toFixed(1)} s`);
+      return;
+    case "rollback":
+      out(`rolled back ${forTerminal(r.name)} to ${forTerminal(r.digest)} (from ${forTerminal(r.from)})`);
       return;
     case "remove":
       for (const p of r.parts as { part: string; path: string; action: string }[]) out(`${p.action.padEnd(7)} ${p.part}: ${forTerminal(p.path)}`);
@@ -223,7 +246,7 @@ export async function runMachines(group: "machines" | "oci", all: string[]): Pro
     const r = (await c.request(req[0], req[1])) as Record<string, unknown>;
     if (v.json) out(JSON.stringify({ type: "result", result: r }));
     else human(req[0], r);
-    return 0;
+    return r.rolledBack === true ? 1 : 0; // a renew that had to roll back did not renew
   } catch (e) {
     if (e instanceof AgentError) {
       if (v.json) out(JSON.stringify({ type: "error", code: e.code, message: e.message }));

@@ -23,6 +23,8 @@ export interface ImageRecord {
   ref: string;
   digest: string;
   pulledAt: string;
+  /** the install options of the pull (volumes, env, ready, network...), re-used by renew */
+  options?: Record<string, unknown>;
 }
 
 interface Journal {
@@ -46,6 +48,7 @@ function lexists(p: string): boolean {
 export function machineParts(root: string, name: string): { part: string; path: string }[] {
   return [
     { part: "rootfs", path: rootfsDir(root, name) },
+    { part: "previous rootfs", path: join(root, MACHINES_DIR, `.${name}.prev`) },
     { part: "machines link", path: machineLink(root, name) },
     { part: "nspawn link", path: nspawnLink(root, name) },
     { part: "config", path: configDir(root, name) },
@@ -55,7 +58,7 @@ export function machineParts(root: string, name: string): { part: string; path: 
 
 /** Whether NAME exists as a machine (any of its paths but storage, which --keep-data may leave). */
 export function machineExists(root: string, name: string): string | null {
-  for (const { part, path } of machineParts(root, name)) if (part !== "storage" && lexists(path)) return path;
+  for (const { part, path } of machineParts(root, name)) if (part !== "storage" && part !== "previous rootfs" && lexists(path)) return path;
   return null;
 }
 
@@ -140,6 +143,8 @@ export interface PullOptions {
   cancel: Cancel;
   /** installs the unpacked rootfs (classify, render, install, inject): the agent's install path */
   install: (rootfs: string, configBlob: string, pulled: Pulled) => Promise<unknown>;
+  /** recorded in image.json for renew */
+  options?: Record<string, unknown>;
 }
 
 /** pull: store, unpack, install, link; all or nothing. */
@@ -171,7 +176,7 @@ export async function pullMachine(root: string, o: PullOptions): Promise<{ name:
       const link = machineLink(root, name);
       mkdirSync(dirname(link), { recursive: true, mode: 0o755 });
       symlinkSync(relative(dirname(link), rootfs), link);
-      const record: ImageRecord = { source: o.source.given, ref: o.source.ref, digest: pulled.digest, pulledAt: new Date().toISOString() };
+      const record: ImageRecord = { source: o.source.given, ref: o.source.ref, digest: pulled.digest, pulledAt: new Date().toISOString(), ...(o.options ? { options: o.options } : {}) };
       writeAtomic(imageRecord(root, name), `${JSON.stringify(record)}\n`, 0o644);
       rmSync(jp, { force: true }); // from here on the machine exists
       return { name, rootfs, pulled, installed, record, seconds: (performance.now() - t0) / 1000 };

@@ -2,7 +2,8 @@
 // stream progress as events {id, event: {type: "progress", step, message}} before their one reply; a
 // client that goes away cancels the pull (its child is killed and the machine's paths are removed).
 import { containerAddress } from "../address.ts";
-import { optBool, optMap, optStr, optStrMap } from "../args.ts";
+import { optBool, optInt, optMap, optStr, optStrMap } from "../args.ts";
+import { type RenewHooks, renewMachine, rollbackMachine } from "../renew.ts";
 import { AgentError, ERR } from "../errors.ts";
 import { type Cancel, machineTag, parseSource, type RegistryOptions, untag } from "../image-store.ts";
 import { injectBind, injectCopy } from "../inject.ts";
@@ -39,6 +40,9 @@ function streaming(ctx: CallContext): { progress: (step: string, message: string
   return { progress, cancel };
 }
 
+/** the install options a pull was given, kept for renew (so it renders with the same choices) */
+const INSTALL_OPTIONS = ["volumes", "env", "ready", "bundleMode", "bridge", "privateNetwork", "privateUsers", "stopTimeout", "yggPrefix", "yggdrasilAddress"];
+
 export async function pullCmd(a: Args, ctx: CallContext) {
   const name = checkName(a.name);
   const source = parseSource(a.source);
@@ -57,6 +61,7 @@ export async function pullCmd(a: Args, ctx: CallContext) {
       registry,
       progress,
       cancel,
+      options: Object.fromEntries(INSTALL_OPTIONS.filter((k) => a[k] !== undefined && a[k] !== null).map((k) => [k, a[k]])),
       install: async (rootfs, configBlob, pulled) => {
         const bundle = server.opts.bundle;
         if (bundleMode === "bind") await injectBind(rootfs, bundle);
@@ -279,4 +284,34 @@ export function enterCmd(a: Args, ctx: CallContext) {
   const user = spec ? userIn(rootfs, spec) : null;
   if (user) env.HOME = user.home;
   return { name, pid, leader, env, workingDir, user, hasShell: existsIn(rootfs, "/bin/sh") !== null };
+}
+
+function renewHooks(a: Args, ctx: CallContext, name: string): RenewHooks {
+  const { progress } = streaming(ctx);
+  const server = ctx.server;
+  const root = server.opts.root;
+  return {
+    server,
+    progress,
+    stopTimeout: () => stopTimeout(root, name),
+    install: async (rootfs, configBlob, digest, record) => {
+      const o = record.options ?? {};
+      if (o.bundleMode === "copy") await injectCopy(rootfs, server.opts.bundle);
+      else await injectBind(rootfs, server.opts.bundle);
+      const env = { ...((o.env as Record<string, string> | undefined) ?? {}), MAN8S_OCI_IMAGE_DIGEST: digest };
+      return installCmd({ ...o, name, rootfs, configPath: configBlob, imageUrl: record.source, env, force: true }, ctx);
+    },
+  };
+}
+
+export async function renewCmd(a: Args, ctx: CallContext) {
+  const name = checkName(a.name);
+  const to = optStr(a, "to", 2048);
+  const timeout = optInt(a, "timeout", 1, 3600) ?? 60;
+  return renewMachine(ctx.server.opts.root, name, to, registryArgs(a), timeout, renewHooks(a, ctx, name));
+}
+
+export async function rollbackCmd(a: Args, ctx: CallContext) {
+  const name = checkName(a.name);
+  return rollbackMachine(ctx.server.opts.root, name, renewHooks(a, ctx, name));
 }

@@ -9,6 +9,7 @@ import { buildImages, Registry, tmpDir, type Images } from "./registry.ts";
 
 const NS = `m8mL${process.pid % 100000}`;
 const NAME = "m8m-life";
+const RENEW = "m8m-renew";
 let reg: Registry;
 let img: Images;
 let agent: Agent;
@@ -28,10 +29,10 @@ interface Info {
   digest: string | null;
 }
 
-async function info(): Promise<Info> {
+async function info(name = NAME): Promise<Info> {
   const r = await cli(["machines", "--json", "list"]);
   const res = JSON.parse(r.out.trim().split("\n").at(-1)!) as { result: { machines: Info[] } };
-  return res.result.machines.find((m) => m.name === NAME)!;
+  return res.result.machines.find((m) => m.name === name)!;
 }
 
 async function until<T>(what: string, fn: () => Promise<T | false | null | undefined>, ms: number): Promise<T> {
@@ -151,3 +152,62 @@ test("pull → start → the app answers → remove refused → restart → stop
   }
   expect((await cli(["machines", "list"])).out).not.toContain(NAME);
 }, 120_000);
+
+test("renew: unchanged digest is a no-op; a new digest is swapped in with the user's edit kept; one that never comes up is rolled back by itself", async () => {
+  reg.push(img.layout, "app", "m8m/app:live");
+  const p = await cli(["machines", "pull", "--tls-verify=false", "--private-network", "--env", "MAN8S_NETWORK=none", "--env", "MAN8S_STOP_TIMEOUT=5", "--env", "GREETING=rendered", `${reg.host}/m8m/app:live`, RENEW, "--start"]);
+  expect(p.code).toBe(0);
+  const page = async () => {
+    const i = await info(RENEW);
+    if (!i?.pid) return "";
+    try {
+      return inContainerNet(leader(i.pid), ["busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/"]).out;
+    } catch {
+      return "";
+    }
+  };
+  await until("v1 to answer", async () => (await page()) === "hello from m8m app v1\n", 20_000);
+  const v1 = reg.digest("m8m/app:live");
+  // the user edits the env file (through its link, as an editor saving in place does)
+  const envPath = `${agent.root}/var/lib/man8machine_configs/${RENEW}/man8env.env`;
+  await Bun.write(envPath, (await Bun.file(envPath).text()).replace("GREETING=rendered", "GREETING=edited by hand"));
+
+  const t0 = performance.now();
+  const same = await cli(["machines", "renew", "--tls-verify=false", RENEW]);
+  const sameS = (performance.now() - t0) / 1000;
+  expect(same.code).toBe(0);
+  expect(same.out).toContain(`${RENEW} is up to date (${v1})`);
+  expect(sameS).toBeLessThan(5); // target ≤ 1 s; generous on a shared machine
+  console.log(`renew, unchanged digest: ${sameS.toFixed(2)} s`);
+
+  reg.push(img.layout, "app2", "m8m/app:live");
+  const v2 = reg.digest("m8m/app:live");
+  const r2 = await cli(["machines", "renew", "--tls-verify=false", "--timeout", "30", RENEW]);
+  expect(r2.err).toContain("install: re-rendering");
+  expect(r2.code).toBe(0);
+  expect(r2.out).toContain(`renewed ${RENEW}: ${v1} -> ${v2}`);
+  await until("v2 to answer", async () => (await page()) === "hello from m8m app2\n", 20_000);
+  let env = await Bun.file(envPath).text();
+  expect(env).toContain("GREETING=edited by hand\n");
+  expect(env).toContain(`MAN8S_OCI_IMAGE_DIGEST=${v2}\n`);
+  expect((await info(RENEW)).digest).toBe(v2);
+  expect((await cli(["machines", "exec", RENEW, "--", "/bin/sh", "-c", 'echo "$GREETING"'])).out).toBe("edited by hand\n");
+
+  reg.push(img.layout, "broken", "m8m/app:live");
+  const v3 = reg.digest("m8m/app:live");
+  const r3 = await cli(["machines", "renew", "--tls-verify=false", "--timeout", "10", RENEW]);
+  expect(r3.code).toBe(1);
+  expect(r3.err).toContain(`did not come up on ${v3}`);
+  expect(r3.out).toContain(`rolled back ${RENEW} to ${v2}`);
+  await until("v2 to answer again", async () => (await page()) === "hello from m8m app2\n", 20_000);
+  env = await Bun.file(envPath).text();
+  expect(env).toContain("GREETING=edited by hand\n");
+  expect(env).toContain(`MAN8S_OCI_IMAGE_DIGEST=${v2}\n`);
+  expect((await info(RENEW)).digest).toBe(v2);
+
+  expect((await cli(["machines", "stop", RENEW])).code).toBe(0);
+  const rm = await cli(["machines", "remove", RENEW]);
+  expect(rm.code).toBe(0);
+  expect(rm.out).toMatch(/^(removed|absent)\s+previous rootfs: /m);
+  expect(existsSync(`${agent.root}/var/lib/man8machines/.${RENEW}.prev`)).toBe(false);
+}, 180_000);

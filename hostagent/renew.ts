@@ -1,0 +1,155 @@
+// renew: re-resolve a machine's image; if the digest changed, unpack the new rootfs beside the old one,
+// re-render with the three-way merge (image changes applied, the user's edits kept), swap, and if the
+// machine was running restart it and wait until it runs; if it does not in time, roll back to the
+// previous rootfs and config by itself. One previous generation is kept (`.NAME.prev`, and the previous
+// rendering in image.json's `previous`), which `rollback` restores by hand. Storage is never touched.
+//
+// "Runs" here: the init reported the phase `running` (the app started) and the machine was still up, with
+// no final phase, `SETTLE_S` later. READY=1 goes to nspawn's NOTIFY_SOCKET, which the agent does not hear
+// yet (docs/machines.md).
+import { randomBytes } from "node:crypto";
+import { existsSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { sleepLong } from "../common/timer.ts";
+import { AgentError, ERR } from "./errors.ts";
+import { machineTag, parseSource, pullToStore, type RegistryOptions, unpack } from "./image-store.ts";
+import { installFiles, writeAtomic } from "./install.ts";
+import { configDir, imageRecord, rootfsDir } from "./layout.ts";
+import { type ImageRecord, machineLock, readImageRecord } from "./machines.ts";
+import type { Rendered } from "./render.ts";
+import { isFinal } from "./state.ts";
+import type { AgentServer } from "./server.ts";
+
+const SETTLE_S = 2;
+
+export interface RenewHooks {
+  server: AgentServer;
+  progress: (step: string, message: string) => void;
+  /** inject + install the new rootfs with the recorded options (force: the three-way merge) */
+  install: (rootfs: string, configBlob: string, digest: string, record: ImageRecord) => Promise<unknown>;
+  stopTimeout: () => number;
+}
+
+const prevRootfs = (root: string, name: string) => join(dirname(rootfsDir(root, name)), `.${name}.prev`);
+
+function readRendered(root: string, name: string): Rendered {
+  const cur = join(configDir(root, name), "current");
+  return {
+    env: readFileSync(join(cur, "man8env.env.rendered"), "utf8"),
+    nspawn: readFileSync(join(cur, "container.nspawn.rendered"), "utf8"),
+    template: "",
+  };
+}
+
+/** Did the machine come up: the init reached `running` and is still running SETTLE_S later? */
+async function cameUp(h: RenewHooks, name: string, timeoutS: number, since: number): Promise<boolean> {
+  const end = Date.now() + timeoutS * 1000;
+  while (Date.now() < end) {
+    const s = h.server.state.get(name);
+    const fresh = s && s.updatedAt !== null && s.updatedAt >= since;
+    if (fresh && isFinal(s.phase)) return false;
+    if (fresh && s.phase === "running") {
+      await sleepLong(SETTLE_S * 1000);
+      const t = h.server.state.get(name);
+      return h.server.runner.isRunning(name) && !!t && !isFinal(t.phase);
+    }
+    if (!h.server.runner.isRunning(name)) return false;
+    await sleepLong(200);
+  }
+  return false;
+}
+
+export async function renewMachine(root: string, name: string, to: string | undefined, registry: RegistryOptions, timeoutS: number, h: RenewHooks) {
+  return machineLock.run(name, async () => {
+    const t0 = performance.now();
+    const old = readImageRecord(root, name);
+    if (!old) throw new AgentError(ERR.NOT_FOUND, `machine '${name}' has no image record (not pulled by man8s)`);
+    let given = to ?? old.source;
+    // a bare digest: the same repository at that digest
+    if (to && /^sha256:[0-9a-f]{64}$/.test(to)) given = `${old.source.replace(/^docker:\/\//, "").replace(/@sha256:[0-9a-f]{64}$/, "").replace(/:[^/:]+$/, "")}@${to}`;
+    const source = parseSource(given);
+    h.progress("pull", `resolving ${source.given}`);
+    const cancel = { cancelled: false };
+    const pulled = await pullToStore(root, source, machineTag(name), registry, (l) => h.progress("pull", l), cancel);
+    if (pulled.digest === old.digest) {
+      return { name, changed: false, digest: old.digest, seconds: (performance.now() - t0) / 1000 };
+    }
+    h.progress("unpack", `new digest ${pulled.digest}: unpacking beside the old rootfs`);
+    const rootfs = rootfsDir(root, name);
+    const bundle = join(dirname(rootfs), `.${name}.pull-${randomBytes(6).toString("hex")}`);
+    const prev = prevRootfs(root, name);
+    const oldRendered = readRendered(root, name);
+    const wasRunning = h.server.isRunning(name);
+    try {
+      await unpack(root, pulled.tag, bundle, cancel);
+    } catch (e) {
+      rmSync(bundle, { recursive: true, force: true });
+      throw e;
+    }
+    if (wasRunning) {
+      h.progress("stop", `stopping ${name}`);
+      await h.server.runner.stop(name, h.stopTimeout());
+    }
+    // swap: the old rootfs becomes the one previous generation
+    rmSync(prev, { recursive: true, force: true });
+    renameSync(rootfs, prev);
+    renameSync(`${bundle}/rootfs`, rootfs);
+    rmSync(bundle, { recursive: true, force: true });
+    const record: ImageRecord = { ...old, source: source.given, ref: source.ref, digest: pulled.digest, pulledAt: new Date().toISOString() };
+    let installed: unknown;
+    try {
+      h.progress("install", "re-rendering (three-way merge with your edits)");
+      installed = await h.install(rootfs, pulled.configBlob, pulled.digest, record);
+      writeAtomic(imageRecord(root, name), `${JSON.stringify({ ...record, previous: { digest: old.digest, source: old.source, rendered: oldRendered } })}\n`, 0o644);
+    } catch (e) {
+      await restore(root, name, old, oldRendered, h, wasRunning);
+      throw e;
+    }
+    if (!wasRunning) return { name, changed: true, digest: pulled.digest, previous: old.digest, installed, rolledBack: false, seconds: (performance.now() - t0) / 1000 };
+    h.progress("start", `starting ${name} on ${pulled.digest}, waiting up to ${timeoutS} s for it to run`);
+    const since = Date.now();
+    let up = false;
+    try {
+      await h.server.runner.start(name);
+      up = await cameUp(h, name, timeoutS, since);
+    } catch (e) {
+      h.progress("start", `start failed: ${(e as Error).message}`);
+    }
+    if (up) return { name, changed: true, digest: pulled.digest, previous: old.digest, installed, rolledBack: false, seconds: (performance.now() - t0) / 1000 };
+    h.progress("rollback", `${name} did not come up on ${pulled.digest} within ${timeoutS} s: rolling back to ${old.digest}`);
+    if (h.server.runner.isRunning(name)) await h.server.runner.stop(name, h.stopTimeout()).catch(() => undefined);
+    await restore(root, name, old, oldRendered, h, true);
+    return { name, changed: false, digest: old.digest, failedDigest: pulled.digest, rolledBack: true, seconds: (performance.now() - t0) / 1000 };
+  });
+}
+
+/** Back to the previous rootfs and rendering (the user's edits kept by the same merge), then start it. */
+async function restore(root: string, name: string, old: ImageRecord, oldRendered: Rendered, h: RenewHooks, start: boolean): Promise<void> {
+  const rootfs = rootfsDir(root, name);
+  const prev = prevRootfs(root, name);
+  if (!existsSync(prev)) throw new AgentError(ERR.NOT_FOUND, `no previous rootfs of '${name}' to roll back to`);
+  const failed = join(dirname(rootfs), `.${name}.failed-${randomBytes(6).toString("hex")}`);
+  renameSync(rootfs, failed);
+  renameSync(prev, rootfs);
+  rmSync(failed, { recursive: true, force: true });
+  installFiles(root, name, oldRendered, true, { rootfs });
+  writeAtomic(imageRecord(root, name), `${JSON.stringify(old)}\n`, 0o644);
+  if (start) {
+    h.progress("rollback", `starting ${name} on ${old.digest}`);
+    await h.server.runner.start(name);
+  }
+}
+
+/** rollback by hand: the previous generation kept by the last renew. */
+export async function rollbackMachine(root: string, name: string, h: RenewHooks) {
+  return machineLock.run(name, async () => {
+    const rec = readImageRecord(root, name) as (ImageRecord & { previous?: { digest: string; source: string; rendered: Rendered } }) | null;
+    if (!rec?.previous) throw new AgentError(ERR.NOT_FOUND, `machine '${name}' has no previous generation to roll back to`);
+    const wasRunning = h.server.isRunning(name);
+    if (wasRunning) await h.server.runner.stop(name, h.stopTimeout());
+    const old: ImageRecord = { ...rec, digest: rec.previous.digest, source: rec.previous.source };
+    delete (old as { previous?: unknown }).previous;
+    await restore(root, name, old, rec.previous.rendered, h, wasRunning);
+    return { name, digest: old.digest, from: rec.digest };
+  });
+}
