@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { BIN, startAgent, type Agent } from "../hostagent/helpers.ts";
-import { buildImages, Registry, SlowProxy, tmpDir, type Images } from "./registry.ts";
+import { authFile, buildImages, makeSecure, Registry, run, SlowProxy, tmpDir, type Images } from "./registry.ts";
 
 let reg: Registry;
 let img: Images;
@@ -245,5 +245,46 @@ describe("interrupted pulls", () => {
     }
     // the agent is still serving
     expect((await cli(["machines", "list"])).code).toBe(0);
+  }, 60_000);
+});
+
+describe("a registry with TLS from a test CA and basic auth", () => {
+  let sec: Registry;
+  let tls: Awaited<ReturnType<typeof makeSecure>>;
+  beforeAll(async () => {
+    tls = await makeSecure(dir, "m8muser", "s3cret");
+    const d = `${dir}/secure`;
+    Bun.spawnSync(["mkdir", "-p", d]);
+    sec = await Registry.start(d, undefined, tls);
+    run(["skopeo", "copy", "--dest-cert-dir", tls.certDir, "--dest-creds", "m8muser:s3cret", `oci:${img.layout}:app`, `docker://${sec.host}/m8m/app:v1`]);
+  }, 60_000);
+  afterAll(async () => {
+    await sec?.stop();
+  });
+
+  test("--cert-dir + --authfile pull; no credentials, wrong ones, or no CA are one-line errors naming the reference", async () => {
+    const ref = `${sec.host}/m8m/app:v1`;
+    const good = authFile(`${dir}/auth.json`, sec.host, "m8muser", "s3cret");
+    const bad = authFile(`${dir}/bad-auth.json`, sec.host, "m8muser", "wrong");
+    const ok = await cli(["machines", "pull", "--cert-dir", tls.certDir, "--authfile", good, ref, "m8m-sec"]);
+    expect(ok.err).not.toContain("E_");
+    expect(ok.code).toBe(0);
+    expect(readFileSync(`${agent.root}/var/lib/man8machines/m8m-sec/srv/index.html`, "utf8")).toBe("hello from m8m app v1\n");
+    const oneLine = (r: Cli) => {
+      const lines = r.err.split("\n").filter((l) => l.startsWith("man8s machines:"));
+      expect(lines.length).toBe(1);
+      expect(lines[0]).toContain(`E_PULL: pulling ${ref}:`);
+      return lines[0]!;
+    };
+    const noAuth = await cli(["machines", "pull", "--cert-dir", tls.certDir, ref, "m8m-sec2"]);
+    expect(noAuth.code).toBe(1);
+    expect(oneLine(noAuth)).toMatch(/unauthorized|authentication required/i);
+    const wrong = await cli(["machines", "pull", "--cert-dir", tls.certDir, "--authfile", bad, ref, "m8m-sec2"]);
+    expect(wrong.code).toBe(1);
+    expect(oneLine(wrong)).toMatch(/unauthorized|authentication required|invalid username\/password/i);
+    const noCa = await cli(["machines", "pull", "--authfile", good, ref, "m8m-sec2"]);
+    expect(noCa.code).toBe(1);
+    expect(oneLine(noCa)).toMatch(/certificate|x509/i);
+    expect(machinePaths(agent.root, "m8m-sec2")).toEqual([]);
   }, 60_000);
 });

@@ -35,10 +35,13 @@ export class Registry {
     return this.ns ? ["nsenter", `--net=/run/netns/${this.ns}`, "--", ...argv] : argv;
   }
 
+  secure = false;
+
   private async answers(): Promise<boolean> {
     if (!this.ns) {
       try {
-        return (await fetch(`http://127.0.0.1:${this.port}/v2/`)).ok;
+        const res = await fetch(`${this.secure ? "https" : "http"}://127.0.0.1:${this.port}/v2/`, { tls: { rejectUnauthorized: false } });
+        return res.ok || res.status === 401;
       } catch {
         return false;
       }
@@ -46,8 +49,10 @@ export class Registry {
     return Bun.spawnSync(this.wrap(["busybox", "wget", "-q", "-O", "/dev/null", `http://127.0.0.1:${this.port}/v2/`])).exitCode === 0;
   }
 
-  static async start(dir: string, ns?: string): Promise<Registry> {
+  /** tls: serve HTTPS with this certificate; htpasswd: require basic auth from that file */
+  static async start(dir: string, ns?: string, secure?: { cert: string; key: string; htpasswd: string }): Promise<Registry> {
     const r = new Registry(dir, ns);
+    r.secure = secure !== undefined;
     r.port = ns ? 5000 : await freePort(); // a fresh namespace has every port free
     const cfg = `${dir}/registry.yml`;
     writeFileSync(cfg, `version: 0.1
@@ -60,7 +65,14 @@ storage:
     rootdirectory: ${dir}/storage
 http:
   addr: 127.0.0.1:${r.port}
-`);
+${secure ? `  tls:
+    certificate: ${secure.cert}
+    key: ${secure.key}
+auth:
+  htpasswd:
+    realm: m8m
+    path: ${secure.htpasswd}
+` : ""}`);
     r.proc = Bun.spawn(r.wrap(["docker-registry", "serve", cfg]), { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
     const dec = new TextDecoder();
     const pump = async (s: ReadableStream<Uint8Array>) => {
@@ -247,4 +259,24 @@ export function buildImages(dir: string, bigBytes = 8 * 1024 * 1024): Images {
 
 export function tmpDir(tag: string): string {
   return mkdtempSync(`/tmp/m8m-${tag}-`);
+}
+
+/** A test CA, a server certificate for 127.0.0.1 signed by it, an htpasswd file (bcrypt), a cert dir. */
+export async function makeSecure(dir: string, user: string, password: string) {
+  const d = `${dir}/tls`;
+  mkdirSync(`${d}/certs`, { recursive: true });
+  run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=m8m test CA", "-keyout", `${d}/ca.key`, "-out", `${d}/ca.crt`]);
+  run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", `${d}/server.key`, "-out", `${d}/server.csr`]);
+  writeFileSync(`${d}/ext.cnf`, "subjectAltName=IP:127.0.0.1\n");
+  run(["openssl", "x509", "-req", "-in", `${d}/server.csr`, "-CA", `${d}/ca.crt`, "-CAkey", `${d}/ca.key`, "-CAcreateserial", "-days", "2", "-extfile", `${d}/ext.cnf`, "-out", `${d}/server.crt`]);
+  // containers/image: *.crt in a cert dir are CAs
+  Bun.spawnSync(["cp", `${d}/ca.crt`, `${d}/certs/ca.crt`]);
+  writeFileSync(`${d}/htpasswd`, `${user}:${await Bun.password.hash(password, { algorithm: "bcrypt", cost: 5 })}\n`);
+  return { cert: `${d}/server.crt`, key: `${d}/server.key`, htpasswd: `${d}/htpasswd`, certDir: `${d}/certs` };
+}
+
+/** containers-auth.json for one registry */
+export function authFile(path: string, host: string, user: string, password: string): string {
+  writeFileSync(path, JSON.stringify({ auths: { [host]: { auth: Buffer.from(`${user}:${password}`).toString("base64") } } }));
+  return path;
 }
