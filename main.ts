@@ -15,7 +15,9 @@ usage:
   man8s hostagent serve         the host daemon on a unix socket
   man8s agent COMMAND ...       a client of the host daemon
   man8s machines COMMAND ...    pull, list, remove machines (mbctl's commands; through the host daemon)
-  man8s oci download SRC PATH   pull and unpack an image only
+  man8s oci download|man8init   pull and unpack an image only | install the init into a rootfs
+  man8s cache prune             remove image blobs no machine uses
+  man8s address getsuffix NAME  a machine's yggdrasil address suffix (mbctl's output)
   man8s --version | help        this text; every command takes --help
 `;
 
@@ -49,6 +51,8 @@ async function main(): Promise<number> {
       return (await load("agent")).runAgent(rest);
     case "machines":
     case "oci":
+    case "cache":
+    case "address":
       return (await load("machines")).runMachines(role, rest);
     case "--version":
     case "version":

@@ -242,3 +242,47 @@ export async function untag(root: string, tag: string): Promise<void> {
 
 /** The store tag of a machine's image: the machine name is already a valid OCI ref name. */
 export const machineTag = (name: string) => `machine.${name}`;
+
+/** Every ref name in the store's index. */
+export function storeTags(root: string): string[] {
+  const p = join(imagesDir(root), "index.json");
+  try {
+    if (statSync(p).size > MAX_INDEX) return [];
+    const idx = JSON.parse(readFileSync(p, "utf8")) as { manifests?: { annotations?: Record<string, string> }[] };
+    return (idx.manifests ?? []).map((m) => m.annotations?.["org.opencontainers.image.ref.name"]).filter((t): t is string => typeof t === "string");
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * cache prune: drop the tags whose machine is gone (and download leftovers), then `umoci gc`: blobs no
+ * remaining tag references are removed. `keep(tag)` says which tags still belong to a machine.
+ */
+export async function pruneStore(root: string, keep: (tag: string) => boolean): Promise<{ untagged: string[]; blobsBefore: number; blobsAfter: number; bytesFreed: number }> {
+  const store = imagesDir(root);
+  if (!statSync(store, { throwIfNoEntry: false })) return { untagged: [], blobsBefore: 0, blobsAfter: 0, bytesFreed: 0 };
+  return storeLock.run("store", async () => {
+    const size = () => {
+      let n = 0;
+      let bytes = 0;
+      for (const b of storedBlobs(store)) {
+        n++;
+        bytes += statSync(join(store, "blobs", "sha256", b), { throwIfNoEntry: false })?.size ?? 0;
+      }
+      return { n, bytes };
+    };
+    const before = size();
+    const untagged: string[] = [];
+    for (const t of storeTags(root)) {
+      if (keep(t)) continue;
+      const r = await spawnChild(["umoci", "rm", "--image", `${store}:${t}`]).done;
+      if (r.code !== 0) throw new AgentError(ERR.IO, `untagging ${t}: ${oneLine(r.stderr)}`);
+      untagged.push(t);
+    }
+    const gc = await spawnChild(["umoci", "gc", "--layout", store]).done;
+    if (gc.code !== 0) throw new AgentError(ERR.IO, `umoci gc: ${oneLine(gc.stderr)}`);
+    const after = size();
+    return { untagged, blobsBefore: before.n, blobsAfter: after.n, bytesFreed: before.bytes - after.bytes };
+  });
+}

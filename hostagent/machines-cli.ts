@@ -5,6 +5,7 @@
 import os from "node:os";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { suffixText } from "./address.ts";
 import { AgentClient } from "./client.ts";
 import { forTerminal } from "./client-cli.ts";
 import { AgentError } from "./errors.ts";
@@ -41,6 +42,9 @@ pull options:
   --cert-dir DIR               client certificates and CAs for the registry
 
 usage: man8s oci download SOURCE PATH    pull and unpack only (PATH = the rootfs, PATH.config.json beside it)
+       man8s oci man8init PATH           (re)install the init bundle into a rootfs (a verified copy)
+       man8s cache prune                 remove the store's blobs that no machine's image references
+       man8s address getsuffix NAME      mbctl's two lines: the name and its address suffix in ::/64
 `;
 
 const OPTIONS = {
@@ -93,15 +97,26 @@ function registry(v: V) {
   return { tlsVerify: tlsVerify(v["tls-verify"]), authfile: v.authfile ? resolve(v.authfile) : undefined, certDir: v["cert-dir"] ? resolve(v["cert-dir"]) : undefined };
 }
 
-function requestOf(group: "machines" | "oci", pos: string[], v: V): [string, Record<string, unknown>] {
+type Group = "machines" | "oci" | "cache" | "address";
+
+function requestOf(group: Group, pos: string[], v: V): [string, Record<string, unknown>] {
   const [cmd, ...rest] = pos;
   const need = (n: number, what: string) => {
     if (rest.length !== n) throw new Usage(`${cmd} needs ${what}`);
   };
   if (group === "oci") {
+    if (cmd === "man8init") {
+      need(1, "PATH");
+      return ["inject", { rootfs: resolve(rest[0]!), mode: "copy" }];
+    }
     if (cmd !== "download") throw new Usage(`unknown oci command '${cmd ?? ""}'`);
     need(2, "SOURCE PATH");
     return ["oci-download", { source: rest[0], path: resolve(rest[1]!), ...registry(v) }];
+  }
+  if (group === "cache") {
+    if (cmd !== "prune" && cmd !== "clear") throw new Usage(`unknown cache command '${cmd ?? ""}'`);
+    need(0, "no arguments");
+    return ["cache-prune", {}];
   }
   switch (cmd) {
     case "pull":
@@ -187,13 +202,19 @@ function human(cmd: string, r: Record<string, unknown>): void {
     case "rollback":
       out(`rolled back ${forTerminal(r.name)} to ${forTerminal(r.digest)} (from ${forTerminal(r.from)})`);
       return;
+    case "inject":
+      out(`installed the init into ${forTerminal(r.path)} (${(r.files as unknown[]).length} entries, verified)`);
+      return;
+    case "cache-prune":
+      out(`pruned ${(r.untagged as string[]).length} unused tags; blobs ${String(r.blobsBefore)} -> ${String(r.blobsAfter)}, ${String(r.bytesFreed)} bytes freed`);
+      return;
     case "remove":
       for (const p of r.parts as { part: string; path: string; action: string }[]) out(`${p.action.padEnd(7)} ${p.part}: ${forTerminal(p.path)}`);
       return;
   }
 }
 
-export async function runMachines(group: "machines" | "oci", all: string[]): Promise<number> {
+export async function runMachines(group: Group, all: string[]): Promise<number> {
   // what follows `--` is the command for shell/exec, never options of ours
   const dd = all.indexOf("--");
   const args = dd < 0 ? all : all.slice(0, dd);
@@ -209,6 +230,12 @@ export async function runMachines(group: "machines" | "oci", all: string[]): Pro
     }
     if (v.help) {
       process.stdout.write(HELP);
+      return 0;
+    }
+    if (group === "address") {
+      // computed here, as mbctl does (no agent, any name): the fixed prefix ::/64
+      if (pos[0] !== "getsuffix" || pos.length !== 2) throw new Usage("address getsuffix NAME");
+      out(`容器名字: ${forTerminal(pos[1])}\nIPv6 后缀地址: ${suffixText(pos[1]!)}`);
       return 0;
     }
     if (group === "machines" && (pos[0] === "shell" || pos[0] === "exec")) {

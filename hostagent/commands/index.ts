@@ -9,7 +9,7 @@ import { MAX_FRAME, encodeFrame, type RequestId } from "../protocol.ts";
 import type { AgentServer, Conn } from "../server.ts";
 import { type ContainerStatus, parseReport, type StateEvent } from "../state.ts";
 import { classifyCmd, injectCmd, installCmd, renderCmd } from "./image.ts";
-import { enterCmd, listCmd, ociDownloadCmd, pullCmd, removeCmd, renewCmd, restartCmd, rollbackCmd, startCmd, stopCmd } from "./machines.ts";
+import { enterCmd, listCmd, ociDownloadCmd, pruneCmd, pullCmd, removeCmd, renewCmd, restartCmd, rollbackCmd, startCmd, stopCmd } from "./machines.ts";
 
 export interface CallContext {
   server: AgentServer;
@@ -69,6 +69,7 @@ export const COMMANDS: Record<string, Command> = {
   enter: admin(enterCmd),
   renew: admin(renewCmd),
   rollback: admin(rollbackCmd),
+  "cache-prune": admin(pruneCmd),
   address: admin((a, ctx) => {
     const name = checkName(a.name);
     const prefix = optStr(a, "prefix", 64) ?? ctx.server.opts.yggPrefix;

@@ -5,7 +5,7 @@ import { containerAddress } from "../address.ts";
 import { optBool, optInt, optMap, optStr, optStrMap } from "../args.ts";
 import { type RenewHooks, renewMachine, rollbackMachine } from "../renew.ts";
 import { AgentError, ERR } from "../errors.ts";
-import { type Cancel, machineTag, parseSource, type RegistryOptions, untag } from "../image-store.ts";
+import { type Cancel, machineTag, parseSource, pruneStore, type RegistryOptions, untag } from "../image-store.ts";
 import { injectBind, injectCopy } from "../inject.ts";
 import { isInstalled } from "../install.ts";
 import { CONFIGS_DIR, MACHINES_DIR, checkAbsPath, checkName, envFile, nspawnFile, rootfsDir } from "../layout.ts";
@@ -314,4 +314,13 @@ export async function renewCmd(a: Args, ctx: CallContext) {
 export async function rollbackCmd(a: Args, ctx: CallContext) {
   const name = checkName(a.name);
   return rollbackMachine(ctx.server.opts.root, name, renewHooks(a, ctx, name));
+}
+
+/** cache prune: blobs that no machine's image references go (a pull in progress holds the store lock). */
+export async function pruneCmd(_a: Args, ctx: CallContext) {
+  const root = ctx.server.opts.root;
+  return pruneStore(root, (tag) => {
+    const m = /^machine\.(.+)$/.exec(tag);
+    return m !== null && existsSync(rootfsDir(root, m[1]!));
+  });
 }

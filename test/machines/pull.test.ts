@@ -182,6 +182,38 @@ describe("machines pull", () => {
   }, 60_000);
 });
 
+describe("cache prune, oci man8init, address getsuffix", () => {
+  test("cache prune removes the blobs no machine uses, keeps shared ones; the next pull fetches what went", async () => {
+    // app2's layer is used by m8m-web2 and m8m-oci only
+    for (const n of ["m8m-web2", "m8m-oci"]) expect((await cli(["machines", "remove", n])).code).toBe(0);
+    const blobs = `${agent.root}/var/lib/man8s/images/blobs/sha256`;
+    expect(existsSync(`${blobs}/${img.app2Layer}`)).toBe(true);
+    const r = await cli(["cache", "prune"]);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^pruned \d+ unused tags; blobs \d+ -> \d+, [1-9]\d* bytes freed$/m);
+    expect(existsSync(`${blobs}/${img.app2Layer}`)).toBe(false);
+    expect(existsSync(`${blobs}/${img.baseLayer}`)).toBe(true); // m8m-web still uses it
+    expect(existsSync(`${blobs}/${img.appLayer}`)).toBe(true);
+    const gets = reg.blobGets(img.app2Layer).length;
+    expect((await pull(`${reg.host}/m8m/app2:v1`, "m8m-web2")).code).toBe(0);
+    expect(reg.blobGets(img.app2Layer).length).toBe(gets + 1);
+    expect(readFileSync(`${agent.root}/var/lib/man8machines/m8m-web/srv/index.html`, "utf8")).toBe("hello from m8m app v1\n");
+  }, 60_000);
+
+  test("oci man8init installs a verified copy of the init into a rootfs", async () => {
+    const target = `${dir}/dl-rootfs`; // unpacked by the oci download test
+    const r = await cli(["oci", "man8init", target]);
+    expect(r.code).toBe(0);
+    expect(existsSync(`${target}/man8s-init/init`)).toBe(true);
+  }, 30_000);
+
+  test("address getsuffix prints mbctl's two lines (the reference's vectors)", async () => {
+    const r = Bun.spawnSync([BIN, "address", "getsuffix", "TestBWContainer3"], { stdout: "pipe" });
+    expect(r.stdout.toString()).toBe("容器名字: TestBWContainer3\nIPv6 后缀地址: ::1d44:bc13:a177:c4d\n");
+    expect(Bun.spawnSync([BIN, "address", "getsuffix", "容器1"], { stdout: "pipe" }).stdout.toString()).toContain("::43f:df2c:1e17:d67f");
+  });
+});
+
 describe("interrupted pulls", () => {
   let proxy: SlowProxy;
   beforeAll(async () => {
