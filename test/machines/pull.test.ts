@@ -112,6 +112,16 @@ describe("machines pull", () => {
     expect(readFileSync(`${agent.root}/var/lib/man8machine_configs/m8m-web3/man8env.env`, "utf8")).toContain(`MAN8S_OCI_IMAGE_DIGEST=${digest}\n`);
   }, 60_000);
 
+  test("two pulls of one NAME at once are serialised: one installs, the other is refused, nothing is mixed", async () => {
+    const [a, b] = await Promise.all([pull(`${reg.host}/m8m/app:v1`, "m8m-race"), pull(`${reg.host}/m8m/app2:v1`, "m8m-race")]);
+    expect([a.code, b.code].sort()).toEqual([0, 1]);
+    const loser = a.code === 1 ? a : b;
+    expect(loser.err).toContain("E_EXISTS: machine 'm8m-race' already exists");
+    const winner = a.code === 0 ? "hello from m8m app v1\n" : "hello from m8m app2\n";
+    expect(readFileSync(`${agent.root}/var/lib/man8machines/m8m-race/srv/index.html`, "utf8")).toBe(winner);
+    expect((await cli(["machines", "remove", "m8m-race"])).code).toBe(0);
+  }, 60_000);
+
   test("an existing NAME is refused and left as it was", async () => {
     const r = await pull(`${reg.host}/m8m/app2:v1`, "m8m-web");
     expect(r.code).toBe(1);
