@@ -4,7 +4,7 @@
 // Run under the shared lock (nspawn): flock /tmp/man8s-heavy.lock bun test test/machines/lifecycle.test.ts
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { existsSync, lstatSync, readFileSync } from "node:fs";
-import { BIN, startAgent, type Agent } from "../hostagent/helpers.ts";
+import { BIN, cleanup, startAgent, type Agent } from "../hostagent/helpers.ts";
 import { buildImages, Registry, tmpDir, type Images } from "./registry.ts";
 
 const NS = `m8mL${process.pid % 100000}`;
@@ -73,6 +73,7 @@ afterAll(async () => {
   await reg?.stop();
   Bun.spawnSync(["ip", "netns", "del", NS]);
   Bun.spawnSync(["rm", "-rf", dir]);
+  cleanup();
 });
 
 test("pull → start → the app answers → remove refused → restart → stop → remove", async () => {

@@ -3,7 +3,7 @@
 // registry's access log. Paths under /tmp/m8m-*.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync } from "node:fs";
-import { BIN, startAgent, type Agent } from "../hostagent/helpers.ts";
+import { BIN, cleanup, startAgent, type Agent } from "../hostagent/helpers.ts";
 import { authFile, buildImages, makeSecure, Registry, run, SlowProxy, tmpDir, type Images } from "./registry.ts";
 
 let reg: Registry;
@@ -56,6 +56,7 @@ afterAll(async () => {
   await agent?.stop();
   await reg?.stop();
   Bun.spawnSync(["rm", "-rf", dir]);
+  cleanup(); // the agents' temporary roots
 });
 
 describe("machines pull", () => {
