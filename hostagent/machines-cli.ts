@@ -179,7 +179,7 @@ function human(cmd: string, r: Record<string, unknown>): void {
         String(m.name),
         m.source ? String(m.source) : "-",
         m.digest ? String(m.digest).slice(0, 19) : "-",
-        `${m.running ? "running" : "stopped"}/${String(m.phase)}${m.health ? ` health=${String(m.health)}` : ""}${m.exitCode !== undefined ? ` exit=${String(m.exitCode)}` : ""}`,
+        `${m.running ? (m.ready ? "ready" : "running") : "stopped"}/${String(m.phase)}${m.health ? ` health=${String(m.health)}` : ""}${m.exitCode !== undefined ? ` exit=${String(m.exitCode)}` : ""}`,
         m.address ? String(m.address) : "-",
       ].map(forTerminal));
       const head = ["NAME", "IMAGE", "DIGEST", "STATE", "ADDRESS"];

@@ -9,7 +9,9 @@
 // searches both places too); nothing of the host's directories changes.
 // Stop is what systemd does to the unit: SIGTERM to nspawn, which sends the container its KillSignal;
 // SIGKILL after the stop timeout and a grace.
-import { existsSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { bindUnixDatagram, closeFd, recvDatagram } from "../common/libc-notify.ts";
 import type { Subprocess } from "bun";
 import { log } from "../common/log.ts";
 import { sleepLong } from "../common/timer.ts";
@@ -39,15 +41,60 @@ interface Running {
   output: string;
   startedAt: number;
   done: Promise<number>;
+  /** when nspawn passed on the container's READY=1 (what systemd waits for with a Type=notify unit) */
+  readyAt: number | null;
 }
+
+/** datagrams read per poll of a machine's notify socket (nspawn sends a handful per start) */
+const NOTIFY_PER_POLL = 64;
+const NOTIFY_POLL_MS = 100;
 
 export class MachineRunner {
   private readonly running = new Map<string, Running>();
 
   constructor(
     readonly root: string,
+    /** where the per-machine notify sockets go (beside the admin socket) */
+    readonly runDir: string,
     readonly useSystemd = root === "/" && systemdIsPid1(),
   ) {}
+
+  /** when the machine last became ready (READY=1 through nspawn), in this run; null: not (yet) */
+  readyAt(name: string): number | null {
+    return this.pid(name) !== null ? (this.running.get(name)?.readyAt ?? null) : null;
+  }
+
+  /**
+   * nspawn's NOTIFY_SOCKET, as systemd gives a Type=notify unit: nspawn sends READY=1 once the container
+   * does. Only nspawn's own datagrams count (SCM_CREDENTIALS pid).
+   */
+  private listen(name: string, r: Running): { path: string; stop: () => void } {
+    const path = join(this.runDir, `notify-${name}.sock`);
+    rmSync(path, { force: true });
+    const fd = bindUnixDatagram(path);
+    const dec = new TextDecoder();
+    const poll = setInterval(() => {
+      for (let i = 0; i < NOTIFY_PER_POLL; i++) {
+        let d;
+        try {
+          d = recvDatagram(fd, 4096);
+        } catch {
+          return;
+        }
+        if (!d) return;
+        if (d.creds?.pid !== r.proc.pid) continue;
+        if (/^READY=1$/m.test(dec.decode(d.data)) && r.readyAt === null) r.readyAt = Date.now();
+      }
+    }, NOTIFY_POLL_MS);
+    return {
+      path,
+      stop: () => {
+        clearInterval(poll);
+        closeFd(fd);
+        rmSync(path, { force: true });
+      },
+    };
+  }
 
   /** the nspawn process the agent supervises for NAME, while it runs */
   pid(name: string): number | null {
@@ -75,8 +122,17 @@ export class MachineRunner {
       full = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", PRIVATE_MOUNTS, "sh", "--", ...argv];
       Object.assign(env, { M8S_NAME: name, M8S_ROOTFS: rootfsDir(this.root, name), M8S_SETTINGS: nspawnLink(this.root, name) });
     }
-    const proc = Bun.spawn(full, { stdin: "ignore", stdout: "pipe", stderr: "pipe", env });
-    const r: Running = { proc, output: "", startedAt: Date.now(), done: Promise.resolve(0) };
+    const r: Running = { proc: undefined as unknown as Subprocess, output: "", startedAt: Date.now(), done: Promise.resolve(0), readyAt: null };
+    const notify = this.listen(name, r);
+    env.NOTIFY_SOCKET = notify.path;
+    let proc: Subprocess;
+    try {
+      proc = Bun.spawn(full, { stdin: "ignore", stdout: "pipe", stderr: "pipe", env });
+    } catch (e) {
+      notify.stop();
+      throw e;
+    }
+    r.proc = proc;
     const dec = new TextDecoder();
     const pump = async (s: ReadableStream<Uint8Array>) => {
       for await (const c of s) r.output = (r.output + dec.decode(c, { stream: true })).slice(-KEEP_OUTPUT);
@@ -84,6 +140,7 @@ export class MachineRunner {
     const streams = Promise.all([pump(proc.stdout as ReadableStream<Uint8Array>), pump(proc.stderr as ReadableStream<Uint8Array>)]);
     r.done = proc.exited.then(async (code) => {
       await streams;
+      notify.stop();
       log(`machine ${name}: nspawn exited with ${code}`);
       return code;
     });

@@ -4,9 +4,7 @@
 // previous rootfs and config by itself. One previous generation is kept (`.NAME.prev`, and the previous
 // rendering in image.json's `previous`), which `rollback` restores by hand. Storage is never touched.
 //
-// "Runs" here: the init reported the phase `running` (the app started) and the machine was still up, with
-// no final phase, `SETTLE_S` later. READY=1 goes to nspawn's NOTIFY_SOCKET, which the agent does not hear
-// yet (docs/machines.md).
+// "Comes up" = READY=1 (MAN8S_READY: probe, healthy or started) reaches the agent through nspawn.
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -19,8 +17,6 @@ import { type ImageRecord, machineLock, readImageRecord } from "./machines.ts";
 import type { Rendered } from "./render.ts";
 import { isFinal } from "./state.ts";
 import type { AgentServer } from "./server.ts";
-
-const SETTLE_S = 2;
 
 export interface RenewHooks {
   server: AgentServer;
@@ -41,20 +37,21 @@ function readRendered(root: string, name: string): Rendered {
   };
 }
 
-/** Did the machine come up: the init reached `running` and is still running SETTLE_S later? */
+/**
+ * Did the machine come up: READY=1 through nspawn (the init sends it when MAN8S_READY passes: a probe, a
+ * healthy healthcheck, or the app's start) for this start. Under systemd, `systemctl start` of the
+ * Type=notify unit has already waited for it; the unit must still be active.
+ */
 async function cameUp(h: RenewHooks, name: string, timeoutS: number, since: number): Promise<boolean> {
+  if (h.server.runner.useSystemd) return h.server.runner.isRunning(name);
   const end = Date.now() + timeoutS * 1000;
   while (Date.now() < end) {
+    const at = h.server.runner.readyAt(name);
+    if (at !== null && at >= since) return true;
     const s = h.server.state.get(name);
-    const fresh = s && s.updatedAt !== null && s.updatedAt >= since;
-    if (fresh && isFinal(s.phase)) return false;
-    if (fresh && s.phase === "running") {
-      await sleepLong(SETTLE_S * 1000);
-      const t = h.server.state.get(name);
-      return h.server.runner.isRunning(name) && !!t && !isFinal(t.phase);
-    }
+    if (s && s.updatedAt !== null && s.updatedAt >= since && isFinal(s.phase)) return false;
     if (!h.server.runner.isRunning(name)) return false;
-    await sleepLong(200);
+    await sleepLong(100);
   }
   return false;
 }

@@ -147,7 +147,7 @@ export class AgentServer {
   private sweeper?: ReturnType<typeof setInterval>;
 
   constructor(readonly opts: ServerOptions) {
-    this.runner = new MachineRunner(opts.root);
+    this.runner = new MachineRunner(opts.root, dirname(opts.socketPath));
     this.myPidNs = readNs("self", "pid");
     this.myUserNs = readNs("self", "user");
     this.maxReportConns = Math.max(MAX_REPORT_CONNS, fdLimit() - FD_RESERVE);

@@ -99,6 +99,8 @@ export interface MachineInfo {
   running: boolean;
   /** the nspawn process the agent supervises (null under systemd or when stopped) */
   pid: number | null;
+  /** nspawn passed on the container's READY=1 in this run (agent-supervised machines) */
+  ready: boolean;
   health?: string;
   exitCode?: number;
   address: string | null;
@@ -134,6 +136,7 @@ export function listCmd(_a: Args, ctx: CallContext): { machines: MachineInfo[] }
       phase: s?.phase ?? "unknown",
       running: ctx.server.isRunning(name),
       pid: ctx.server.runner.pid(name),
+      ready: ctx.server.runner.readyAt(name) !== null,
       address: prefix ? containerAddress(prefix, name) : null,
     };
     if (s?.health) info.health = s.health;

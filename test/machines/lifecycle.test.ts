@@ -26,6 +26,7 @@ interface Info {
   running: boolean;
   phase: string;
   pid: number | null;
+  ready: boolean;
   digest: string | null;
 }
 
@@ -99,6 +100,12 @@ test("pull → start → the app answers → remove refused → restart → stop
   const pid1 = leader(m.pid!);
   await until("the app to answer", async () => inContainerNet(pid1, ["busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/"]).out === "hello from m8m app v1\n", 15_000);
   console.log(`start → app answers: ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+  // READY=1 (MAN8S_READY: the image's exposed port answers) reached the agent through nspawn
+  m = await until("READY=1", async () => {
+    const i = await info();
+    return i.ready && i;
+  }, 15_000);
+  expect((await cli(["machines", "list"])).out).toMatch(/^m8m-life\s.*\sready\/running/m);
 
   // exec: as the image's User (www = 33), in its WorkingDir, with the app's environment; exit code and stdin forwarded
   const ex = await cli(["machines", "exec", NAME, "--", "/bin/sh", "-c", 'id -u; pwd; echo "$GREETING"; exit 7']);
@@ -154,7 +161,7 @@ test("pull → start → the app answers → remove refused → restart → stop
   expect((await cli(["machines", "list"])).out).not.toContain(NAME);
 }, 120_000);
 
-test("renew: unchanged digest is a no-op; a new digest is swapped in with the user's edit kept; one that never comes up is rolled back by itself", async () => {
+test("renew: unchanged digest is a no-op; a new digest is swapped in with the user's edit kept; one that never becomes ready is rolled back by itself", async () => {
   reg.push(img.layout, "app", "m8m/app:live");
   const p = await cli(["machines", "pull", "--tls-verify=false", "--private-network", "--env", "MAN8S_NETWORK=none", "--env", "MAN8S_STOP_TIMEOUT=5", "--env", "GREETING=rendered", `${reg.host}/m8m/app:live`, RENEW, "--start"]);
   expect(p.code).toBe(0);
@@ -196,7 +203,9 @@ test("renew: unchanged digest is a no-op; a new digest is swapped in with the us
 
   reg.push(img.layout, "broken", "m8m/app:live");
   const v3 = reg.digest("m8m/app:live");
-  const r3 = await cli(["machines", "renew", "--tls-verify=false", "--timeout", "10", RENEW]);
+  const t3 = performance.now();
+  const r3 = await cli(["machines", "renew", "--tls-verify=false", "--timeout", "6", RENEW]);
+  expect((performance.now() - t3) / 1000).toBeGreaterThan(6); // it ran, it waited for READY=1, in vain
   expect(r3.code).toBe(1);
   expect(r3.err).toContain(`did not come up on ${v3}`);
   expect(r3.out).toContain(`rolled back ${RENEW} to ${v2}`);

@@ -249,8 +249,8 @@ export function buildImages(dir: string, bigBytes = 8 * 1024 * 1024): Images {
   const httpd = ["--config.cmd=/bin/busybox", "--config.cmd=httpd", "--config.cmd=-f", "--config.cmd=-p", "--config.cmd=8080", "--config.cmd=-h", "--config.cmd=/srv", "--config.exposedports=8080/tcp"];
   derive("app", (r) => put(r, "/srv/index.html", "hello from m8m app v1\n"), [...httpd, "--config.user=www", "--config.workingdir=/srv"]);
   derive("app2", (r) => put(r, "/srv/index.html", "hello from m8m app2\n"), httpd);
-  // never comes up: the app exits at once (renew must roll back from it)
-  derive("broken", (r) => put(r, "/srv/index.html", "broken\n"), ["--config.cmd=/bin/sh", "--config.cmd=-c", "--config.cmd=echo broken; exit 3", "--config.user=www"]);
+  // never becomes ready: it runs, but nothing ever listens on its exposed port (renew must roll back)
+  derive("broken", (r) => put(r, "/srv/index.html", "broken\n"), ["--config.cmd=/bin/sleep", "--config.cmd=1000", "--config.exposedports=8080/tcp", "--config.user=www"]);
   derive("big", (r) => put(r, "/srv/big.bin", randomBytes(bigBytes)), ["--config.cmd=/bin/sleep", "--config.cmd=1000"]);
   const base = layersOf(layout, "base")[0]!;
   const top = (t: string) => layersOf(layout, t).at(-1)!;
