@@ -37,6 +37,7 @@ pull options:
   --bundle-mode bind|copy      the init bundle bound read-only (default) or copied into the rootfs
   --bridge NAME | --private-network   VirtualEthernet on a bridge (default srvgrp0), or loopback only
   --start                      start the machine once it is installed
+  --template netns-init|netns-noinit|netns-systemd   mbctl's templates, overriding the classification
   --tls-verify=false           plain HTTP or an unverified certificate (a local registry)
   --authfile FILE              registry credentials (containers-auth.json)
   --cert-dir DIR               client certificates and CAs for the registry
@@ -65,6 +66,7 @@ const OPTIONS = {
   timeout: { type: "string" },
   "network-only": { type: "boolean" },
   "private-network": { type: "boolean" },
+  template: { type: "string" },
   start: { type: "boolean" },
 } as const;
 
@@ -133,6 +135,7 @@ function requestOf(group: Group, pos: string[], v: V): [string, Record<string, u
           start: v.start || undefined,
           bridge: v.bridge,
           privateNetwork: v["private-network"] || undefined,
+          template: v.template,
           ...registry(v),
         },
       ];

@@ -2,7 +2,8 @@
 // stream progress as events {id, event: {type: "progress", step, message}} before their one reply; a
 // client that goes away cancels the pull (its child is killed and the machine's paths are removed).
 import { containerAddress } from "../address.ts";
-import { optBool, optInt, optMap, optStr, optStrMap } from "../args.ts";
+import { optBool, optEnum, optInt, optMap, optStr, optStrMap } from "../args.ts";
+import { TEMPLATES } from "../template.ts";
 import { type RenewHooks, renewMachine, rollbackMachine } from "../renew.ts";
 import { AgentError, ERR } from "../errors.ts";
 import { type Cancel, machineTag, parseSource, pruneStore, type RegistryOptions, untag } from "../image-store.ts";
@@ -41,7 +42,7 @@ function streaming(ctx: CallContext): { progress: (step: string, message: string
 }
 
 /** the install options a pull was given, kept for renew (so it renders with the same choices) */
-const INSTALL_OPTIONS = ["volumes", "env", "ready", "bundleMode", "bridge", "privateNetwork", "privateUsers", "stopTimeout", "yggPrefix", "yggdrasilAddress"];
+const INSTALL_OPTIONS = ["template", "volumes", "env", "ready", "bundleMode", "bridge", "privateNetwork", "privateUsers", "stopTimeout", "yggPrefix", "yggdrasilAddress"];
 
 export async function pullCmd(a: Args, ctx: CallContext) {
   const name = checkName(a.name);
@@ -51,6 +52,7 @@ export async function pullCmd(a: Args, ctx: CallContext) {
   optMap(a, "volumes");
   optStrMap(a, "env");
   optStr(a, "ready", 2048);
+  optEnum(a, "template", TEMPLATES);
   const { progress, cancel } = streaming(ctx);
   const bundleMode = a.bundleMode === "copy" ? "copy" : "bind";
   const server = ctx.server;

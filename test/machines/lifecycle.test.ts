@@ -221,3 +221,21 @@ test("renew: unchanged digest is a no-op; a new digest is swapped in with the us
   expect(rm.out).toMatch(/^(removed|absent)\s+previous rootfs: /m);
   expect(existsSync(`${agent.root}/var/lib/man8machines/.${RENEW}.prev`)).toBe(false);
 }, 180_000);
+
+test("--template netns-init: our init is the container's PID 1 (ProcessTwo=no); it serves, becomes ready and stops cleanly", async () => {
+  const name = "m8m-tpl";
+  const p = await cli(["machines", "pull", "--tls-verify=false", "--private-network", "--template", "netns-init", "--env", "MAN8S_NETWORK=none", "--env", "MAN8S_STOP_TIMEOUT=5", `${reg.host}/m8m/app:v1`, name, "--start"]);
+  expect(p.code).toBe(0);
+  const m = await until("READY=1", async () => {
+    const i = await info(name);
+    return i?.ready && i;
+  }, 20_000);
+  const pid1 = leader(m.pid!);
+  // nspawn's child is our init itself, not nspawn's stub
+  expect(readFileSync(`/proc/${pid1}/cmdline`, "utf8")).toContain("man8s-init");
+  expect(inContainerNet(pid1, ["busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/"]).out).toBe("hello from m8m app v1\n");
+  const st = await cli(["machines", "stop", name]);
+  expect(st.out).toMatch(/^stopped m8m-tpl \(nspawn exit code \d+\)$/m);
+  expect(st.out).not.toContain("killed");
+  expect((await cli(["machines", "remove", name])).code).toBe(0);
+}, 60_000);

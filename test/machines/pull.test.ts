@@ -159,6 +159,30 @@ describe("machines pull", () => {
     expect(badName.err).toContain("E_BAD_NAME");
   }, 60_000);
 
+  test("--template overrides the classification with mbctl's settings; an unknown one is refused before any work", async () => {
+    const cfg = (n: string) => ({
+      nspawn: readFileSync(`${agent.root}/var/lib/man8machine_configs/${n}/container.nspawn`, "utf8"),
+      env: readFileSync(`${agent.root}/var/lib/man8machine_configs/${n}/man8env.env`, "utf8"),
+    });
+    expect((await pull(`${reg.host}/m8m/app:v1`, "m8m-tpl-init", "--template", "netns-init")).code).toBe(0);
+    let c = cfg("m8m-tpl-init");
+    expect(c.nspawn).toContain("ProcessTwo=no\nKillSignal=SIGTERM\n");
+    expect(c.env).toContain("MAN8S_CONTAINER_TEMPLATE=netns-init\n");
+    expect(c.env).not.toContain("MAN8S_EXEC_INIT=");
+    expect((await pull(`${reg.host}/m8m/app:v1`, "m8m-tpl-sd", "--template", "netns-systemd")).code).toBe(0);
+    c = cfg("m8m-tpl-sd");
+    expect(c.nspawn).toContain("ProcessTwo=no\nKillSignal=SIGRTMIN+3\n");
+    expect(c.env).toContain('MAN8S_EXEC_INIT=["/bin/busybox","httpd","-f","-p","8080","-h","/srv"]\n');
+    // the default (no --template) for this image is the classification's: PID 2 under our init
+    expect(cfg("m8m-web").nspawn).toContain("ProcessTwo=yes\n");
+    const bad = await pull(`${reg.host}/m8m/app:v1`, "m8m-tpl-bad", "--template", "netns-bogus");
+    expect(bad.code).toBe(1);
+    expect(bad.err).toContain("E_BAD_ARGS: template must be one of");
+    expect(bad.err).not.toContain("pull: "); // refused before any pull
+    expect(machinePaths(agent.root, "m8m-tpl-bad")).toEqual([]);
+    for (const n of ["m8m-tpl-init", "m8m-tpl-sd"]) expect((await cli(["machines", "remove", n])).code).toBe(0);
+  }, 60_000);
+
   test("oci download pulls and unpacks only", async () => {
     const target = `${dir}/dl-rootfs`;
     const r = await cli(["oci", "download", "--tls-verify=false", `${reg.host}/m8m/app2:v1`, target]);
