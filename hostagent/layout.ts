@@ -12,6 +12,7 @@ export const SYSTEM_MACHINES_DIR = "var/lib/machines";
 /** the content-addressed image store (one OCI layout) and the journals of pulls in progress */
 export const IMAGES_DIR = "var/lib/man8s/images";
 export const PULLS_DIR = "var/lib/man8s/pulls";
+export const RENEWS_DIR = "var/lib/man8s/renews";
 export const DEFAULT_SOCKET = "/run/man8s/agent.sock";
 
 export { IN_CONTAINER_BUNDLE, IN_CONTAINER_ENV, IN_CONTAINER_REPORT_DIR, IN_CONTAINER_REPORT_SOCKET } from "../common/paths.ts";

@@ -6,13 +6,15 @@
 //
 // "Comes up" = READY=1 (MAN8S_READY: probe, healthy or started) reaches the agent through nspawn.
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from "node:fs";
+import { log } from "../common/log.ts";
+import { fault } from "./fault.ts";
 import { dirname, join } from "node:path";
 import { sleepLong } from "../common/timer.ts";
 import { AgentError, ERR } from "./errors.ts";
 import { machineTag, parseSource, pullToStore, type RegistryOptions, unpack } from "./image-store.ts";
 import { installFiles, writeAtomic } from "./install.ts";
-import { configDir, imageRecord, rootfsDir } from "./layout.ts";
+import { RENEWS_DIR, checkName, configDir, imageRecord, rootfsDir } from "./layout.ts";
 import { type ImageRecord, machineLock, readImageRecord } from "./machines.ts";
 import type { Rendered } from "./render.ts";
 import { isFinal } from "./state.ts";
@@ -24,6 +26,51 @@ export interface RenewHooks {
   /** inject + install the new rootfs with the recorded options (force: the three-way merge) */
   install: (rootfs: string, configBlob: string, digest: string, record: ImageRecord) => Promise<unknown>;
   stopTimeout: () => number;
+}
+
+// A renew in progress has a journal (the old image record and rendering) from before the swap until the
+// machine is settled on one side; a journal found at agent start means the agent died half-way: the old
+// rootfs and config are put back (the user's edits kept by the merge), as an automatic rollback would.
+interface RenewJournal {
+  old: ImageRecord;
+  oldRendered: Rendered;
+}
+const journalPath = (root: string, name: string) => join(root, RENEWS_DIR, `${name}.json`);
+
+function writeJournal(root: string, name: string, j: RenewJournal): void {
+  mkdirSync(join(root, RENEWS_DIR), { recursive: true, mode: 0o700 });
+  writeAtomic(journalPath(root, name), `${JSON.stringify(j)}\n`, 0o600);
+}
+
+/** At agent start: every renew the agent did not finish is rolled back (the machine is left stopped). */
+export function recoverAllRenews(root: string): void {
+  let files: string[] = [];
+  try {
+    files = readdirSync(join(root, RENEWS_DIR));
+  } catch {
+    return;
+  }
+  for (const f of files) {
+    const m = /^(.+)\.json$/.exec(f);
+    if (!m) continue;
+    try {
+      const name = checkName(m[1]);
+      const j = JSON.parse(readFileSync(journalPath(root, name), "utf8")) as RenewJournal;
+      const rootfs = rootfsDir(root, name);
+      const prev = prevRootfs(root, name);
+      if (existsSync(prev)) {
+        if (existsSync(rootfs)) rmSync(rootfs, { recursive: true, force: true });
+        renameSync(prev, rootfs);
+      }
+      installFiles(root, name, j.oldRendered, true, { rootfs });
+      writeAtomic(imageRecord(root, name), `${JSON.stringify(j.old)}\n`, 0o644);
+      for (const n of readdirSync(dirname(rootfs))) if (n.startsWith(`.${name}.pull-`) || n.startsWith(`.${name}.failed-`)) rmSync(join(dirname(rootfs), n), { recursive: true, force: true });
+      rmSync(journalPath(root, name), { force: true });
+      log(`renew of ${name} was interrupted: rolled back to ${j.old.digest}`);
+    } catch (e) {
+      log(`renew journal ${f}: cannot roll back: ${(e as Error).message}`);
+    }
+  }
 }
 
 const prevRootfs = (root: string, name: string) => join(dirname(rootfsDir(root, name)), `.${name}.prev`);
@@ -89,7 +136,9 @@ export async function renewMachine(root: string, name: string, to: string | unde
     }
     // swap: the old rootfs becomes the one previous generation
     rmSync(prev, { recursive: true, force: true });
+    writeJournal(root, name, { old, oldRendered });
     renameSync(rootfs, prev);
+    fault("renew-after-swap-out");
     renameSync(`${bundle}/rootfs`, rootfs);
     rmSync(bundle, { recursive: true, force: true });
     const record: ImageRecord = { ...old, source: source.given, ref: source.ref, digest: pulled.digest, pulledAt: new Date().toISOString() };
@@ -97,12 +146,16 @@ export async function renewMachine(root: string, name: string, to: string | unde
     try {
       h.progress("install", "re-rendering (three-way merge with your edits)");
       installed = await h.install(rootfs, pulled.configBlob, pulled.digest, record);
+      fault("renew-after-install");
       writeAtomic(imageRecord(root, name), `${JSON.stringify({ ...record, previous: { digest: old.digest, source: old.source, rendered: oldRendered } })}\n`, 0o644);
     } catch (e) {
       await restore(root, name, old, oldRendered, h, wasRunning);
       throw e;
     }
-    if (!wasRunning) return { name, changed: true, digest: pulled.digest, previous: old.digest, installed, rolledBack: false, seconds: (performance.now() - t0) / 1000 };
+    if (!wasRunning) {
+      rmSync(journalPath(root, name), { force: true });
+      return { name, changed: true, digest: pulled.digest, previous: old.digest, installed, rolledBack: false, seconds: (performance.now() - t0) / 1000 };
+    }
     h.progress("start", `starting ${name} on ${pulled.digest}, waiting up to ${timeoutS} s for it to run`);
     const since = Date.now();
     let up = false;
@@ -112,7 +165,10 @@ export async function renewMachine(root: string, name: string, to: string | unde
     } catch (e) {
       h.progress("start", `start failed: ${(e as Error).message}`);
     }
-    if (up) return { name, changed: true, digest: pulled.digest, previous: old.digest, installed, rolledBack: false, seconds: (performance.now() - t0) / 1000 };
+    if (up) {
+      rmSync(journalPath(root, name), { force: true });
+      return { name, changed: true, digest: pulled.digest, previous: old.digest, installed, rolledBack: false, seconds: (performance.now() - t0) / 1000 };
+    }
     h.progress("rollback", `${name} did not come up on ${pulled.digest} within ${timeoutS} s: rolling back to ${old.digest}`);
     if (h.server.runner.isRunning(name)) await h.server.runner.stop(name, h.stopTimeout()).catch(() => undefined);
     await restore(root, name, old, oldRendered, h, true);
@@ -131,6 +187,7 @@ async function restore(root: string, name: string, old: ImageRecord, oldRendered
   rmSync(failed, { recursive: true, force: true });
   installFiles(root, name, oldRendered, true, { rootfs });
   writeAtomic(imageRecord(root, name), `${JSON.stringify(old)}\n`, 0o644);
+  rmSync(journalPath(root, name), { force: true });
   if (start) {
     h.progress("rollback", `starting ${name} on ${old.digest}`);
     await h.server.runner.start(name);

@@ -10,6 +10,7 @@ import { AgentError, ERR } from "./errors.ts";
 import { isInstalled, recoverAll } from "./install.ts";
 import { recoverAllPulls } from "./machines.ts";
 import { MachineRunner } from "./nspawn-run.ts";
+import { recoverAllRenews } from "./renew.ts";
 import { CONFIGS_DIR, checkName, configDir, reportDir, reportSocket, statusFile } from "./layout.ts";
 import { FrameReader, MAX_FRAME, errorReply, okReply, parseRequest, type RequestId } from "./protocol.ts";
 import { procStart } from "./proc.ts";
@@ -176,6 +177,7 @@ export class AgentServer {
     recoverAll(this.opts.root);
     // a pull killed half-way: none of that machine's paths may remain
     recoverAllPulls(this.opts.root);
+    recoverAllRenews(this.opts.root);
     // create the socket with mode 0600 from the start: no window where others could connect
     const old = process.umask(0o177);
     try {

@@ -249,6 +249,40 @@ describe("cache prune, oci man8init, address getsuffix", () => {
   });
 });
 
+describe("interrupted renew", () => {
+  for (const step of ["renew-after-swap-out", "renew-after-install"]) {
+    test(`the agent killed at ${step}: the restarted agent puts the old rootfs and config back, edits kept`, async () => {
+      const repo = `m8m/ren-${step}:1`;
+      reg.push(img.layout, "app", repo);
+      const v1 = reg.digest(repo);
+      const a = await startAgent({ env: { MAN8S_AGENT_FAULT: `machines:${step}` } });
+      const name = "m8m-renk";
+      expect((await cli(["machines", "pull", "--tls-verify=false", "--env", "GREETING=rendered", `${reg.host}/${repo}`, name], a.socket)).code).toBe(0);
+      const envPath = `${a.root}/var/lib/man8machine_configs/${name}/man8env.env`;
+      await Bun.write(envPath, (await Bun.file(envPath).text()).replace("GREETING=rendered", "GREETING=edited"));
+      reg.push(img.layout, "app2", repo);
+      const r = await cli(["machines", "renew", "--tls-verify=false", name], a.socket);
+      expect(r.code).not.toBe(0); // the agent died under it
+      expect(await a.proc.exited).not.toBe(0);
+      expect(existsSync(`${a.root}/var/lib/man8s/renews/${name}.json`)).toBe(true);
+      const b = await startAgent({ root: a.root });
+      expect(readFileSync(`${a.root}/var/lib/man8machines/${name}/srv/index.html`, "utf8")).toBe("hello from m8m app v1\n");
+      const env = await Bun.file(envPath).text();
+      expect(env).toContain("GREETING=edited\n");
+      expect(env).toContain(`MAN8S_OCI_IMAGE_DIGEST=${v1}\n`);
+      expect(JSON.parse(readFileSync(`${a.root}/var/lib/man8machine_configs/${name}/image.json`, "utf8")).digest).toBe(v1);
+      expect(readdirSync(`${a.root}/var/lib/man8machines`).filter((n) => n.startsWith("."))).toEqual([]);
+      expect(readdirSync(`${a.root}/var/lib/man8s/renews`)).toEqual([]);
+      // and a renew now goes through
+      const ok = await cli(["machines", "renew", "--tls-verify=false", name], b.socket);
+      expect(ok.code).toBe(0);
+      expect(readFileSync(`${a.root}/var/lib/man8machines/${name}/srv/index.html`, "utf8")).toBe("hello from m8m app2\n");
+      expect(await Bun.file(envPath).text()).toContain("GREETING=edited\n");
+      await b.stop();
+    }, 60_000);
+  }
+});
+
 describe("interrupted pulls", () => {
   let proxy: SlowProxy;
   beforeAll(async () => {
