@@ -296,6 +296,7 @@ interface Enter {
   workingDir: string;
   user: { uid: number; gid: number } | null;
   hasShell: boolean;
+  bundleShell: string | null;
 }
 
 /**
@@ -324,11 +325,12 @@ async function enter(cmd: "shell" | "exec", name: string, command: string[], v: 
     argv = ["nsenter", "-t", String(e.pid), "-n", "--", ...(command.length ? command : [process.env.SHELL || "/bin/sh"])];
     env = process.env as Record<string, string>;
   } else if (cmd === "shell") {
-    if (!command.length && !e.hasShell) {
+    if (!command.length && !e.hasShell && !e.bundleShell) {
       process.stderr.write(`man8s machines: the image of ${forTerminal(name)} has no /bin/sh: give a command (shell ${forTerminal(name)} -- CMD)\n`);
       return 1;
     }
-    argv = ["nsenter", "-t", String(e.pid), "-a", "--", ...(command.length ? command : ["/bin/sh"])];
+    const shell = e.hasShell ? ["/bin/sh"] : [e.bundleShell!, "sh"];
+    argv = ["nsenter", "-t", String(e.pid), "-a", "--", ...(command.length ? command : shell)];
     env = { ...e.env, TERM: process.env.TERM ?? "dumb" };
   } else {
     const ids = e.user ? ["-S", String(e.user.uid), "-G", String(e.user.gid)] : [];

@@ -288,7 +288,9 @@ export function enterCmd(a: Args, ctx: CallContext) {
   const spec = asked ?? userSpec;
   const user = spec ? userIn(rootfs, spec) : null;
   if (user) env.HOME = user.home;
-  return { name, pid, leader, env, workingDir, user, hasShell: existsIn(rootfs, "/bin/sh") !== null };
+  // without /bin/sh in the image, the bundle's static busybox (bound at /man8s-init) is the shell
+  const bundleShell = existsSync(`/proc/${leader}/root/man8s-init/busybox`) ? "/man8s-init/busybox" : null;
+  return { name, pid, leader, env, workingDir, user, hasShell: existsIn(rootfs, "/bin/sh") !== null, bundleShell };
 }
 
 function renewHooks(a: Args, ctx: CallContext, name: string): RenewHooks {

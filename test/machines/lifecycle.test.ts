@@ -239,3 +239,20 @@ test("--template netns-init: our init is the container's PID 1 (ProcessTwo=no); 
   expect(st.out).not.toContain("killed");
   expect((await cli(["machines", "remove", name])).code).toBe(0);
 }, 60_000);
+
+test("shell into a distroless image (no /bin/sh): the bundle's static busybox, bound read-only, never copied in", async () => {
+  const name = "m8m-dless";
+  reg.push(img.layout, "distroless", "m8m/distroless:1");
+  const p = await cli(["machines", "pull", "--tls-verify=false", "--private-network", "--env", "MAN8S_NETWORK=none", "--env", "MAN8S_STOP_TIMEOUT=5", `${reg.host}/m8m/distroless:1`, name, "--start"]);
+  expect(p.code).toBe(0);
+  await until("READY=1", async () => (await info(name))?.ready, 20_000);
+  const rootfs = `${agent.root}/var/lib/man8machines/${name}`;
+  expect(existsSync(`${rootfs}/bin/sh`)).toBe(false);
+  const sh = await cli(["machines", "shell", name], "echo in-distroless; ls /usr/bin; exit 5\n");
+  expect(sh.out).toBe("in-distroless\ncatatonit\n");
+  expect(sh.code).toBe(5);
+  expect(existsSync(`${rootfs}/bin/sh`)).toBe(false);
+  expect(existsSync(`${rootfs}/man8s-init/busybox`)).toBe(false); // only the mount point is in the image
+  expect((await cli(["machines", "stop", name])).code).toBe(0);
+  expect((await cli(["machines", "remove", name])).code).toBe(0);
+}, 60_000);

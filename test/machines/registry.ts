@@ -252,6 +252,16 @@ export function buildImages(dir: string, bigBytes = 8 * 1024 * 1024): Images {
   // never becomes ready: it runs, but nothing ever listens on its exposed port (renew must roll back)
   derive("broken", (r) => put(r, "/srv/index.html", "broken\n"), ["--config.cmd=/bin/sleep", "--config.cmd=1000", "--config.exposedports=8080/tcp", "--config.user=www"]);
   derive("big", (r) => put(r, "/srv/big.bin", randomBytes(bigBytes)), ["--config.cmd=/bin/sleep", "--config.cmd=1000"]);
+  // distroless: no shell, no busybox; a static pause process (Debian's catatonit -P) is the app
+  run(["umoci", "new", "--image", `${layout}:distroless`]);
+  const dl = `${dir}/b-distroless`;
+  run(["umoci", "unpack", "--image", `${layout}:distroless`, dl]);
+  mkdirSync(`${dl}/rootfs/usr/bin`, { recursive: true });
+  Bun.spawnSync(["cp", "/usr/bin/catatonit", `${dl}/rootfs/usr/bin/catatonit`]);
+  put(`${dl}/rootfs`, "/usr/lib/os-release", "ID=m8m-distroless\n");
+  run(["umoci", "repack", "--image", `${layout}:distroless`, dl]);
+  rmSync(dl, { recursive: true, force: true });
+  run(["umoci", "config", "--image", `${layout}:distroless`, "--config.cmd=/usr/bin/catatonit", "--config.cmd=-P"]);
   const base = layersOf(layout, "base")[0]!;
   const top = (t: string) => layersOf(layout, t).at(-1)!;
   return { layout, baseLayer: base, appLayer: top("app"), app2Layer: top("app2"), bigLayer: top("big") };
