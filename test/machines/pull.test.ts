@@ -123,6 +123,22 @@ describe("machines pull", () => {
     expect((await cli(["machines", "remove", "m8m-race"])).code).toBe(0);
   }, 60_000);
 
+  test("--json: progress events, then the result, one JSON object per line", async () => {
+    const r = await pull(`${reg.host}/m8m/app:v1`, "m8m-json", "--json");
+    expect(r.code).toBe(0);
+    const lines = r.out.trim().split("\n").map((l) => JSON.parse(l) as { type: string; step?: string; result?: { digest: string } });
+    expect(lines.at(-1)!.type).toBe("result");
+    expect(lines.at(-1)!.result!.digest).toBe(reg.digest("m8m/app:v1"));
+    const steps = lines.filter((l) => l.type === "progress").map((l) => l.step);
+    expect(steps).toContain("pull");
+    expect(steps.indexOf("unpack")).toBeGreaterThan(steps.indexOf("pull"));
+    expect(steps.indexOf("install")).toBeGreaterThan(steps.indexOf("unpack"));
+    const bad = await pull(`${reg.host}/m8m/app:nope`, "m8m-json2", "--json");
+    expect(bad.code).toBe(1);
+    expect(JSON.parse(bad.out.trim().split("\n").at(-1)!)).toMatchObject({ type: "error", code: "E_PULL" });
+    expect((await cli(["machines", "remove", "m8m-json"])).code).toBe(0);
+  }, 30_000);
+
   test("an existing NAME is refused and left as it was", async () => {
     const r = await pull(`${reg.host}/m8m/app2:v1`, "m8m-web");
     expect(r.code).toBe(1);
