@@ -145,10 +145,12 @@ export interface PullOptions {
   install: (rootfs: string, configBlob: string, pulled: Pulled) => Promise<unknown>;
   /** recorded in image.json for renew */
   options?: Record<string, unknown>;
+  /** runs once the machine exists, still under its lock (pull --start) */
+  after?: () => Promise<unknown>;
 }
 
 /** pull: store, unpack, install, link; all or nothing. */
-export async function pullMachine(root: string, o: PullOptions): Promise<{ name: string; rootfs: string; pulled: Pulled; installed: unknown; record: ImageRecord; seconds: number }> {
+export async function pullMachine(root: string, o: PullOptions): Promise<{ name: string; rootfs: string; pulled: Pulled; installed: unknown; record: ImageRecord; seconds: number; started: unknown }> {
   const { name } = o;
   return machineLock.run(name, async () => {
     const t0 = performance.now();
@@ -179,7 +181,10 @@ export async function pullMachine(root: string, o: PullOptions): Promise<{ name:
       const record: ImageRecord = { source: o.source.given, ref: o.source.ref, digest: pulled.digest, pulledAt: new Date().toISOString(), ...(o.options ? { options: o.options } : {}) };
       writeAtomic(imageRecord(root, name), `${JSON.stringify(record)}\n`, 0o644);
       rmSync(jp, { force: true }); // from here on the machine exists
-      return { name, rootfs, pulled, installed, record, seconds: (performance.now() - t0) / 1000 };
+      const seconds = (performance.now() - t0) / 1000;
+      // a failed start leaves the machine installed (it exists; `start` can be retried)
+      const started = o.after ? await o.after() : null;
+      return { name, rootfs, pulled, installed, record, seconds, started };
     } catch (e) {
       try {
         const removed = recoverPull(root, name);

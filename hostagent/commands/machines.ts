@@ -63,6 +63,12 @@ export async function pullCmd(a: Args, ctx: CallContext) {
       registry,
       progress,
       cancel,
+      after: a.start === true
+        ? async () => {
+            progress("start", `starting ${name}`);
+            return server.runner.start(name);
+          }
+        : undefined,
       options: Object.fromEntries(INSTALL_OPTIONS.filter((k) => a[k] !== undefined && a[k] !== null).map((k) => [k, a[k]])),
       install: async (rootfs, configBlob, pulled) => {
         const bundle = server.opts.bundle;
@@ -72,12 +78,7 @@ export async function pullCmd(a: Args, ctx: CallContext) {
         return installCmd({ ...a, name, rootfs, configPath: configBlob, config: undefined, imageUrl: source.given, env, bundleMode, force: false }, ctx);
       },
     });
-    let started: unknown = null;
-    if (a.start === true) {
-      progress("start", `starting ${name}`);
-      started = await server.runner.start(name);
-    }
-    return { name, started, source: source.given, digest: r.record.digest, rootfs: r.rootfs, layers: r.pulled.layers, reused: r.pulled.reused, fetchedBytes: r.pulled.fetchedBytes, seconds: r.seconds, install: r.installed };
+    return { name, started: r.started, source: source.given, digest: r.record.digest, rootfs: r.rootfs, layers: r.pulled.layers, reused: r.pulled.reused, fetchedBytes: r.pulled.fetchedBytes, seconds: r.seconds, install: r.installed };
   } catch (e) {
     // an install that got as far as the report socket: the machine is gone, so is its socket
     if (!isInstalled(server.opts.root, name) && !machineExists(server.opts.root, name)) server.closeReportSocket(name);
