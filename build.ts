@@ -52,6 +52,9 @@ await $`patchelf --set-interpreter ${BUNDLE_PATH}/lib/${loader} --set-rpath ${BU
 const cc = (await $`command -v musl-gcc`.nothrow()).exitCode === 0 ? "musl-gcc" : "gcc";
 await $`${cc} -static -Os -s -Wall -Werror -o ${bundle}/init ${root}/init/launcher.c`;
 symlinkSync("init", `${bundle}/00-init.sh`);
+// a static shell for `man8s machines shell` into images without /bin/sh (Debian's busybox-static); it is
+// bound read-only with the bundle, never copied into the image in bind mode
+if (existsSync("/bin/busybox")) cpSync("/bin/busybox", `${bundle}/busybox`, { dereference: true });
 
 const size = (await $`du -sh ${bundle}`).stdout.split("\t")[0];
 console.log(`built dist/man8s and dist/man8s-init/ (${size}, ${cc}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

@@ -6,6 +6,7 @@ export const LAZY = {
   netctl: "netctl/cli.ts",
   hostagent: "hostagent/cli.ts",
   agent: "hostagent/client-cli.ts",
+  machines: "hostagent/machines-cli.ts",
   host: "hostagent/host/cli.ts",
   network: "netctl/bringup.ts",
   probes: "init/probes/index.ts",
@@ -17,6 +18,7 @@ interface Modules {
   netctl: typeof import("./netctl/cli.ts");
   hostagent: typeof import("./hostagent/cli.ts");
   agent: typeof import("./hostagent/client-cli.ts");
+  machines: typeof import("./hostagent/machines-cli.ts");
   host: typeof import("./hostagent/host/cli.ts");
   network: typeof import("./netctl/bringup.ts");
   probes: typeof import("./init/probes/index.ts");

@@ -14,6 +14,10 @@ usage:
   man8s netctl COMMAND ...      networking: up, status, check, probe, address
   man8s hostagent serve         the host daemon on a unix socket
   man8s agent COMMAND ...       a client of the host daemon
+  man8s machines COMMAND ...    pull, list, remove machines (mbctl's commands; through the host daemon)
+  man8s oci download|man8init   pull and unpack an image only | install the init into a rootfs
+  man8s cache prune             remove image blobs no machine uses
+  man8s address getsuffix NAME  a machine's yggdrasil address suffix (mbctl's output)
   man8s host setup | check      prepare (networkd bridge, forwarding, the agent's units) or diagnose a host
   man8s --version | help        this text; every command takes --help
 `;
@@ -46,6 +50,11 @@ async function main(): Promise<number> {
       return (await load("hostagent")).runHostagent(rest);
     case "agent":
       return (await load("agent")).runAgent(rest);
+    case "machines":
+    case "oci":
+    case "cache":
+    case "address":
+      return (await load("machines")).runMachines(role, rest);
     case "host":
       return (await load("host")).runHost(rest);
     case "--version":

@@ -99,7 +99,8 @@ export async function runHostagent(args: string[]): Promise<number> {
     const stop = (sig: string) => {
       log(`${sig}: shutting down`);
       server.stop();
-      resolve(0);
+      // machines the agent supervises (no systemd) do not outlive their supervisor: stopped as at shutdown
+      void server.runner.stopAll().then(() => resolve(0));
     };
     process.on("SIGTERM", () => stop("SIGTERM"));
     process.on("SIGINT", () => stop("SIGINT"));

@@ -31,6 +31,18 @@ export const ERR = {
   VERIFY_FAILED: "E_VERIFY_FAILED",
   /** something to copy (a volume seed, /run content) is larger than the agent's bound */
   TOO_LARGE: "E_TOO_LARGE",
+  /** skopeo could not copy the image (unknown image, unauthorized, TLS, network): one line naming the reference */
+  PULL: "E_PULL",
+  /** umoci could not unpack a stored image */
+  UNPACK: "E_UNPACK",
+  /** the client went away (Ctrl-C) during a pull: everything it made was removed */
+  CANCELLED: "E_CANCELLED",
+  /** the machine is running: stop it first */
+  RUNNING: "E_RUNNING",
+  /** the machine is not running (stop) */
+  NOT_RUNNING: "E_NOT_RUNNING",
+  /** systemd-nspawn (or systemctl) could not start the machine: the message carries its last lines */
+  START_FAILED: "E_START_FAILED",
   /** a filesystem operation failed (message carries the errno text) */
   IO: "E_IO",
   /** a bug: the message says where */

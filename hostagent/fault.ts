@@ -1,5 +1,6 @@
 // Fault injection for the crash tests: MAN8S_AGENT_FAULT=install:STEP makes the agent SIGKILL itself when it
 // reaches STEP (a real kill -9 at a known point). Unset in production: one string compare per step.
 export function fault(step: string): void {
-  if (process.env.MAN8S_AGENT_FAULT === `install:${step}`) process.kill(process.pid, "SIGKILL");
+  const f = process.env.MAN8S_AGENT_FAULT;
+  if (f === `install:${step}` || f === `machines:${step}`) process.kill(process.pid, "SIGKILL");
 }

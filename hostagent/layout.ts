@@ -6,6 +6,13 @@ import { AgentError, ERR } from "./errors.ts";
 export const CONFIGS_DIR = "var/lib/man8machine_configs";
 export const STORAGE_DIR = "var/lib/man8machine_storage";
 export const NSPAWN_DIR = "etc/systemd/nspawn";
+/** rootfs of each machine (mbctl), and systemd's directory where a link to it makes `machinectl` find it */
+export const MACHINES_DIR = "var/lib/man8machines";
+export const SYSTEM_MACHINES_DIR = "var/lib/machines";
+/** the content-addressed image store (one OCI layout) and the journals of pulls in progress */
+export const IMAGES_DIR = "var/lib/man8s/images";
+export const PULLS_DIR = "var/lib/man8s/pulls";
+export const RENEWS_DIR = "var/lib/man8s/renews";
 export const DEFAULT_SOCKET = "/run/man8s/agent.sock";
 
 export { IN_CONTAINER_BUNDLE, IN_CONTAINER_ENV, IN_CONTAINER_REPORT_DIR, IN_CONTAINER_REPORT_SOCKET } from "../common/paths.ts";
@@ -15,13 +22,18 @@ export const envFile = (root: string, name: string) => join(configDir(root, name
 export const nspawnFile = (root: string, name: string) => join(configDir(root, name), "container.nspawn");
 export const nspawnLink = (root: string, name: string) => join(root, NSPAWN_DIR, `${name}.nspawn`);
 /** host side of the per-container report directory (holds report.sock, created by the agent) */
+export const rootfsDir = (root: string, name: string) => join(root, MACHINES_DIR, name);
+export const machineLink = (root: string, name: string) => join(root, SYSTEM_MACHINES_DIR, name);
+export const storageDir = (root: string, name: string) => join(root, STORAGE_DIR, name);
+/** what the agent records of a machine's image (source, digest), beside its config */
+export const imageRecord = (root: string, name: string) => join(configDir(root, name), "image.json");
 export const reportDir = (root: string, name: string) => join(configDir(root, name), "agent");
 /** the durable copy of the container's latest status record, written by the agent (outlives the container) */
 export const statusFile = (root: string, name: string) => join(configDir(root, name), "status.json");
 export const reportSocket = (root: string, name: string) => join(reportDir(root, name), "report.sock");
 
 /** names in a container's config directory that belong to the agent (a `config` volume may not use them) */
-export const RESERVED_IN_CONFIG_DIR = new Set(["man8env.env", "container.nspawn", "agent", "status.json", "current", "generations"]);
+export const RESERVED_IN_CONFIG_DIR = new Set(["man8env.env", "container.nspawn", "agent", "status.json", "current", "generations", "image.json"]);
 
 // systemd machine names are host names: letters, digits, '-', '_', '.'; at most 64 characters.
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;

@@ -8,10 +8,13 @@ import { REPORT_LIMITS } from "../common/report.ts";
 import { log } from "../common/log.ts";
 import { AgentError, ERR } from "./errors.ts";
 import { isInstalled, recoverAll } from "./install.ts";
+import { recoverAllPulls } from "./machines.ts";
+import { MachineRunner } from "./nspawn-run.ts";
+import { recoverAllRenews } from "./renew.ts";
 import { CONFIGS_DIR, checkName, configDir, reportDir, reportSocket, statusFile } from "./layout.ts";
 import { FrameReader, MAX_FRAME, errorReply, okReply, parseRequest, type RequestId } from "./protocol.ts";
 import { procStart } from "./proc.ts";
-import { StateStore } from "./state.ts";
+import { StateStore, isFinal } from "./state.ts";
 import { COMMANDS, type CallContext } from "./commands/index.ts";
 
 export interface ServerOptions {
@@ -143,6 +146,8 @@ export class Conn {
 
 export class AgentServer {
   readonly state: StateStore;
+  /** machines started by this agent (or by systemd for it) */
+  readonly runner: MachineRunner;
   private admin?: UnixSocketListener<unknown>;
   private readonly reportListeners = new Map<string, { listener: UnixSocketListener<unknown>; path: string }>();
   private readonly conns = new Map<Socket<unknown>, Conn>();
@@ -156,6 +161,7 @@ export class AgentServer {
   private stopped = false;
 
   constructor(readonly opts: ServerOptions) {
+    this.runner = new MachineRunner(opts.root, dirname(opts.socketPath));
     this.myPidNs = readNs("self", "pid");
     this.myUserNs = readNs("self", "user");
     this.maxReportConns = Math.max(MAX_REPORT_CONNS, fdLimit() - FD_RESERVE);
@@ -206,6 +212,9 @@ export class AgentServer {
     }
     // an install killed half-way: back to the last complete pair before any client can ask
     recoverAll(this.opts.root);
+    // a pull killed half-way: none of that machine's paths may remain
+    recoverAllPulls(this.opts.root);
+    recoverAllRenews(this.opts.root);
     if (inherited !== undefined) {
       // Bun.listen takes a listening fd (its types only declare it for connect)
       this.admin = Bun.listen({ fd: inherited, socket: this.handlers({ admin: true }) } as unknown as Parameters<typeof Bun.listen>[0]);
@@ -286,6 +295,24 @@ export class AgentServer {
     }
     chmodSync(path, 0o666);
     return path;
+  }
+
+  /** Whether a machine runs, as far as this agent knows: its init reported and is still alive. */
+  isRunning(name: string): boolean {
+    if (this.runner.isRunning(name)) return true;
+    const s = this.state.get(name);
+    return s?.initAlive === true && !isFinal(s.phase);
+  }
+
+  /** A removed (or never completed) machine: its report socket goes, and the agent forgets it. */
+  closeReportSocket(name: string): void {
+    const existing = this.reportListeners.get(name);
+    if (existing) {
+      existing.listener.stop(true);
+      unlinkIfSocket(existing.path);
+      this.reportListeners.delete(name);
+    }
+    this.state.forget(name);
   }
 
   private handlers(kind: Kind) {

@@ -2,7 +2,7 @@
 // a bounded phase history. Watchers get every change as it happens. Persistence is coalesced: a report
 // only marks its container dirty, and one flush per interval writes each dirty container once (state file
 // for agent restarts, and the durable record in the container's config directory that outlives it).
-import { mkdirSync, readdirSync } from "node:fs";
+import { mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { log } from "../common/log.ts";
 import { type ContainerStatus, FIRST_PHASES, type ReportPhase, type ReportRecord, ReportError, parseReport as parseShared, trimStatus } from "../common/report.ts";
@@ -139,6 +139,14 @@ export class StateStore {
       this.byName.set(name, s);
     }
     return s;
+  }
+
+  /** A removed machine: its state and saved state file go (its durable record went with its config). */
+  forget(name: string): void {
+    this.byName.delete(name);
+    this.peers.delete(name);
+    this.dirty.delete(name);
+    if (this.dir) rmSync(join(this.dir, `${name}.json`), { force: true });
   }
 
   markInstalled(name: string): void {

@@ -8,6 +8,7 @@ import { loadConfigFile, normaliseConfig, type ImageConfig } from "../image-conf
 import { injectBind, injectCopy } from "../inject.ts";
 import { installFiles } from "../install.ts";
 import { checkAbsPath, checkName } from "../layout.ts";
+import { applyTemplate, TEMPLATES } from "../template.ts";
 import { prepareProtected, type Protected } from "../protect.ts";
 import { readyDefault, renderFiles, type Rendered } from "../render.ts";
 import { HEALTH_ACTIONS } from "../../common/health-on-failure.ts";
@@ -56,7 +57,8 @@ function plan(a: Args, ctx: CallContext): Plan {
   const name = checkName(a.name);
   const rootfs = rootfsArg(a);
   const cfg = configArg(a);
-  const cls = classify(rootfs, cfg);
+  const template = optEnum(a, "template", TEMPLATES);
+  const cls = template ? applyTemplate(classify(rootfs, cfg), template) : classify(rootfs, cfg);
   let ygg = optStr(a, "yggdrasilAddress", 64);
   const prefix = optStr(a, "yggPrefix", 64) ?? ctx.server.opts.yggPrefix;
   if (!ygg && prefix) ygg = containerAddress(prefix, name);

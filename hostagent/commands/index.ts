@@ -9,6 +9,7 @@ import { MAX_FRAME, encodeFrame, encodedSize, type RequestId } from "../protocol
 import type { AgentServer, Conn } from "../server.ts";
 import { type ContainerStatus, parseReport, type StateEvent } from "../state.ts";
 import { classifyCmd, injectCmd, installCmd, renderCmd } from "./image.ts";
+import { enterCmd, listCmd, ociDownloadCmd, pruneCmd, pullCmd, removeCmd, renewCmd, restartCmd, rollbackCmd, startCmd, stopCmd } from "./machines.ts";
 
 export interface CallContext {
   server: AgentServer;
@@ -58,6 +59,17 @@ export const COMMANDS: Record<string, Command> = {
   plan: admin(renderCmd),
   install: admin(installCmd),
   inject: admin(injectCmd),
+  pull: admin(pullCmd),
+  "oci-download": admin(ociDownloadCmd),
+  machines: admin(listCmd),
+  remove: admin(removeCmd),
+  start: admin(startCmd),
+  stop: admin(stopCmd),
+  restart: admin(restartCmd),
+  enter: admin(enterCmd),
+  renew: admin(renewCmd),
+  rollback: admin(rollbackCmd),
+  "cache-prune": admin(pruneCmd),
   address: admin((a, ctx) => {
     const name = checkName(a.name);
     const prefix = optStr(a, "prefix", 64) ?? ctx.server.opts.yggPrefix;
