@@ -4,7 +4,7 @@
 // controlling terminal, makes that group the terminal's foreground group; then it execs the command.
 import { accessSync, constants, existsSync, statSync } from "node:fs";
 import { dirname } from "node:path";
-import type { AppUser } from "./user.ts";
+import type { AppUser } from "../common/user.ts";
 
 export interface LaunchOptions {
   user: AppUser | null;

@@ -14,7 +14,7 @@ import { becomeSubreaper, reap, reapStats } from "./reaper.ts";
 import { onSignal, signalsHandled } from "./signals.ts";
 import { newRecord, type Phase, StatusFile } from "./status.ts";
 import { Supervisor } from "./supervisor.ts";
-import { appUserFromEnv } from "./user.ts";
+import { appUserFromEnv } from "../common/user.ts";
 import { HealthOnFailure, healthAction, restartDelayMs } from "./health-action.ts";
 import { type LongTimer, setLongTimeout, sleepLong } from "../common/timer.ts";
 import { probeWrapper } from "./launch.ts";

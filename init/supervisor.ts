@@ -9,7 +9,7 @@ import { launcherPath, launchArgv, resolveExecutable } from "./launch.ts";
 import { descendants } from "./proctree.ts";
 import { reap, reapStats, trackBunChild, untrackBunChild } from "./reaper.ts";
 import type { StatusFile } from "./status.ts";
-import type { AppUser } from "./user.ts";
+import type { AppUser } from "../common/user.ts";
 
 const SIGHUP = 1, SIGINT = 2, SIGKILL = 9, SIGTERM = 15, SIGCHLD = 17, SIGCANCEL = 32;
 /** poweroff group (SIGTERM, SIGRTMIN+3/+4) and reboot group (SIGINT, SIGRTMIN+5/+6) */

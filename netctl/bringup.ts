@@ -62,16 +62,12 @@ const NEW_ID_WAIT_MS = 10_000;
 /** Hard bound on watching DAD after online (the kernel's DAD itself takes ~1 s per try). */
 const DAD_WATCH_MAX_MS = 60_000;
 
-const bad = (msg: string) => new ExitError(65, msg);
 
 /** Validates the env; throws ExitError(65) naming the variable. */
 export function netConfigFromEnv(env: Record<string, string | undefined>): NetConfig {
-  const { mode, timeoutMs, iface } = networkSettings(env);
+  const { mode, timeoutMs, iface, fastStart } = networkSettings(env);
   const ygg = mode === "v4" || mode === "none" ? undefined : yggConfigFromEnv(env);
   const checkTargets = (env.MAN8S_CHECK_TARGETS ?? "").split(/[\s,]+/).filter(Boolean);
-  const fastText = (env.MAN8S_NETWORK_FAST_START ?? "").trim().toLowerCase() || "yes";
-  const fastStart = ["yes", "1", "true", "on"].includes(fastText);
-  if (!fastStart && !["no", "0", "false", "off"].includes(fastText)) throw bad(`MAN8S_NETWORK_FAST_START: '${fastText}' is not yes or no`);
   const name = env.MAN8S_CONTAINER_NAME || undefined;
   return {
     mode,

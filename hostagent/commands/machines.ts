@@ -18,7 +18,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 // the init's resolver of MAN8S_APPLICATION_USER, so exec runs as the app runs (a candidate for common/)
-import { type AppUser, resolveUser } from "../../init/user.ts";
+import { type AppUser, resolveUser } from "../../common/user.ts";
 import { readRegular } from "../regular-file.ts";
 import { existsIn, resolveIn } from "../rootfs.ts";
 

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { EXIT, isExitError } from "../../common/log.ts";
-import { resolveUser } from "../../init/user.ts";
+import { resolveUser } from "../../common/user.ts";
 import { busyboxRootfs, ensureBuilt, killLeftovers, runInit, WORK } from "./harness.ts";
 
 const PASSWD = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:App:/home/app:/bin/sh\nsvc:x:998:998::/var/lib/svc:/bin/false\n";

@@ -9,7 +9,7 @@
 // A numeric uid or gid need not exist in the files (gid 0 and HOME=/ then, as Docker). A name that is
 // not there is an error: exit 67, nothing started.
 import { openSync, readSync, closeSync, fstatSync } from "node:fs";
-import { EXIT, ExitError } from "../common/log.ts";
+import { EXIT, ExitError } from "./log.ts";
 
 export interface AppUser {
   /** the setting, verbatim */
