@@ -3,10 +3,11 @@
 // O_NOFOLLOW and checked to be regular after the open; sockets, FIFOs and devices are runtime objects and
 // are skipped. The copy is built under a temporary sibling name and renamed into place, so the
 // destination either does not exist or is complete. Bounded in entries and bytes (an image is untrusted).
+import { applyMeta } from "../common/file-meta.ts";
 import { randomBytes } from "node:crypto";
 import {
-  chmodSync, closeSync, constants, fstatSync, fsyncSync, lchownSync, lstatSync, lutimesSync, mkdirSync, openSync, readSync,
-  readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, utimesSync, writeSync, type Stats,
+  closeSync, constants, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readSync,
+  readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, writeSync, type Stats,
 } from "node:fs";
 import { basename, dirname } from "node:path";
 import { AgentError, ERR } from "./errors.ts";
@@ -112,12 +113,3 @@ function copyFile(src: string, dest: string, stats: CopyStats, limits: typeof CO
   }
 }
 
-function applyMeta(path: string, st: Stats): void {
-  lchownSync(path, st.uid, st.gid);
-  if (st.isSymbolicLink()) {
-    lutimesSync(path, st.atime, st.mtime);
-    return;
-  }
-  chmodSync(path, st.mode & 0o7777); // after chown, which clears setuid bits
-  utimesSync(path, st.atime, st.mtime);
-}

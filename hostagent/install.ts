@@ -20,7 +20,7 @@ import {
 import { dirname, relative } from "node:path";
 import { log } from "../common/log.ts";
 import { AgentError, ERR, ioError } from "./errors.ts";
-import { CONFIGS_DIR, STORAGE_DIR, checkName, configDir, envFile, nspawnFile, nspawnLink, reportDir } from "./layout.ts";
+import { STORAGE_DIR, configDir, containerNames, envFile, nspawnFile, nspawnLink, reportDir } from "./layout.ts";
 import { merge3, type Conflict } from "./merge.ts";
 import type { Rendered } from "./render.ts";
 import { removeStaleTemps } from "./copytree.ts";
@@ -204,18 +204,7 @@ function installedFrom(gen: string): string | null {
 
 /** Every container directory under the root, at agent start. */
 export function recoverAll(root: string): void {
-  let names: string[] = [];
-  try {
-    names = readdirSync(`${root}/${CONFIGS_DIR}`);
-  } catch {
-    return;
-  }
-  for (const n of names) {
-    try {
-      checkName(n);
-    } catch {
-      continue;
-    }
+  for (const n of containerNames(root)) {
     const removed = recover(root, n);
     if (removed.length) log(`recovered ${n} after an interrupted install: removed ${removed.join(", ")}`);
   }

@@ -1,5 +1,6 @@
 // Where things live, mbctl-compatible (notes/man8s-reference.md §4.1), under a configurable root so tests
 // can use a temporary directory as "/". All functions take already-validated names.
+import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { AgentError, ERR } from "./errors.ts";
 
@@ -55,4 +56,22 @@ export function checkAbsPath(v: unknown, field: string): string {
   if (segs.some((s) => s === "." || s === "..")) throw new AgentError(ERR.BAD_PATH, `${field} must not contain '.' or '..' segments: '${v}'`);
   const norm = v.replace(/\/{2,}/g, "/");
   return norm.length > 1 && norm.endsWith("/") ? norm.slice(0, -1) : norm;
+}
+
+/** The names of the container directories under the root (entries that are not valid names are skipped). */
+export function containerNames(root: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(join(root, CONFIGS_DIR));
+  } catch {
+    return [];
+  }
+  return names.filter((n) => {
+    try {
+      checkName(n);
+      return true;
+    } catch {
+      return false;
+    }
+  });
 }

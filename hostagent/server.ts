@@ -1,7 +1,7 @@
 // The daemon's sockets: one admin socket (mode 0600, peer uid checked) and one report socket per installed
 // container. Each connection has its own frame reader and write queue; one bad client cannot disturb another.
 import type { Socket, UnixSocketListener } from "bun";
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, unlinkSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, unlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { closeFd, peerCred, peerPidfd, pidfdAlive, userNsOwner } from "../common/libc-unix.ts";
 import { REPORT_LIMITS } from "../common/report.ts";
@@ -11,7 +11,7 @@ import { isInstalled, recoverAll } from "./install.ts";
 import { recoverAllPulls } from "./machines.ts";
 import { MachineRunner } from "./nspawn-run.ts";
 import { recoverAllRenews } from "./renew.ts";
-import { CONFIGS_DIR, checkName, configDir, reportDir, reportSocket, statusFile } from "./layout.ts";
+import { configDir, containerNames, reportDir, reportSocket, statusFile } from "./layout.ts";
 import { FrameReader, MAX_FRAME, errorReply, okReply, parseRequest, type RequestId } from "./protocol.ts";
 import { procStart } from "./proc.ts";
 import { StateStore, isFinal } from "./state.ts";
@@ -248,18 +248,7 @@ export class AgentServer {
 
   /** Report sockets for every container with a container.nspawn under the root (agent restarts, reboots). */
   private openReportSocketsForInstalled(): void {
-    let names: string[] = [];
-    try {
-      names = readdirSync(join(this.opts.root, CONFIGS_DIR));
-    } catch {
-      return;
-    }
-    for (const n of names) {
-      try {
-        checkName(n);
-      } catch {
-        continue;
-      }
+    for (const n of containerNames(this.opts.root)) {
       if (!isInstalled(this.opts.root, n)) continue;
       this.state.loadDurable(n);
       try {

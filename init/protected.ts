@@ -1,10 +1,8 @@
 // Protected dirs: nspawn mounts tmpfs over /run and /tmp, hiding what the image put there, so mbctl
 // moved them aside to /run.man8sprotected and /tmp.man8sprotected; we copy them back on every start
 // (as `cp -a SRC/. DEST/`: modes, owners, symlinks and timestamps preserved).
-import {
-  chmodSync, copyFileSync, lchownSync, lstatSync, lutimesSync, mkdirSync, readdirSync, readlinkSync, rmSync,
-  symlinkSync, utimesSync, type Stats,
-} from "node:fs";
+import { applyMeta } from "../common/file-meta.ts";
+import { copyFileSync, lstatSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync } from "node:fs";
 
 export interface CopyStats {
   files: number;
@@ -48,15 +46,6 @@ export function copyTree(src: string, dest: string, stats: CopyStats = { files: 
   return stats;
 }
 
-function applyMeta(path: string, st: Stats): void {
-  lchownSync(path, st.uid, st.gid);
-  if (st.isSymbolicLink()) {
-    lutimesSync(path, st.atime, st.mtime);
-    return;
-  }
-  chmodSync(path, st.mode & 0o7777); // after chown, which clears setuid bits
-  utimesSync(path, st.atime, st.mtime);
-}
 
 function isDir(p: string): boolean {
   try {
