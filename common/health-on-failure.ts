@@ -5,6 +5,16 @@ import { EXIT, ExitError } from "./log.ts";
 export const HEALTH_ACTIONS = ["none", "restart", "stop", "kill"] as const;
 export type HealthAction = (typeof HEALTH_ACTIONS)[number];
 
+/** The status record's `health.onFailure`: what the init did (init/health-action.ts). */
+export interface HealthActionRecord {
+  action: HealthAction;
+  /** when the app last turned unhealthy and the action was taken (ISO time); null while nothing happened */
+  at: string | null;
+  /** restart: how many times the app was restarted, and the delay before the last restart */
+  restarts?: number;
+  lastDelayMs?: number;
+}
+
 /** The setting, validated: a bad value is a bad env (65) naming the variable, before the app starts. */
 export function healthAction(env: Record<string, string | undefined>): HealthAction {
   const v = (env.MAN8S_HEALTH_ON_FAILURE ?? "").trim();

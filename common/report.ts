@@ -2,6 +2,7 @@
 // a container sends to the agent, the agent's view of a container, and the validator the agent applies to
 // every report. The init imports only types from here (erased at build time) and at most the small phase
 // lists, so its start-up path stays light; the validator runs in the agent only.
+import { HEALTH_ACTIONS, type HealthAction } from "./health-on-failure.ts";
 
 /** The init's phases, in the order it goes through them (`exec`: an image's own init took over). */
 export const INIT_PHASES = [
@@ -77,6 +78,19 @@ export interface ExitInfo {
   signal?: string;
 }
 
+/**
+ * What MAN8S_HEALTH_ON_FAILURE did, as a report carries it (from the status record's `health.onFailure`):
+ * the setting, how many times the app was restarted, the action last taken (null: none yet) and when.
+ */
+export interface HealthActionInfo {
+  policy: HealthAction;
+  restarts: number;
+  last: Exclude<HealthAction, "none"> | null;
+  at: string | null;
+  /** restart: the backoff before the last restart */
+  lastDelayMs?: number;
+}
+
 /** One report from a container's init to the agent: a full snapshot of what the init knows. */
 export interface ReportRecord {
   phase: ReportPhase;
@@ -85,6 +99,7 @@ export interface ReportRecord {
   appPid?: number;
   addresses?: Record<string, string | string[]>;
   health?: string;
+  healthAction?: HealthActionInfo;
   exit?: ExitInfo;
   timings?: Record<string, number>;
   message?: string;
@@ -120,6 +135,10 @@ export const REPORT_LIMITS = {
   addressList: 8,
   timingKeys: 32,
   history: 32,
+  /** an ISO time (healthAction.at) */
+  time: 40,
+  /** healthAction.restarts and lastDelayMs: far beyond a container's life at the 30 s backoff cap */
+  healthCount: 1_000_000_000,
 } as const;
 
 export class ReportError extends Error {}
@@ -162,6 +181,26 @@ export function parseReport(a: Record<string, unknown>): ReportRecord {
   if (given("addresses")) out.addresses = parseAddresses(a.addresses);
   if (given("timings")) out.timings = parseTimings(a.timings);
   if (given("exit")) out.exit = parseExit(a.exit);
+  if (given("healthAction")) out.healthAction = parseHealthAction(a.healthAction);
+  return out;
+}
+
+function parseHealthAction(v: unknown): HealthActionInfo {
+  const L = REPORT_LIMITS;
+  const count = (x: unknown): x is number => isInt(x) && x >= 0 && x <= L.healthCount;
+  const isAction = (x: unknown): x is HealthAction => typeof x === "string" && (HEALTH_ACTIONS as readonly string[]).includes(x);
+  if (
+    !isMap(v) || !isAction(v.policy) || !count(v.restarts) ||
+    !(v.last === null || (isAction(v.last) && v.last !== "none")) ||
+    !(v.at === null || (typeof v.at === "string" && v.at.length <= L.time)) ||
+    !(v.lastDelayMs === undefined || v.lastDelayMs === null || count(v.lastDelayMs))
+  ) {
+    throw new ReportError(
+      `healthAction must be a map {policy: ${HEALTH_ACTIONS.join("|")}, restarts: integer 0-${L.healthCount}, last: restart|stop|kill|null, at: time of at most ${L.time} characters|null, lastDelayMs?: integer}`,
+    );
+  }
+  const out: HealthActionInfo = { policy: v.policy, restarts: v.restarts, last: v.last as HealthActionInfo["last"], at: v.at as string | null };
+  if (typeof v.lastDelayMs === "number") out.lastDelayMs = v.lastDelayMs;
   return out;
 }
 
@@ -222,7 +261,7 @@ export function trimStatus(v: unknown, name: string): ContainerStatus | null {
     history: [],
   };
   if (phase) {
-    for (const k of ["initPid", "pid1", "appPid", "addresses", "health", "exit", "message", "timings"] as const) {
+    for (const k of ["initPid", "pid1", "appPid", "addresses", "health", "healthAction", "exit", "message", "timings"] as const) {
       try {
         const one = parseReport({ phase, [k]: v[k] }) as unknown as Record<string, unknown>;
         if (one[k] !== undefined) (s as unknown as Record<string, unknown>)[k] = one[k];

@@ -169,6 +169,11 @@ function rawStatusLine(s: ContainerStatus): string {
   const parts = [`${s.name}: ${s.phase}${gone ? " (its init is gone without an exit report)" : ""}`];
   if (s.appPid !== undefined) parts.push(`app pid ${s.appPid}`);
   if (s.health) parts.push(`health ${s.health}`);
+  if (s.healthAction) {
+    const a = s.healthAction;
+    const last = a.last ? `, last ${a.last} at ${a.at ?? "?"}` : ", no action yet";
+    parts.push(`on unhealthy ${a.policy} (${a.policy === "restart" ? `${a.restarts} restarts` : "acts once"}${last})`);
+  }
   if (s.exit) parts.push(`exit code ${s.exit.code}${s.exit.reason ? ` (${s.exit.reason})` : ""}`);
   if (s.addresses) parts.push(Object.entries(s.addresses).map(([k, v]) => `${k} ${Array.isArray(v) ? v.join(",") : v}`).join(" "));
   if (s.updatedAt) parts.push(`at ${new Date(s.updatedAt).toISOString()}`);

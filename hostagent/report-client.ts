@@ -6,6 +6,7 @@ import { existsSync } from "node:fs";
 import { IN_CONTAINER_REPORT_SOCKET } from "../common/paths.ts";
 
 import type { ReportRecord, StatusRecord } from "../common/report.ts";
+import type { HealthActionRecord } from "../common/health-on-failure.ts";
 export type { ReportRecord } from "../common/report.ts";
 
 let seq = 0;
@@ -112,8 +113,14 @@ export function reportFromStatus(s: StatusLike): ReportRecord {
     for (const [k, v] of Object.entries(net.addresses)) if (typeof v === "string") a[k] = v;
     r.addresses = a;
   }
-  const h = s.health as { status?: unknown } | null | undefined;
+  const h = s.health as { status?: unknown; onFailure?: HealthActionRecord } | null | undefined;
   if (typeof h?.status === "string") r.health = h.status;
+  const f = h?.onFailure;
+  if (f) {
+    // the init acts once per unhealthy turn: with restart each action is a restart, else the one action
+    r.healthAction = { policy: f.action, restarts: f.restarts ?? 0, last: f.at && f.action !== "none" ? f.action : null, at: f.at };
+    if (f.lastDelayMs !== undefined) r.healthAction.lastDelayMs = f.lastDelayMs;
+  }
   if (s.exit) {
     r.exit = { code: s.exit.code };
     if (s.exit.reason) r.exit.reason = s.exit.reason;

@@ -7,7 +7,8 @@
 //   stop     a clean stop, as a stop request: the image's stop signal, the stop timeout, the drain
 //   kill     SIGKILL to the app (its group), the drain for the rest, and exit EXIT.unhealthy (79) so that the
 //            unit's Restart= policy (or whoever watches the exit code) can tell "killed as unhealthy" apart
-import type { HealthAction } from "../common/health-on-failure.ts";
+import type { HealthAction, HealthActionRecord } from "../common/health-on-failure.ts";
+export type { HealthActionRecord } from "../common/health-on-failure.ts";
 export { healthAction } from "../common/health-on-failure.ts";
 
 export const RESTART_FIRST_DELAY_MS = 1000;
@@ -16,15 +17,6 @@ export const RESTART_MAX_DELAY_MS = 30_000;
 /** the backoff before restart number n (1-based): 1 s, 2 s, 4 s ... at most 30 s */
 export function restartDelayMs(n: number): number {
   return Math.min(RESTART_MAX_DELAY_MS, RESTART_FIRST_DELAY_MS * 2 ** Math.min(n - 1, 16));
-}
-
-export interface HealthActionRecord {
-  action: HealthAction;
-  /** when the app last turned unhealthy and the action was taken (ISO time); null while nothing happened */
-  at: string | null;
-  /** restart: how many times the app was restarted, and the delay before the last restart */
-  restarts?: number;
-  lastDelayMs?: number;
 }
 
 export interface HealthActionHooks {

@@ -243,9 +243,9 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
           log, startedAt: performance.now(), spawnEnv: appEnv, cwd: process.cwd(), ...(wrap ? { wrap } : {}),
           onChange: (h, prev) => {
             log(`health: ${prev} -> ${h.status}`);
+            guard?.onStatus(h.status); // first, so the record written now already carries the action
             rec.health = healthRec(h);
             status.write();
-            guard?.onStatus(h.status);
           },
           onResult: (h) => {
             rec.health = healthRec(h);
