@@ -110,7 +110,7 @@ export class MachineRunner {
   /** Starts NAME; resolves once nspawn has been running for `settleMs` (a failing nspawn exits at once). */
   async start(name: string, settleMs = 1000): Promise<{ how: "systemd" | "agent"; pid: number | null }> {
     if (this.useSystemd) {
-      const r = systemctl(["start", unit(name)]);
+      const r = await systemctlAsync(["start", unit(name)]);
       if (r.code !== 0) throw new AgentError(ERR.START_FAILED, `systemctl start ${unit(name)}: ${r.err.trim().slice(0, 600)}`);
       return { how: "systemd", pid: null };
     }
@@ -159,7 +159,7 @@ export class MachineRunner {
   /** Stops NAME as systemd stops the unit; resolves with nspawn's exit code (null under systemd). */
   async stop(name: string, timeoutS: number): Promise<{ how: "systemd" | "agent"; code: number | null; killed: boolean }> {
     if (this.useSystemd) {
-      const r = systemctl(["stop", unit(name)]);
+      const r = await systemctlAsync(["stop", unit(name)]);
       if (r.code !== 0) throw new AgentError(ERR.IO, `systemctl stop ${unit(name)}: ${r.err.trim().slice(0, 600)}`);
       return { how: "systemd", code: null, killed: false };
     }
@@ -191,4 +191,15 @@ const unit = (name: string) => `systemd-nspawn@${name}.service`;
 function systemctl(args: string[]): { code: number; err: string } {
   const r = Bun.spawnSync(["systemctl", ...args], { stdout: "pipe", stderr: "pipe" });
   return { code: r.exitCode ?? -1, err: r.stderr.toString() };
+}
+
+/**
+ * For start and stop, which wait for the unit (a start until READY=1, a stop until the container's stop
+ * signal has done its work): asynchronously, so the agent keeps serving meanwhile, above all the
+ * container's own reports (its start-up phases, its final exit) and other admin clients.
+ */
+async function systemctlAsync(args: string[]): Promise<{ code: number; err: string }> {
+  const p = Bun.spawn(["systemctl", ...args], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  const [err, code] = await Promise.all([new Response(p.stderr).text(), p.exited]);
+  return { code, err: err.slice(-4096) };
 }

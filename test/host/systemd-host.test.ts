@@ -5,7 +5,7 @@
 //   the agent          → started by its socket unit on the first connection
 //   machinectl start   → returns only once the app is ready (NotifyReady=yes + MAN8S_READY)
 //   machinectl stop    → the app gets the image's stop signal; the agent records the exit
-//   machinectl poweroff, systemctl stop systemd-nspawn@NAME → the same; --health-on-failure kill → exit 79,
+//   machinectl poweroff, systemctl stop systemd-nspawn@NAME, man8s machines start/stop → the same; --health-on-failure kill → exit 79,
 //   restart → the app restarts inside the running unit
 //   poweroff with two containers running → each stops with its own stop signal, and the agent (ordered
 //                        before them at start, so after them at stop) records both final exits.
@@ -38,8 +38,10 @@ while :; do sleep 1 & wait $!; done
 `;
 
 /** a busybox rootfs under the host's /var/lib/machines, injected and installed through the agent */
-function installMachine(name: string, signal: string, code: number, delayS: number, extra: { config?: Record<string, unknown>; args?: string[] } = {}): void {
-  const root = `/var/lib/machines/${name}`;
+function installMachine(name: string, signal: string, code: number, delayS: number, extra: { config?: Record<string, unknown>; args?: string[]; pulled?: boolean } = {}): void {
+  // pulled: where `man8s machines pull` puts it (/var/lib/man8machines/NAME, linked from /var/lib/machines)
+  const root = extra.pulled ? `/var/lib/man8machines/${name}` : `/var/lib/machines/${name}`;
+  if (extra.pulled) host.exec(["sh", "-c", `mkdir -p ${root} && ln -s ../man8machines/${name} /var/lib/machines/${name}`]);
   // nspawn wants an OS tree: /usr (and os-release)
   host.exec(["mkdir", "-p", `${root}/usr/bin`, `${root}/tmp`, `${root}/etc`]);
   host.exec(["ln", "-s", "usr/bin", `${root}/bin`]);
@@ -191,6 +193,37 @@ describe.skipIf(!canRun)("a systemd host", () => {
       const e = await exitAfter("m8s-a", since);
       expect({ stop: stop.join(" "), code: e?.code }).toEqual({ stop: stop.join(" "), code: 41 });
     }
+  });
+
+  test("man8s machines start/stop NAME drive the unit: start returns once the app is ready (the agent serving meanwhile), stop delivers the image's stop signal, the exit recorded", async () => {
+    installMachine("m8s-f", "SIGUSR1", 44, 3, { pulled: true });
+    const unitState = () => host.exec(["systemctl", "is-active", "systemd-nspawn@m8s-f.service"], { ok: false }).out.trim();
+    const t0 = Date.now();
+    const starting = host.spawn(["/opt/man8s/man8s", "machines", "start", "m8s-f"]);
+    // systemctl start waits for READY=1 (the app is ready 3 s in); the agent answers meanwhile
+    await Bun.sleep(1000);
+    const p0 = Date.now();
+    expect(man8s("agent", "ping").code).toBe(0);
+    expect(Date.now() - p0).toBeLessThan(1500);
+    expect(unitState()).toBe("activating");
+    const started = await starting;
+    const returned = Date.now();
+    if (started.code !== 0) throw new Error(`machines start: ${started.out}${started.err}\n${host.exec(["journalctl", "--no-pager", "-n", "40", "-u", "systemd-nspawn@m8s-f.service"], { ok: false }).out}`);
+    expect(started.out).toContain("started m8s-f (systemd-nspawn@ unit)");
+    timings["machines start (app ready after 3 s)"] = (returned - t0) / 1000;
+    expect(returned - t0).toBeGreaterThan(2500);
+    const ready = `${host.dir}/man8machines/m8s-f/app-ready`;
+    expect(existsSync(ready)).toBe(true);
+    expect(statSync(ready).mtimeMs).toBeLessThanOrEqual(returned);
+    expect(unitState()).toBe("active");
+    expect((JSON.parse(man8s("agent", "--json", "status", "m8s-f").out) as { container: Durable }).container.phase).toBe("running");
+    const since = Date.now();
+    expect(man8s("machines", "stop", "m8s-f").out).toContain("stopped m8s-f");
+    // systemctl stop returned once the unit was down: the app got SIGUSR1 (44), the agent has the exit
+    expect(unitState()).toMatch(/^(inactive|failed)$/);
+    expect(host.exec(["journalctl", "--no-pager", "-o", "cat", "-u", "systemd-nspawn@m8s-f.service"], { ok: false }).out).toContain("app: got SIGUSR1");
+    expect((JSON.parse(man8s("agent", "--json", "status", "m8s-f").out) as { container: Durable }).container.exit?.code).toBe(44);
+    expect((await exitAfter("m8s-f", since))?.code).toBe(44);
   });
 
   test("--health-on-failure kill under systemd: the unhealthy app's container exits 79, the unit fails, the agent records it", async () => {

@@ -117,13 +117,13 @@ export class SystemdHost {
   /** Boots and waits until systemd reports the system running (or degraded, with the failed units named). */
   async boot(timeoutMs = 120_000): Promise<void> {
     rmSync(this.dir, { recursive: true, force: true });
-    for (const d of ["upper", "work", "merged", "machines", "configs", "storage"]) mkdirSync(`${this.dir}/${d}`, { recursive: true });
+    for (const d of ["upper", "work", "merged", "machines", "man8machines", "configs", "storage"]) mkdirSync(`${this.dir}/${d}`, { recursive: true });
     sh(["mount", "-t", "overlay", "-o", `lowerdir=${this.lower},upperdir=${this.dir}/upper,workdir=${this.dir}/work`, `m8s-${this.name}`, this.merged]);
     const argv = [
       "systemd-nspawn", "--quiet", "--keep-unit", "--register=no", "--boot", `--machine=${this.name}`, `--directory=${this.merged}`,
       "--private-network", `--bind-ro=${this.dist}:/opt/man8s`, `--bind=${this.dir}/machines:/var/lib/machines`,
       // the agent's files are bound into containers with idmap, which the overlay cannot do: real directories
-      `--bind=${this.dir}/configs:/var/lib/man8machine_configs`, `--bind=${this.dir}/storage:/var/lib/man8machine_storage`,
+      `--bind=${this.dir}/configs:/var/lib/man8machine_configs`, `--bind=${this.dir}/man8machines:/var/lib/man8machines`, `--bind=${this.dir}/storage:/var/lib/man8machine_storage`,
       // the yggdrasil daemon's TUN
       ...(existsSync("/dev/net/tun") ? ["--bind=/dev/net/tun"] : []),
     ];
@@ -167,6 +167,14 @@ export class SystemdHost {
     const pid = this.leader();
     if (!pid) throw new Error(`${this.name} is not running`);
     return sh(["nsenter", "-t", String(pid), "-a", "--", "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "SYSTEMD_COLORS=0", "SYSTEMD_PAGER=", ...argv], opts, stdin);
+  }
+
+  /** As exec, without waiting: for a command that runs while others are checked. */
+  spawn(argv: string[]): Promise<{ code: number; out: string; err: string }> {
+    const pid = this.leader();
+    if (!pid) throw new Error(`${this.name} is not running`);
+    const p = Bun.spawn(["nsenter", "-t", String(pid), "-a", "--", "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "SYSTEMD_COLORS=0", ...argv], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    return Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]).then(([out, err, code]) => ({ code, out, err }));
   }
 
   /** Powers off with systemd (as a host shuts down) and waits for nspawn to exit. */
