@@ -257,6 +257,14 @@ describe.skipIf(!canRun)("a systemd host", () => {
     // the container (the unit) never stopped: only the app inside it restarted
     expect(host.exec(["systemctl", "is-active", "systemd-nspawn@m8s-e.service"]).out.trim()).toBe("active");
     expect(host.exec(["systemctl", "show", "-p", "NRestarts", "--value", "systemd-nspawn@m8s-e.service"]).out.trim()).toBe("0");
+    // each restart reaches the agent: `man8s agent status` counts them (the second one is 2 s after its log line)
+    type Act = { policy: string; restarts: number; last: string | null };
+    const action = () => (JSON.parse(man8s("agent", "--json", "status", "m8s-e").out) as { container: { healthAction?: Act } }).container.healthAction;
+    let act = action();
+    for (const until = Date.now() + 10_000; (act?.restarts ?? 0) < 2 && Date.now() < until; act = action()) await Bun.sleep(200);
+    expect(act).toMatchObject({ policy: "restart", last: "restart" });
+    expect(act!.restarts).toBeGreaterThanOrEqual(2);
+    expect(man8s("agent", "status", "m8s-e").out).toMatch(/on unhealthy restart \([2-9]\d* restarts, last restart at /);
     const since = Date.now();
     host.exec(["machinectl", "stop", "m8s-e"]);
     expect(await untilStopped("m8s-e")).toMatch(/^(inactive|failed)$/);
