@@ -2,6 +2,7 @@
 // stream progress as events {id, event: {type: "progress", step, message}} before their one reply; a
 // client that goes away cancels the pull (its child is killed and the machine's paths are removed).
 import { containerAddress } from "../address.ts";
+import { cgroupProcsFiles } from "../cgroup.ts";
 import { optBool, optEnum, optInt, optMap, optStr, optStrMap } from "../args.ts";
 import { TEMPLATES } from "../template.ts";
 import { type RenewHooks, renewMachine, rollbackMachine } from "../renew.ts";
@@ -291,7 +292,16 @@ export function enterCmd(a: Args, ctx: CallContext) {
   if (user) env.HOME = user.home;
   // without /bin/sh in the image, the bundle's static busybox (bound at /man8s-init) is the shell
   const bundleShell = existsSync(`/proc/${leader}/root/man8s-init/busybox`) ? "/man8s-init/busybox" : null;
-  return { name, pid, leader, env, workingDir, user, hasShell: existsIn(rootfs, "/bin/sh") !== null, bundleShell };
+  // the bundle's launcher takes the user with its supplementary groups (nsenter -S/-G sets none)
+  const launcher = existsSync(`/proc/${leader}/root/man8s-init/init`) ? "/man8s-init/init" : null;
+  // exec runs in the init's cgroups (every hierarchy), as the app does
+  let cgroups: string[] = [];
+  try {
+    cgroups = cgroupProcsFiles(pid);
+  } catch {
+    throw new AgentError(ERR.NOT_RUNNING, `machine '${name}' has no container process (yet)`);
+  }
+  return { name, pid, leader, env, workingDir, user, hasShell: existsIn(rootfs, "/bin/sh") !== null, bundleShell, launcher, cgroups };
 }
 
 function renewHooks(a: Args, ctx: CallContext, name: string): RenewHooks {

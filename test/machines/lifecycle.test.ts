@@ -113,6 +113,15 @@ test("pull → start → the app answers → remove refused → restart → stop
   expect(ex.code).toBe(7);
   expect((await cli(["machines", "exec", "--user", "root", NAME, "--", "/bin/sh", "-c", "id -u"])).out).toBe("0\n");
   expect((await cli(["machines", "exec", NAME, "--", "/bin/cat"], "from stdin\n")).out).toBe("from stdin\n");
+  // with the User's supplementary groups (/etc/group lists www in m8mlogs and m8mweb), found in PATH
+  expect((await cli(["machines", "exec", NAME, "--", "id", "-G"])).out).toBe("33 4242 4243\n");
+  expect((await cli(["machines", "exec", "--user", "root", NAME, "--", "id", "-G"])).out).toBe("0 4243\n");
+  expect((await cli(["machines", "exec", NAME, "--", "no-such-cmd"])).code).toBe(127);
+  // in the init's cgroups (every hierarchy), not the caller's: the same lines as the machine's PID 1's, read in it
+  const cg = await cli(["machines", "exec", NAME, "--", "/bin/sh", "-c", `cat /proc/self/cgroup; echo ==; cat /proc/1/cgroup`]);
+  const [self, ofInit] = cg.out.split("==\n");
+  expect(self).toBe(ofInit!);
+  expect(self).not.toBe(readFileSync("/proc/self/cgroup", "utf8"));
   const nouser = await cli(["machines", "exec", "--user", "nobody-here", NAME, "--", "/bin/sh", "-c", "true"]);
   expect(nouser.code).toBe(1);
   expect(nouser.err).toContain("nobody-here");
