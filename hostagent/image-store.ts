@@ -11,6 +11,7 @@ import { mkdirSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs"
 import { join } from "node:path";
 import { AgentError, ERR } from "./errors.ts";
 import { IMAGES_DIR, checkAbsPath } from "./layout.ts";
+import { type LayerProgress, PullWatcher, manifestLayers } from "./pull-progress.ts";
 
 export const imagesDir = (root: string) => join(root, IMAGES_DIR);
 
@@ -159,23 +160,69 @@ function storedBlobs(store: string): Set<string> {
   }
 }
 
+const ARCH: Record<string, string> = { x64: "amd64", arm64: "arm64", arm: "arm", ppc64: "ppc64le", s390x: "s390x", riscv64: "riscv64" };
+
+/** `skopeo inspect --raw REF`: the manifest as JSON, null when it cannot be read (the copy then says why). */
+async function inspectOnce(ref: string, src: Source, o: RegistryOptions, cancel: Cancel): Promise<unknown> {
+  // inspect names the copy's --src-* flags without the prefix
+  const flags = srcFlags(src, o).map((f) => f.replace(/^--src-/, "--"));
+  const proc = Bun.spawn(["setpriv", "--pdeathsig", "SIGKILL", "--", "skopeo", "inspect", "--raw", ...flags, ref], { stdin: "ignore", stdout: "pipe", stderr: "ignore" });
+  cancel.onCancel = () => proc.kill("SIGKILL");
+  try {
+    let text = "";
+    for await (const chunk of proc.stdout as ReadableStream<Uint8Array>) {
+      text += new TextDecoder().decode(chunk);
+      if (text.length > MAX_MANIFEST) {
+        proc.kill("SIGKILL");
+        return null;
+      }
+    }
+    if ((await proc.exited) !== 0) return null;
+    return JSON.parse(text) as unknown;
+  } catch {
+    return null;
+  } finally {
+    cancel.onCancel = undefined;
+  }
+}
+
+/** The image manifest skopeo will copy: an index (multi-arch) is followed to this host's platform. */
+async function inspectRaw(src: Source, o: RegistryOptions, cancel: Cancel): Promise<unknown> {
+  const m = (await inspectOnce(src.ref, src, o, cancel)) as { manifests?: { digest?: unknown; platform?: { os?: unknown; architecture?: unknown } }[] } | null;
+  if (!m || !Array.isArray(m.manifests) || src.transport !== "docker" || cancel.cancelled) return m;
+  const want = ARCH[process.arch] ?? process.arch;
+  const d = m.manifests.find((x) => x?.platform?.os === "linux" && x.platform.architecture === want)?.digest;
+  if (typeof d !== "string" || !/^sha256:[0-9a-f]{64}$/.test(d)) return null;
+  // the repository without its tag or digest, at the platform's manifest
+  const repo = src.ref.replace(/@sha256:[0-9a-f]{64}$/, "").replace(/:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/, (t, i: number, all: string) => (all.lastIndexOf("/") < i ? "" : t));
+  return inspectOnce(`${repo}@${d}`, src, o, cancel);
+}
+
 /**
  * Copies SOURCE into the store under `tag`. Progress lines (skopeo's own, one per blob) go to progress.
  * A registry's refusal is one line naming the reference (E_PULL).
  */
-export async function pullToStore(root: string, src: Source, tag: string, o: RegistryOptions, progress: (l: string) => void, cancel: Cancel): Promise<Pulled> {
+export async function pullToStore(root: string, src: Source, tag: string, o: RegistryOptions, progress: (l: string) => void, cancel: Cancel, onLayer?: (p: LayerProgress) => void): Promise<Pulled> {
   const store = imagesDir(root);
   mkdirSync(store, { recursive: true, mode: 0o700 });
   return storeLock.run("store", async () => {
     if (cancel.cancelled) throw new AgentError(ERR.CANCELLED, `pull of ${src.given} cancelled`);
     const digestFile = join(store, `.digest-${randomBytes(6).toString("hex")}`);
     const before = storedBlobs(store);
+    // the layers and their sizes first, for per-layer progress (without them: skopeo's own lines)
+    const layers = onLayer ? manifestLayers(await inspectRaw(src, o, cancel)) : null;
+    if (cancel.cancelled) throw new AgentError(ERR.CANCELLED, `pull of ${src.given} cancelled`);
+    const watcher = layers && onLayer ? new PullWatcher(store, layers, before, onLayer) : null;
     const child = spawnChild(["skopeo", "copy", ...srcFlags(src, o), "--digestfile", digestFile, src.ref, `oci:${store}:${tag}`], (l) => {
-      if (!/level=fatal/.test(l)) progress(l); // the fatal message becomes the error, once
+      if (/level=fatal/.test(l)) return; // the fatal message becomes the error, once
+      if (watcher && /^Copying blob /.test(l)) watcher.line(l);
+      else progress(l);
     });
     cancel.onCancel = () => child.kill();
+    watcher?.start();
     try {
       const r = await child.done;
+      watcher?.stop(r.code === 0 && !cancel.cancelled);
       if (cancel.cancelled) throw new AgentError(ERR.CANCELLED, `pull of ${src.given} cancelled`);
       if (r.code !== 0) throw new AgentError(ERR.PULL, `pulling ${src.given}: ${oneLine(r.stderr)}`);
       const digest = readFileSync(digestFile, "utf8").trim();
@@ -192,6 +239,7 @@ export async function pullToStore(root: string, src: Source, tag: string, o: Reg
       }
       return { tag, digest, configBlob: blobPath(store, cfg), layers: layers.length, reused, fetchedBytes };
     } finally {
+      watcher?.stop(false);
       cancel.onCancel = undefined;
       rmSync(digestFile, { force: true });
     }

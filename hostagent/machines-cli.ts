@@ -261,10 +261,22 @@ export async function runMachines(group: Group, all: string[]): Promise<number> 
     process.stderr.write(`man8s ${group}: cannot connect to the agent at ${socket}: ${(e as Error).message}\n`);
     return 69;
   }
+  // a layer's progress: updated in place on a terminal, one line per layer (when it is there) otherwise
+  const tty = process.stderr.isTTY === true;
+  let inPlace = false;
   c.eventHandler = (_id, ev) => {
-    const e = ev as { step?: unknown; message?: unknown };
-    if (v.json) out(JSON.stringify(ev));
-    else process.stderr.write(`${forTerminal(e.step)}: ${forTerminal(e.message)}\n`);
+    const e = ev as { step?: unknown; message?: unknown; layer?: { state?: unknown } };
+    if (v.json) return out(JSON.stringify(ev));
+    const line = `${forTerminal(e.step)}: ${forTerminal(e.message)}`;
+    const clear = inPlace ? "\r\x1b[K" : "";
+    if (e.step === "layer" && e.layer?.state === "fetching") {
+      if (!tty) return;
+      process.stderr.write(`${clear}${line.slice(0, (process.stderr.columns || 80) - 1)}`);
+      inPlace = true;
+      return;
+    }
+    process.stderr.write(`${clear}${line}\n`);
+    inPlace = false;
   };
   // Ctrl-C: closing the connection cancels the operation in the agent, which removes what it made
   const interrupt = () => {

@@ -3,6 +3,7 @@
 // client that goes away cancels the pull (its child is killed and the machine's paths are removed).
 import { containerAddress } from "../address.ts";
 import { cgroupProcsFiles } from "../cgroup.ts";
+import type { LayerProgress } from "../pull-progress.ts";
 import { optBool, optEnum, optInt, optMap, optStr, optStrMap } from "../args.ts";
 import { TEMPLATES } from "../template.ts";
 import { type RenewHooks, renewMachine, rollbackMachine } from "../renew.ts";
@@ -32,13 +33,13 @@ function registryArgs(a: Args): RegistryOptions {
 }
 
 /** Progress events to the caller, and cancellation when the caller's connection closes. */
-function streaming(ctx: CallContext): { progress: (step: string, message: string) => void; cancel: Cancel } {
+function streaming(ctx: CallContext): { progress: (step: string, message: string, layer?: LayerProgress) => void; cancel: Cancel } {
   const cancel: Cancel = { cancelled: false };
   ctx.conn.cleanups.push(() => {
     cancel.cancelled = true;
     cancel.onCancel?.();
   });
-  const progress = (step: string, message: string) => ctx.conn.send(encodeFrame({ id: ctx.id, event: { type: "progress", step, message } }));
+  const progress = (step: string, message: string, layer?: LayerProgress) => ctx.conn.send(encodeFrame({ id: ctx.id, event: { type: "progress", step, message, ...(layer ? { layer } : {}) } }));
   return { progress, cancel };
 }
 

@@ -405,3 +405,62 @@ describe("a registry with TLS from a test CA and basic auth", () => {
     expect(machinePaths(agent.root, "m8m-sec2")).toEqual([]);
   }, 60_000);
 });
+
+describe("pull progress", () => {
+  // a fresh agent (empty store) behind an 8 MiB/s proxy: the 8 MiB layer takes about a second, so its
+  // progress is seen while it grows
+  let a: Agent;
+  let fast: SlowProxy;
+  beforeAll(async () => {
+    a = await startAgent();
+    fast = await new SlowProxy(reg.port, 8 * 1024 * 1024).start();
+  });
+  afterAll(async () => {
+    fast?.stop();
+    await a?.stop();
+  });
+
+  const sizes = (ref: string) => {
+    const m = JSON.parse(run(["skopeo", "inspect", "--raw", "--tls-verify=false", `docker://${ref}`])) as { layers: { digest: string; size: number }[] };
+    return m.layers;
+  };
+
+  interface Ev {
+    type: string;
+    step?: string;
+    layer?: { index: number; count: number; digest: string; size: number; bytes: number; state: string; rate: number; eta: number | null };
+  }
+
+  test("--json: per-layer events with bytes growing to the manifest's size while the layer is fetched", async () => {
+    const layers = sizes(`${reg.host}/m8m/big:v1`);
+    const r = await cli(["machines", "pull", "--json", "--tls-verify=false", `${fast.host}/m8m/big:v1`, "m8m-prog"], a.socket);
+    expect(r.code).toBe(0);
+    const evs = r.out.trim().split("\n").map((l) => JSON.parse(l) as Ev).filter((e) => e.step === "layer");
+    for (const [i, l] of layers.entries()) {
+      const mine = evs.filter((e) => e.layer!.digest === l.digest).map((e) => e.layer!);
+      expect(mine.every((e) => e.index === i + 1 && e.count === layers.length && e.size === l.size)).toBe(true);
+      expect(mine.at(-1)).toMatchObject({ state: "done", bytes: l.size });
+      // bytes never go back
+      expect(mine.map((e) => e.bytes)).toEqual(mine.map((e) => e.bytes).sort((x, y) => x - y));
+    }
+    const big = layers.reduce((x, y) => (x.size > y.size ? x : y));
+    const growing = evs.map((e) => e.layer!).filter((e) => e.digest === big.digest && e.state === "fetching");
+    expect(growing.some((e) => e.bytes > 0 && e.bytes < big.size && e.rate > 0 && e.eta !== null)).toBe(true);
+  }, 60_000);
+
+  test("not a terminal: one line per layer, with its size; a layer already stored says so", async () => {
+    const layers = sizes(`${reg.host}/m8m/app:v1`);
+    const r = await cli(["machines", "pull", "--tls-verify=false", `${fast.host}/m8m/app:v1`, "m8m-prog2"], a.socket);
+    expect(r.code).toBe(0);
+    const lines = r.err.split("\n").filter((l) => l.startsWith("layer: "));
+    expect(lines.length).toBe(layers.length);
+    for (const [i, l] of layers.entries()) {
+      expect(lines[i]).toStartWith(`layer: layer ${i + 1}/${layers.length} ${l.digest.slice(7, 19)} `);
+      expect(lines[i]).toContain(`(${l.size} bytes): `);
+    }
+    // the base layer came with the big image; the app's own layer is new
+    expect(lines[0]).toEndWith("already stored");
+    expect(lines[1]).toMatch(/fetched(, [\d.]+ \w+\/s)?$/);
+    expect(r.err).not.toContain("Copying blob"); // skopeo's own lines are replaced
+  }, 60_000);
+});
