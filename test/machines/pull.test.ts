@@ -23,6 +23,12 @@ async function cli(args: string[], socket = agent.socket): Promise<Cli> {
   return { code, out, err };
 }
 
+/** a registry image's layers, from its manifest */
+function sizes(ref: string): { digest: string; size: number }[] {
+  const m = JSON.parse(run(["skopeo", "inspect", "--raw", "--tls-verify=false", `docker://${ref}`])) as { layers: { digest: string; size: number }[] };
+  return m.layers;
+}
+
 const pull = (src: string, name: string, ...more: string[]) => cli(["machines", "pull", "--tls-verify=false", src, name, ...more]);
 
 function machinePaths(root: string, name: string): string[] {
@@ -420,11 +426,6 @@ describe("pull progress", () => {
     await a?.stop();
   });
 
-  const sizes = (ref: string) => {
-    const m = JSON.parse(run(["skopeo", "inspect", "--raw", "--tls-verify=false", `docker://${ref}`])) as { layers: { digest: string; size: number }[] };
-    return m.layers;
-  };
-
   interface Ev {
     type: string;
     step?: string;
@@ -462,5 +463,40 @@ describe("pull progress", () => {
     expect(lines[0]).toEndWith("already stored");
     expect(lines[1]).toMatch(/fetched(, [\d.]+ \w+\/s)?$/);
     expect(r.err).not.toContain("Copying blob"); // skopeo's own lines are replaced
+  }, 60_000);
+});
+
+describe("a full disk", () => {
+  // the agent's whole root on a 4 MiB tmpfs: the 8 MiB layer cannot be stored
+  let a: Agent;
+  let mnt: string;
+  beforeAll(async () => {
+    mnt = tmpDir("full");
+    run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "m8m-full", mnt]);
+    a = await startAgent({ root: `${mnt}/root` });
+  });
+  afterAll(async () => {
+    await a?.stop();
+    Bun.spawnSync(["umount", mnt]);
+    Bun.spawnSync(["rm", "-rf", mnt]);
+  });
+
+  test("a pull that fills the disk is one clear line naming the reference; no path of the machine and no partial blob remain", async () => {
+    const ref = `${reg.host}/m8m/big:v1`;
+    const r = await cli(["machines", "pull", "--tls-verify=false", ref, "m8m-full"], a.socket);
+    expect(r.code).toBe(1);
+    const lines = r.err.split("\n").filter((l) => l.startsWith("man8s machines:"));
+    expect(lines.length).toBe(1);
+    expect(lines[0]).toContain(`E_PULL: pulling ${ref}:`);
+    expect(lines[0]).toMatch(/no space left on device/i);
+    expect(machinePaths(a.root, "m8m-full")).toEqual([]);
+    const store = `${a.root}/var/lib/man8s/images`;
+    const leftovers = [...readdirSync(store), ...readdirSync(`${store}/blobs/sha256`)].filter((n) => /^oci-put-blob|^\.digest-/.test(n));
+    expect(leftovers).toEqual([]);
+    // the big layer never made it into the store; the disk has room again for a small image
+    const big = sizes(`${reg.host}/m8m/big:v1`).reduce((x, y) => (x.size > y.size ? x : y));
+    expect(existsSync(`${store}/blobs/sha256/${big.digest.slice(7)}`)).toBe(false);
+    const ok = await cli(["machines", "pull", "--tls-verify=false", `${reg.host}/m8m/app:v1`, "m8m-full"], a.socket);
+    expect(ok.code).toBe(0);
   }, 60_000);
 });
