@@ -237,6 +237,7 @@ export async function pullToStore(root: string, src: Source, tag: string, o: Reg
         if (typeof l?.digest === "string" && before.has(l.digest.slice("sha256:".length))) reused++;
         else if (typeof l?.size === "number") fetchedBytes += l.size;
       }
+      await markRecent(root, tag, digest, progress);
       return { tag, digest, configBlob: blobPath(store, cfg), layers: layers.length, reused, fetchedBytes };
     } finally {
       watcher?.stop(false);
@@ -303,11 +304,33 @@ export function storeTags(root: string): string[] {
   }
 }
 
+/** `cache prune` keeps the blobs of pulls from the last RECENT_MINUTES (a removed machine re-pulled soon after
+ * fetches nothing); each pull tags its manifest `recent.<epoch ms>.<digest prefix>` in the store. */
+export const RECENT_MINUTES = 60;
+/** at most this many recent tags: more pulls than that between two prunes are not marked */
+const MAX_RECENT_TAGS = 256;
+const RECENT = /^recent\.(\d{13})\.[0-9a-f]{12}$/;
+
+async function markRecent(root: string, tag: string, digest: string, progress: (l: string) => void): Promise<void> {
+  const store = imagesDir(root);
+  const recent = storeTags(root).filter((t) => RECENT.test(t));
+  const prefix = digest.slice(7, 19);
+  if (recent.length >= MAX_RECENT_TAGS || recent.some((t) => t.endsWith(prefix) && Date.now() - Number(RECENT.exec(t)![1]) < 60_000)) return;
+  const r = await spawnChild(["umoci", "tag", "--image", `${store}:${tag}`, `recent.${Date.now()}.${prefix}`]).done;
+  if (r.code !== 0) progress(`not marked as a recent pull (cache prune may drop its blobs): ${oneLine(r.stderr)}`);
+}
+
+/** A `recent.` tag younger than `minutes`. */
+function isRecent(tag: string, minutes: number, now: number): boolean {
+  const m = RECENT.exec(tag);
+  return m !== null && now - Number(m[1]) < minutes * 60_000;
+}
+
 /**
  * cache prune: drop the tags whose machine is gone (and download leftovers), then `umoci gc`: blobs no
  * remaining tag references are removed. `keep(tag)` says which tags still belong to a machine.
  */
-export async function pruneStore(root: string, keep: (tag: string) => boolean): Promise<{ untagged: string[]; blobsBefore: number; blobsAfter: number; bytesFreed: number }> {
+export async function pruneStore(root: string, keep: (tag: string) => boolean, recentMinutes = RECENT_MINUTES): Promise<{ untagged: string[]; blobsBefore: number; blobsAfter: number; bytesFreed: number }> {
   const store = imagesDir(root);
   if (!statSync(store, { throwIfNoEntry: false })) return { untagged: [], blobsBefore: 0, blobsAfter: 0, bytesFreed: 0 };
   return storeLock.run("store", async () => {
@@ -322,8 +345,9 @@ export async function pruneStore(root: string, keep: (tag: string) => boolean): 
     };
     const before = size();
     const untagged: string[] = [];
+    const now = Date.now();
     for (const t of storeTags(root)) {
-      if (keep(t)) continue;
+      if (keep(t) || isRecent(t, recentMinutes, now)) continue;
       const r = await spawnChild(["umoci", "rm", "--image", `${store}:${t}`]).done;
       if (r.code !== 0) throw new AgentError(ERR.IO, `untagging ${t}: ${oneLine(r.stderr)}`);
       untagged.push(t);

@@ -45,7 +45,8 @@ pull options:
 
 usage: man8s oci download SOURCE PATH    pull and unpack only (PATH = the rootfs, PATH.config.json beside it)
        man8s oci man8init PATH           (re)install the init bundle into a rootfs (a verified copy)
-       man8s cache prune                 remove the store's blobs that no machine's image references
+       man8s cache prune [--recent MIN]  remove the store's blobs that no machine's image references and no
+                                         pull of the last MIN minutes (default 60; 0: machines only)
        man8s address getsuffix NAME      mbctl's two lines: the name and its address suffix in ::/64
 `;
 
@@ -65,6 +66,7 @@ const OPTIONS = {
   user: { type: "string" },
   to: { type: "string" },
   timeout: { type: "string" },
+  recent: { type: "string" },
   "network-only": { type: "boolean" },
   "private-network": { type: "boolean" },
   template: { type: "string" },
@@ -119,7 +121,9 @@ function requestOf(group: Group, pos: string[], v: V): [string, Record<string, u
   if (group === "cache") {
     if (cmd !== "prune" && cmd !== "clear") throw new Usage(`unknown cache command '${cmd ?? ""}'`);
     need(0, "no arguments");
-    return ["cache-prune", {}];
+    const m = v.recent === undefined ? undefined : Number(v.recent);
+    if (m !== undefined && (!Number.isInteger(m) || m < 0 || m > 525_600)) throw new Usage("--recent needs 0..525600 minutes");
+    return ["cache-prune", m === undefined ? {} : { recentMinutes: m }];
   }
   switch (cmd) {
     case "pull":

@@ -8,7 +8,7 @@ import { optBool, optEnum, optInt, optMap, optStr, optStrMap } from "../args.ts"
 import { TEMPLATES } from "../template.ts";
 import { type RenewHooks, renewMachine, rollbackMachine } from "../renew.ts";
 import { AgentError, ERR } from "../errors.ts";
-import { type Cancel, machineTag, parseSource, pruneStore, type RegistryOptions, untag } from "../image-store.ts";
+import { type Cancel, machineTag, parseSource, pruneStore, RECENT_MINUTES, type RegistryOptions, untag } from "../image-store.ts";
 import { injectBind, injectCopy } from "../inject.ts";
 import { isInstalled } from "../install.ts";
 import { CONFIGS_DIR, MACHINES_DIR, checkAbsPath, checkName, envFile, nspawnFile, rootfsDir } from "../layout.ts";
@@ -335,11 +335,12 @@ export async function rollbackCmd(a: Args, ctx: CallContext) {
   return rollbackMachine(ctx.server.opts.root, name, renewHooks(a, ctx, name));
 }
 
-/** cache prune: blobs that no machine's image references go (a pull in progress holds the store lock). */
-export async function pruneCmd(_a: Args, ctx: CallContext) {
+/** cache prune: blobs that no machine's image and no pull of the last recentMinutes (default 60) references go (a pull in progress holds the store lock). */
+export async function pruneCmd(a: Args, ctx: CallContext) {
   const root = ctx.server.opts.root;
+  const recent = optInt(a, "recentMinutes", 0, 525_600) ?? RECENT_MINUTES;
   return pruneStore(root, (tag) => {
     const m = /^machine\.(.+)$/.exec(tag);
     return m !== null && existsSync(rootfsDir(root, m[1]!));
-  });
+  }, recent);
 }

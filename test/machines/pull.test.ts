@@ -245,7 +245,13 @@ describe("cache prune, oci man8init, address getsuffix", () => {
     for (const n of ["m8m-web2", "m8m-oci"]) expect((await cli(["machines", "remove", n])).code).toBe(0);
     const blobs = `${agent.root}/var/lib/man8s/images/blobs/sha256`;
     expect(existsSync(`${blobs}/${img.app2Layer}`)).toBe(true);
-    const r = await cli(["cache", "prune"]);
+    // pulled minutes ago: the default prune keeps it (pulls of the last 60 minutes), with no machine using it
+    const kept = await cli(["cache", "prune"]);
+    expect(kept.code).toBe(0);
+    expect(existsSync(`${blobs}/${img.app2Layer}`)).toBe(true);
+    expect((await cli(["cache", "prune", "--recent", "x"])).code).toBe(64);
+    // --recent 0: only what machines use stays
+    const r = await cli(["cache", "prune", "--recent", "0"]);
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/^pruned \d+ unused tags; blobs \d+ -> \d+, [1-9]\d* bytes freed$/m);
     expect(existsSync(`${blobs}/${img.app2Layer}`)).toBe(false);
