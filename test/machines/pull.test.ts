@@ -455,6 +455,22 @@ describe("pull progress", () => {
     expect(growing.some((e) => e.bytes > 0 && e.bytes < big.size && e.rate > 0 && e.eta !== null)).toBe(true);
   }, 60_000);
 
+  test("on a terminal: the layer in flight is one line updated in place with bytes, %, rate and ETA", async () => {
+    const b = await startAgent(); // an empty store: the big layer is fetched again
+    try {
+      // script(1) gives the CLI a pseudo-terminal; its output is what the terminal received
+      const cmd = [BIN, "machines", "--socket", b.socket, "pull", "--tls-verify=false", `${fast.host}/m8m/big:v1`, "m8m-tty"].join(" ");
+      const p = Bun.spawn(["script", "-qec", cmd, "/dev/null"], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+      const [out, code] = await Promise.all([new Response(p.stdout).text(), p.exited]);
+      expect(code).toBe(0);
+      const updates = out.split("\r\x1b[K").filter((l) => /^layer: layer \d\/2 [0-9a-f]{12} .*: [\d.]+ \w+ \d+%(, [\d.]+ \w+\/s)?, ETA (\d+ s|\?)/.test(l));
+      expect(updates.length).toBeGreaterThan(0);
+      expect(out).toMatch(/layer: layer \d\/2 [0-9a-f]{12} 8\.0 MiB \(\d+ bytes\): fetched/);
+    } finally {
+      await b.stop();
+    }
+  }, 60_000);
+
   test("not a terminal: one line per layer, with its size; a layer already stored says so", async () => {
     const layers = sizes(`${reg.host}/m8m/app:v1`);
     const r = await cli(["machines", "pull", "--tls-verify=false", `${fast.host}/m8m/app:v1`, "m8m-prog2"], a.socket);
@@ -504,5 +520,23 @@ describe("a full disk", () => {
     expect(existsSync(`${store}/blobs/sha256/${big.digest.slice(7)}`)).toBe(false);
     const ok = await cli(["machines", "pull", "--tls-verify=false", `${reg.host}/m8m/app:v1`, "m8m-full"], a.socket);
     expect(ok.code).toBe(0);
+  }, 60_000);
+
+  test("the disk filling up during the unpack (every blob already stored): one line, no path of the machine, no half-unpacked bundle", async () => {
+    // leave 32 KiB free: the store already has app:v1, so only the unpack needs room
+    const free = Number(run(["stat", "-f", "-c", "%a*%S", mnt]).trim().split("*").reduce((x, y) => String(Number(x) * Number(y))));
+    run(["fallocate", "-l", String(Math.max(0, free - 32 * 1024)), `${mnt}/m8m-filler`]);
+    try {
+      const r = await cli(["machines", "pull", "--tls-verify=false", `${reg.host}/m8m/app:v1`, "m8m-full2"], a.socket);
+      expect(r.code).toBe(1);
+      const lines = r.err.split("\n").filter((l) => l.startsWith("man8s machines:"));
+      expect(lines.length).toBe(1);
+      expect(lines[0]).toMatch(/no space left on device/i);
+      expect(lines[0]).toContain("E_UNPACK");
+      expect(machinePaths(a.root, "m8m-full2")).toEqual([]);
+      expect(readdirSync(`${a.root}/var/lib/man8machines`).filter((n) => n.includes("m8m-full2"))).toEqual([]);
+    } finally {
+      Bun.spawnSync(["rm", "-f", `${mnt}/m8m-filler`]);
+    }
   }, 60_000);
 });
