@@ -376,7 +376,7 @@ async function enter(cmd: "shell" | "exec", name: string, command: string[], v: 
       return 1;
     }
     const shell = e.hasShell ? ["/bin/sh"] : [e.bundleShell!, "sh"];
-    argv = ["nsenter", "-t", String(e.pid), "-a", "--", ...(command.length ? command : shell)];
+    argv = inCgroups(e.cgroups, ["nsenter", "-t", String(e.pid), "-a", "--", ...(command.length ? command : shell)]);
     env = { ...e.env, TERM: process.env.TERM ?? "dumb" };
   } else {
     if (e.launcher) {

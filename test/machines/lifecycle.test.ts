@@ -128,6 +128,9 @@ test("pull → start → the app answers → remove refused → restart → stop
   // shell: the image's /bin/sh in all its namespaces; --network-only: a host command in its network only
   const sh = await cli(["machines", "shell", NAME], "cat /srv/index.html; id -u\n");
   expect(sh.out).toBe("hello from m8m app v1\n0\n");
+  // the shell too runs in the machine's cgroups
+  const shcg = (await cli(["machines", "shell", NAME], "cat /proc/self/cgroup; echo ==; cat /proc/1/cgroup\n")).out.split("==\n");
+  expect(shcg[0]).toBe(shcg[1]!);
   const net = await cli(["machines", "shell", "--network-only", NAME, "--", "ip", "-o", "link"]);
   expect(net.code).toBe(0);
   expect(net.out).toContain("lo:");
