@@ -11,6 +11,7 @@ import { mkdirSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs"
 import { join } from "node:path";
 import { AgentError, ERR } from "./errors.ts";
 import { IMAGES_DIR, checkAbsPath } from "./layout.ts";
+import { type LayerProgress, PullWatcher, manifestLayers } from "./pull-progress.ts";
 
 export const imagesDir = (root: string) => join(root, IMAGES_DIR);
 
@@ -159,23 +160,69 @@ function storedBlobs(store: string): Set<string> {
   }
 }
 
+const ARCH: Record<string, string> = { x64: "amd64", arm64: "arm64", arm: "arm", ppc64: "ppc64le", s390x: "s390x", riscv64: "riscv64" };
+
+/** `skopeo inspect --raw REF`: the manifest as JSON, null when it cannot be read (the copy then says why). */
+async function inspectOnce(ref: string, src: Source, o: RegistryOptions, cancel: Cancel): Promise<unknown> {
+  // inspect names the copy's --src-* flags without the prefix
+  const flags = srcFlags(src, o).map((f) => f.replace(/^--src-/, "--"));
+  const proc = Bun.spawn(["setpriv", "--pdeathsig", "SIGKILL", "--", "skopeo", "inspect", "--raw", ...flags, ref], { stdin: "ignore", stdout: "pipe", stderr: "ignore" });
+  cancel.onCancel = () => proc.kill("SIGKILL");
+  try {
+    let text = "";
+    for await (const chunk of proc.stdout as ReadableStream<Uint8Array>) {
+      text += new TextDecoder().decode(chunk);
+      if (text.length > MAX_MANIFEST) {
+        proc.kill("SIGKILL");
+        return null;
+      }
+    }
+    if ((await proc.exited) !== 0) return null;
+    return JSON.parse(text) as unknown;
+  } catch {
+    return null;
+  } finally {
+    cancel.onCancel = undefined;
+  }
+}
+
+/** The image manifest skopeo will copy: an index (multi-arch) is followed to this host's platform. */
+async function inspectRaw(src: Source, o: RegistryOptions, cancel: Cancel): Promise<unknown> {
+  const m = (await inspectOnce(src.ref, src, o, cancel)) as { manifests?: { digest?: unknown; platform?: { os?: unknown; architecture?: unknown } }[] } | null;
+  if (!m || !Array.isArray(m.manifests) || src.transport !== "docker" || cancel.cancelled) return m;
+  const want = ARCH[process.arch] ?? process.arch;
+  const d = m.manifests.find((x) => x?.platform?.os === "linux" && x.platform.architecture === want)?.digest;
+  if (typeof d !== "string" || !/^sha256:[0-9a-f]{64}$/.test(d)) return null;
+  // the repository without its tag or digest, at the platform's manifest
+  const repo = src.ref.replace(/@sha256:[0-9a-f]{64}$/, "").replace(/:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/, (t, i: number, all: string) => (all.lastIndexOf("/") < i ? "" : t));
+  return inspectOnce(`${repo}@${d}`, src, o, cancel);
+}
+
 /**
  * Copies SOURCE into the store under `tag`. Progress lines (skopeo's own, one per blob) go to progress.
  * A registry's refusal is one line naming the reference (E_PULL).
  */
-export async function pullToStore(root: string, src: Source, tag: string, o: RegistryOptions, progress: (l: string) => void, cancel: Cancel): Promise<Pulled> {
+export async function pullToStore(root: string, src: Source, tag: string, o: RegistryOptions, progress: (l: string) => void, cancel: Cancel, onLayer?: (p: LayerProgress) => void): Promise<Pulled> {
   const store = imagesDir(root);
   mkdirSync(store, { recursive: true, mode: 0o700 });
   return storeLock.run("store", async () => {
     if (cancel.cancelled) throw new AgentError(ERR.CANCELLED, `pull of ${src.given} cancelled`);
     const digestFile = join(store, `.digest-${randomBytes(6).toString("hex")}`);
     const before = storedBlobs(store);
+    // the layers and their sizes first, for per-layer progress (without them: skopeo's own lines)
+    const layers = onLayer ? manifestLayers(await inspectRaw(src, o, cancel)) : null;
+    if (cancel.cancelled) throw new AgentError(ERR.CANCELLED, `pull of ${src.given} cancelled`);
+    const watcher = layers && onLayer ? new PullWatcher(store, layers, before, onLayer) : null;
     const child = spawnChild(["skopeo", "copy", ...srcFlags(src, o), "--digestfile", digestFile, src.ref, `oci:${store}:${tag}`], (l) => {
-      if (!/level=fatal/.test(l)) progress(l); // the fatal message becomes the error, once
+      if (/level=fatal/.test(l)) return; // the fatal message becomes the error, once
+      if (watcher && /^Copying blob /.test(l)) watcher.line(l);
+      else progress(l);
     });
     cancel.onCancel = () => child.kill();
+    watcher?.start();
     try {
       const r = await child.done;
+      watcher?.stop(r.code === 0 && !cancel.cancelled);
       if (cancel.cancelled) throw new AgentError(ERR.CANCELLED, `pull of ${src.given} cancelled`);
       if (r.code !== 0) throw new AgentError(ERR.PULL, `pulling ${src.given}: ${oneLine(r.stderr)}`);
       const digest = readFileSync(digestFile, "utf8").trim();
@@ -190,8 +237,10 @@ export async function pullToStore(root: string, src: Source, tag: string, o: Reg
         if (typeof l?.digest === "string" && before.has(l.digest.slice("sha256:".length))) reused++;
         else if (typeof l?.size === "number") fetchedBytes += l.size;
       }
+      await markRecent(root, tag, digest, progress);
       return { tag, digest, configBlob: blobPath(store, cfg), layers: layers.length, reused, fetchedBytes };
     } finally {
+      watcher?.stop(false);
       cancel.onCancel = undefined;
       rmSync(digestFile, { force: true });
     }
@@ -255,11 +304,33 @@ export function storeTags(root: string): string[] {
   }
 }
 
+/** `cache prune` keeps the blobs of pulls from the last RECENT_MINUTES (a removed machine re-pulled soon after
+ * fetches nothing); each pull tags its manifest `recent.<epoch ms>.<digest prefix>` in the store. */
+export const RECENT_MINUTES = 60;
+/** at most this many recent tags: more pulls than that between two prunes are not marked */
+const MAX_RECENT_TAGS = 256;
+const RECENT = /^recent\.(\d{13})\.[0-9a-f]{12}$/;
+
+async function markRecent(root: string, tag: string, digest: string, progress: (l: string) => void): Promise<void> {
+  const store = imagesDir(root);
+  const recent = storeTags(root).filter((t) => RECENT.test(t));
+  const prefix = digest.slice(7, 19);
+  if (recent.length >= MAX_RECENT_TAGS || recent.some((t) => t.endsWith(prefix) && Date.now() - Number(RECENT.exec(t)![1]) < 60_000)) return;
+  const r = await spawnChild(["umoci", "tag", "--image", `${store}:${tag}`, `recent.${Date.now()}.${prefix}`]).done;
+  if (r.code !== 0) progress(`not marked as a recent pull (cache prune may drop its blobs): ${oneLine(r.stderr)}`);
+}
+
+/** A `recent.` tag younger than `minutes`. */
+function isRecent(tag: string, minutes: number, now: number): boolean {
+  const m = RECENT.exec(tag);
+  return m !== null && now - Number(m[1]) < minutes * 60_000;
+}
+
 /**
  * cache prune: drop the tags whose machine is gone (and download leftovers), then `umoci gc`: blobs no
  * remaining tag references are removed. `keep(tag)` says which tags still belong to a machine.
  */
-export async function pruneStore(root: string, keep: (tag: string) => boolean): Promise<{ untagged: string[]; blobsBefore: number; blobsAfter: number; bytesFreed: number }> {
+export async function pruneStore(root: string, keep: (tag: string) => boolean, recentMinutes = RECENT_MINUTES): Promise<{ untagged: string[]; blobsBefore: number; blobsAfter: number; bytesFreed: number }> {
   const store = imagesDir(root);
   if (!statSync(store, { throwIfNoEntry: false })) return { untagged: [], blobsBefore: 0, blobsAfter: 0, bytesFreed: 0 };
   return storeLock.run("store", async () => {
@@ -274,8 +345,9 @@ export async function pruneStore(root: string, keep: (tag: string) => boolean): 
     };
     const before = size();
     const untagged: string[] = [];
+    const now = Date.now();
     for (const t of storeTags(root)) {
-      if (keep(t)) continue;
+      if (keep(t) || isRecent(t, recentMinutes, now)) continue;
       const r = await spawnChild(["umoci", "rm", "--image", `${store}:${t}`]).done;
       if (r.code !== 0) throw new AgentError(ERR.IO, `untagging ${t}: ${oneLine(r.stderr)}`);
       untagged.push(t);

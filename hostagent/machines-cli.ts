@@ -2,6 +2,7 @@
 // runs there, so one NAME is handled by one operation at a time). Progress arrives as events and is printed
 // one line each (JSON objects with --json). Exit codes: 0 ok, 1 the agent refused or failed, 64 usage,
 // 69 the agent cannot be reached. Ctrl-C closes the connection, which cancels a pull in the agent.
+import { lstatSync } from "node:fs";
 import os from "node:os";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -44,7 +45,8 @@ pull options:
 
 usage: man8s oci download SOURCE PATH    pull and unpack only (PATH = the rootfs, PATH.config.json beside it)
        man8s oci man8init PATH           (re)install the init bundle into a rootfs (a verified copy)
-       man8s cache prune                 remove the store's blobs that no machine's image references
+       man8s cache prune [--recent MIN]  remove the store's blobs that no machine's image references and no
+                                         pull of the last MIN minutes (default 60; 0: machines only)
        man8s address getsuffix NAME      mbctl's two lines: the name and its address suffix in ::/64
 `;
 
@@ -64,6 +66,7 @@ const OPTIONS = {
   user: { type: "string" },
   to: { type: "string" },
   timeout: { type: "string" },
+  recent: { type: "string" },
   "network-only": { type: "boolean" },
   "private-network": { type: "boolean" },
   template: { type: "string" },
@@ -118,7 +121,9 @@ function requestOf(group: Group, pos: string[], v: V): [string, Record<string, u
   if (group === "cache") {
     if (cmd !== "prune" && cmd !== "clear") throw new Usage(`unknown cache command '${cmd ?? ""}'`);
     need(0, "no arguments");
-    return ["cache-prune", {}];
+    const m = v.recent === undefined ? undefined : Number(v.recent);
+    if (m !== undefined && (!Number.isInteger(m) || m < 0 || m > 525_600)) throw new Usage("--recent needs 0..525600 minutes");
+    return ["cache-prune", m === undefined ? {} : { recentMinutes: m }];
   }
   switch (cmd) {
     case "pull":
@@ -260,10 +265,22 @@ export async function runMachines(group: Group, all: string[]): Promise<number> 
     process.stderr.write(`man8s ${group}: cannot connect to the agent at ${socket}: ${(e as Error).message}\n`);
     return 69;
   }
+  // a layer's progress: updated in place on a terminal, one line per layer (when it is there) otherwise
+  const tty = process.stderr.isTTY === true;
+  let inPlace = false;
   c.eventHandler = (_id, ev) => {
-    const e = ev as { step?: unknown; message?: unknown };
-    if (v.json) out(JSON.stringify(ev));
-    else process.stderr.write(`${forTerminal(e.step)}: ${forTerminal(e.message)}\n`);
+    const e = ev as { step?: unknown; message?: unknown; layer?: { state?: unknown } };
+    if (v.json) return out(JSON.stringify(ev));
+    const line = `${forTerminal(e.step)}: ${forTerminal(e.message)}`;
+    const clear = inPlace ? "\r\x1b[K" : "";
+    if (e.step === "layer" && e.layer?.state === "fetching") {
+      if (!tty) return;
+      process.stderr.write(`${clear}${line.slice(0, (process.stderr.columns || 80) - 1)}`);
+      inPlace = true;
+      return;
+    }
+    process.stderr.write(`${clear}${line}\n`);
+    inPlace = false;
   };
   // Ctrl-C: closing the connection cancels the operation in the agent, which removes what it made
   const interrupt = () => {
@@ -294,9 +311,38 @@ interface Enter {
   pid: number;
   env: Record<string, string>;
   workingDir: string;
-  user: { uid: number; gid: number } | null;
+  user: { uid: number; gid: number; groups: number[] } | null;
   hasShell: boolean;
   bundleShell: string | null;
+  /** the bundle's launcher inside the machine (sets uid, gid and supplementary groups), or null */
+  launcher: string | null;
+  /** cgroup.procs files of the init's cgroups: exec joins them before it enters */
+  cgroups: string[];
+}
+
+/**
+ * argv[0] looked up in the machine's PATH through /proc/PID/root (the launcher execs a path, not a
+ * name). A link is taken as found: it is resolved inside the machine when the launcher execs it.
+ */
+function pathIn(pid: number, argv0: string, path: string | undefined): string {
+  if (argv0.includes("/")) return argv0;
+  for (const d of (path ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(":").slice(0, 64)) {
+    if (!d.startsWith("/")) continue;
+    try {
+      const st = lstatSync(`/proc/${pid}/root${d}/${argv0}`);
+      if (!st.isDirectory()) return `${d}/${argv0}`;
+    } catch {
+      // not in this directory
+    }
+  }
+  return argv0; // the launcher says "not found" (127)
+}
+
+/** A host shell that writes itself into each cgroup.procs file, then execs argv (children inherit). */
+function inCgroups(files: string[], argv: string[]): string[] {
+  if (!files.length) return argv;
+  const script = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo 0 > "$1" || { echo "man8s machines: cannot join the machine\'s cgroup $1" >&2; exit 125; }; shift; n=$((n-1)); done; exec "$@"';
+  return ["/bin/sh", "-c", script, "man8s-exec", String(files.length), ...files, ...argv];
 }
 
 /**
@@ -330,11 +376,18 @@ async function enter(cmd: "shell" | "exec", name: string, command: string[], v: 
       return 1;
     }
     const shell = e.hasShell ? ["/bin/sh"] : [e.bundleShell!, "sh"];
-    argv = ["nsenter", "-t", String(e.pid), "-a", "--", ...(command.length ? command : shell)];
+    argv = inCgroups(e.cgroups, ["nsenter", "-t", String(e.pid), "-a", "--", ...(command.length ? command : shell)]);
     env = { ...e.env, TERM: process.env.TERM ?? "dumb" };
   } else {
-    const ids = e.user ? ["-S", String(e.user.uid), "-G", String(e.user.gid)] : [];
-    argv = ["nsenter", "-t", String(e.pid), "-a", "--wd", ...ids, "--", ...command];
+    if (e.launcher) {
+      const u = e.user;
+      const ids = u ? [String(u.uid), String(u.gid), u.groups.length ? u.groups.join(",") : String(u.gid)] : ["-", "-", "-"];
+      const run = [e.launcher, "--man8s-exec", ...ids, "-", pathIn(e.pid, command[0]!, e.env.PATH), ...command];
+      argv = inCgroups(e.cgroups, ["nsenter", "-t", String(e.pid), "-a", "--wd", "--", ...run]);
+    } else {
+      const ids = e.user ? ["-S", String(e.user.uid), "-G", String(e.user.gid)] : [];
+      argv = inCgroups(e.cgroups, ["nsenter", "-t", String(e.pid), "-a", "--wd", ...ids, "--", ...command]);
+    }
     env = { ...e.env, ...(process.env.TERM ? { TERM: process.env.TERM } : {}) };
   }
   const p = Bun.spawn(argv, { stdin: "inherit", stdout: "inherit", stderr: "inherit", env });

@@ -7,6 +7,7 @@
 // machine rebooted) means an unfinished pull: every path of that NAME is removed (storage only if the pull
 // created it). Operations on one NAME are serialised (machineLock); the image store has its own lock.
 import { randomBytes } from "node:crypto";
+import { type LayerProgress, layerLine } from "./pull-progress.ts";
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { log } from "../common/log.ts";
@@ -139,7 +140,7 @@ export interface PullOptions {
   name: string;
   source: Source;
   registry: RegistryOptions;
-  progress: (step: string, message: string) => void;
+  progress: (step: string, message: string, layer?: LayerProgress) => void;
   cancel: Cancel;
   /** installs the unpacked rootfs (classify, render, install, inject): the agent's install path */
   install: (rootfs: string, configBlob: string, pulled: Pulled) => Promise<unknown>;
@@ -164,7 +165,7 @@ export async function pullMachine(root: string, o: PullOptions): Promise<{ name:
     let bundle = "";
     try {
       o.progress("pull", `pulling ${o.source.given}`);
-      const pulled = await pullToStore(root, o.source, machineTag(name), o.registry, (l) => o.progress("pull", l), o.cancel);
+      const pulled = await pullToStore(root, o.source, machineTag(name), o.registry, (l) => o.progress("pull", l), o.cancel, (p) => o.progress("layer", layerLine(p), p));
       o.progress("pull", `manifest ${pulled.digest} (${pulled.layers} layers, ${pulled.reused} already stored, ${pulled.fetchedBytes} bytes of new layers)`);
       mkdirSync(dirname(rootfs), { recursive: true, mode: 0o755 });
       bundle = join(dirname(rootfs), `.${name}.pull-${randomBytes(6).toString("hex")}`);
@@ -199,12 +200,12 @@ export async function pullMachine(root: string, o: PullOptions): Promise<{ name:
 }
 
 /** oci download: pull + unpack only, into PATH (which must not exist): PATH is the rootfs. */
-export async function download(root: string, source: Source, path: string, registry: RegistryOptions, progress: (s: string, m: string) => void, cancel: Cancel) {
+export async function download(root: string, source: Source, path: string, registry: RegistryOptions, progress: (s: string, m: string, layer?: LayerProgress) => void, cancel: Cancel) {
   if (lexists(path)) throw new AgentError(ERR.EXISTS, `${path} already exists`);
   const tag = `download.${randomBytes(6).toString("hex")}`;
   const bundle = join(dirname(path), `.${path.split("/").pop()}.pull-${randomBytes(6).toString("hex")}`);
   try {
-    const pulled = await pullToStore(root, source, tag, registry, (l) => progress("pull", l), cancel);
+    const pulled = await pullToStore(root, source, tag, registry, (l) => progress("pull", l), cancel, (p) => progress("layer", layerLine(p), p));
     progress("unpack", `unpacking into ${path}`);
     await unpack(root, tag, bundle, cancel);
     renameSync(`${bundle}/rootfs`, path);

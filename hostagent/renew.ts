@@ -6,6 +6,7 @@
 //
 // "Comes up" = READY=1 (MAN8S_READY: probe, healthy or started) reaches the agent through nspawn.
 import { randomBytes } from "node:crypto";
+import { type LayerProgress, layerLine } from "./pull-progress.ts";
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { log } from "../common/log.ts";
 import { fault } from "./fault.ts";
@@ -22,7 +23,7 @@ import type { AgentServer } from "./server.ts";
 
 export interface RenewHooks {
   server: AgentServer;
-  progress: (step: string, message: string) => void;
+  progress: (step: string, message: string, layer?: LayerProgress) => void;
   /** inject + install the new rootfs with the recorded options (force: the three-way merge) */
   install: (rootfs: string, configBlob: string, digest: string, record: ImageRecord) => Promise<unknown>;
   stopTimeout: () => number;
@@ -114,7 +115,7 @@ export async function renewMachine(root: string, name: string, to: string | unde
     const source = parseSource(given);
     h.progress("pull", `resolving ${source.given}`);
     const cancel = { cancelled: false };
-    const pulled = await pullToStore(root, source, machineTag(name), registry, (l) => h.progress("pull", l), cancel);
+    const pulled = await pullToStore(root, source, machineTag(name), registry, (l) => h.progress("pull", l), cancel, (p) => h.progress("layer", layerLine(p), p));
     if (pulled.digest === old.digest) {
       return { name, changed: false, digest: old.digest, seconds: (performance.now() - t0) / 1000 };
     }

@@ -2,11 +2,13 @@
 // stream progress as events {id, event: {type: "progress", step, message}} before their one reply; a
 // client that goes away cancels the pull (its child is killed and the machine's paths are removed).
 import { containerAddress } from "../address.ts";
+import { cgroupProcsFiles } from "../cgroup.ts";
+import type { LayerProgress } from "../pull-progress.ts";
 import { optBool, optEnum, optInt, optMap, optStr, optStrMap } from "../args.ts";
 import { TEMPLATES } from "../template.ts";
 import { type RenewHooks, renewMachine, rollbackMachine } from "../renew.ts";
 import { AgentError, ERR } from "../errors.ts";
-import { type Cancel, machineTag, parseSource, pruneStore, type RegistryOptions, untag } from "../image-store.ts";
+import { type Cancel, machineTag, parseSource, pruneStore, RECENT_MINUTES, type RegistryOptions, untag } from "../image-store.ts";
 import { injectBind, injectCopy } from "../inject.ts";
 import { isInstalled } from "../install.ts";
 import { CONFIGS_DIR, MACHINES_DIR, checkAbsPath, checkName, envFile, nspawnFile, rootfsDir } from "../layout.ts";
@@ -31,13 +33,13 @@ function registryArgs(a: Args): RegistryOptions {
 }
 
 /** Progress events to the caller, and cancellation when the caller's connection closes. */
-function streaming(ctx: CallContext): { progress: (step: string, message: string) => void; cancel: Cancel } {
+function streaming(ctx: CallContext): { progress: (step: string, message: string, layer?: LayerProgress) => void; cancel: Cancel } {
   const cancel: Cancel = { cancelled: false };
   ctx.conn.cleanups.push(() => {
     cancel.cancelled = true;
     cancel.onCancel?.();
   });
-  const progress = (step: string, message: string) => ctx.conn.send(encodeFrame({ id: ctx.id, event: { type: "progress", step, message } }));
+  const progress = (step: string, message: string, layer?: LayerProgress) => ctx.conn.send(encodeFrame({ id: ctx.id, event: { type: "progress", step, message, ...(layer ? { layer } : {}) } }));
   return { progress, cancel };
 }
 
@@ -291,7 +293,16 @@ export function enterCmd(a: Args, ctx: CallContext) {
   if (user) env.HOME = user.home;
   // without /bin/sh in the image, the bundle's static busybox (bound at /man8s-init) is the shell
   const bundleShell = existsSync(`/proc/${leader}/root/man8s-init/busybox`) ? "/man8s-init/busybox" : null;
-  return { name, pid, leader, env, workingDir, user, hasShell: existsIn(rootfs, "/bin/sh") !== null, bundleShell };
+  // the bundle's launcher takes the user with its supplementary groups (nsenter -S/-G sets none)
+  const launcher = existsSync(`/proc/${leader}/root/man8s-init/init`) ? "/man8s-init/init" : null;
+  // exec runs in the init's cgroups (every hierarchy), as the app does
+  let cgroups: string[] = [];
+  try {
+    cgroups = cgroupProcsFiles(pid);
+  } catch {
+    throw new AgentError(ERR.NOT_RUNNING, `machine '${name}' has no container process (yet)`);
+  }
+  return { name, pid, leader, env, workingDir, user, hasShell: existsIn(rootfs, "/bin/sh") !== null, bundleShell, launcher, cgroups };
 }
 
 function renewHooks(a: Args, ctx: CallContext, name: string): RenewHooks {
@@ -324,11 +335,12 @@ export async function rollbackCmd(a: Args, ctx: CallContext) {
   return rollbackMachine(ctx.server.opts.root, name, renewHooks(a, ctx, name));
 }
 
-/** cache prune: blobs that no machine's image references go (a pull in progress holds the store lock). */
-export async function pruneCmd(_a: Args, ctx: CallContext) {
+/** cache prune: blobs that no machine's image and no pull of the last recentMinutes (default 60) references go (a pull in progress holds the store lock). */
+export async function pruneCmd(a: Args, ctx: CallContext) {
   const root = ctx.server.opts.root;
+  const recent = optInt(a, "recentMinutes", 0, 525_600) ?? RECENT_MINUTES;
   return pruneStore(root, (tag) => {
     const m = /^machine\.(.+)$/.exec(tag);
     return m !== null && existsSync(rootfsDir(root, m[1]!));
-  });
+  }, recent);
 }

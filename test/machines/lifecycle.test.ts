@@ -113,12 +113,24 @@ test("pull → start → the app answers → remove refused → restart → stop
   expect(ex.code).toBe(7);
   expect((await cli(["machines", "exec", "--user", "root", NAME, "--", "/bin/sh", "-c", "id -u"])).out).toBe("0\n");
   expect((await cli(["machines", "exec", NAME, "--", "/bin/cat"], "from stdin\n")).out).toBe("from stdin\n");
+  // with the User's supplementary groups (/etc/group lists www in m8mlogs and m8mweb), found in PATH
+  expect((await cli(["machines", "exec", NAME, "--", "id", "-G"])).out).toBe("33 4242 4243\n");
+  expect((await cli(["machines", "exec", "--user", "root", NAME, "--", "id", "-G"])).out).toBe("0 4243\n");
+  expect((await cli(["machines", "exec", NAME, "--", "no-such-cmd"])).code).toBe(127);
+  // in the init's cgroups (every hierarchy), not the caller's: the same lines as the machine's PID 1's, read in it
+  const cg = await cli(["machines", "exec", NAME, "--", "/bin/sh", "-c", `cat /proc/self/cgroup; echo ==; cat /proc/1/cgroup`]);
+  const [self, ofInit] = cg.out.split("==\n");
+  expect(self).toBe(ofInit!);
+  expect(self).not.toBe(readFileSync("/proc/self/cgroup", "utf8"));
   const nouser = await cli(["machines", "exec", "--user", "nobody-here", NAME, "--", "/bin/sh", "-c", "true"]);
   expect(nouser.code).toBe(1);
   expect(nouser.err).toContain("nobody-here");
   // shell: the image's /bin/sh in all its namespaces; --network-only: a host command in its network only
   const sh = await cli(["machines", "shell", NAME], "cat /srv/index.html; id -u\n");
   expect(sh.out).toBe("hello from m8m app v1\n0\n");
+  // the shell too runs in the machine's cgroups
+  const shcg = (await cli(["machines", "shell", NAME], "cat /proc/self/cgroup; echo ==; cat /proc/1/cgroup\n")).out.split("==\n");
+  expect(shcg[0]).toBe(shcg[1]!);
   const net = await cli(["machines", "shell", "--network-only", NAME, "--", "ip", "-o", "link"]);
   expect(net.code).toBe(0);
   expect(net.out).toContain("lo:");

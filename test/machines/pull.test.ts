@@ -23,6 +23,12 @@ async function cli(args: string[], socket = agent.socket): Promise<Cli> {
   return { code, out, err };
 }
 
+/** a registry image's layers, from its manifest */
+function sizes(ref: string): { digest: string; size: number }[] {
+  const m = JSON.parse(run(["skopeo", "inspect", "--raw", "--tls-verify=false", `docker://${ref}`])) as { layers: { digest: string; size: number }[] };
+  return m.layers;
+}
+
 const pull = (src: string, name: string, ...more: string[]) => cli(["machines", "pull", "--tls-verify=false", src, name, ...more]);
 
 function machinePaths(root: string, name: string): string[] {
@@ -239,7 +245,13 @@ describe("cache prune, oci man8init, address getsuffix", () => {
     for (const n of ["m8m-web2", "m8m-oci"]) expect((await cli(["machines", "remove", n])).code).toBe(0);
     const blobs = `${agent.root}/var/lib/man8s/images/blobs/sha256`;
     expect(existsSync(`${blobs}/${img.app2Layer}`)).toBe(true);
-    const r = await cli(["cache", "prune"]);
+    // pulled minutes ago: the default prune keeps it (pulls of the last 60 minutes), with no machine using it
+    const kept = await cli(["cache", "prune"]);
+    expect(kept.code).toBe(0);
+    expect(existsSync(`${blobs}/${img.app2Layer}`)).toBe(true);
+    expect((await cli(["cache", "prune", "--recent", "x"])).code).toBe(64);
+    // --recent 0: only what machines use stays
+    const r = await cli(["cache", "prune", "--recent", "0"]);
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/^pruned \d+ unused tags; blobs \d+ -> \d+, [1-9]\d* bytes freed$/m);
     expect(existsSync(`${blobs}/${img.app2Layer}`)).toBe(false);
@@ -403,5 +415,128 @@ describe("a registry with TLS from a test CA and basic auth", () => {
     expect(noCa.code).toBe(1);
     expect(oneLine(noCa)).toMatch(/certificate|x509/i);
     expect(machinePaths(agent.root, "m8m-sec2")).toEqual([]);
+  }, 60_000);
+});
+
+describe("pull progress", () => {
+  // a fresh agent (empty store) behind an 8 MiB/s proxy: the 8 MiB layer takes about a second, so its
+  // progress is seen while it grows
+  let a: Agent;
+  let fast: SlowProxy;
+  beforeAll(async () => {
+    a = await startAgent();
+    fast = await new SlowProxy(reg.port, 8 * 1024 * 1024).start();
+  });
+  afterAll(async () => {
+    fast?.stop();
+    await a?.stop();
+  });
+
+  interface Ev {
+    type: string;
+    step?: string;
+    layer?: { index: number; count: number; digest: string; size: number; bytes: number; state: string; rate: number; eta: number | null };
+  }
+
+  test("--json: per-layer events with bytes growing to the manifest's size while the layer is fetched", async () => {
+    const layers = sizes(`${reg.host}/m8m/big:v1`);
+    const r = await cli(["machines", "pull", "--json", "--tls-verify=false", `${fast.host}/m8m/big:v1`, "m8m-prog"], a.socket);
+    expect(r.code).toBe(0);
+    const evs = r.out.trim().split("\n").map((l) => JSON.parse(l) as Ev).filter((e) => e.step === "layer");
+    for (const [i, l] of layers.entries()) {
+      const mine = evs.filter((e) => e.layer!.digest === l.digest).map((e) => e.layer!);
+      expect(mine.every((e) => e.index === i + 1 && e.count === layers.length && e.size === l.size)).toBe(true);
+      expect(mine.at(-1)).toMatchObject({ state: "done", bytes: l.size });
+      // bytes never go back
+      expect(mine.map((e) => e.bytes)).toEqual(mine.map((e) => e.bytes).sort((x, y) => x - y));
+    }
+    const big = layers.reduce((x, y) => (x.size > y.size ? x : y));
+    const growing = evs.map((e) => e.layer!).filter((e) => e.digest === big.digest && e.state === "fetching");
+    expect(growing.some((e) => e.bytes > 0 && e.bytes < big.size && e.rate > 0 && e.eta !== null)).toBe(true);
+  }, 60_000);
+
+  test("on a terminal: the layer in flight is one line updated in place with bytes, %, rate and ETA", async () => {
+    const b = await startAgent(); // an empty store: the big layer is fetched again
+    try {
+      // script(1) gives the CLI a pseudo-terminal; its output is what the terminal received
+      const cmd = [BIN, "machines", "--socket", b.socket, "pull", "--tls-verify=false", `${fast.host}/m8m/big:v1`, "m8m-tty"].join(" ");
+      const p = Bun.spawn(["script", "-qec", cmd, "/dev/null"], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+      const [out, code] = await Promise.all([new Response(p.stdout).text(), p.exited]);
+      expect(code).toBe(0);
+      const updates = out.split("\r\x1b[K").filter((l) => /^layer: layer \d\/2 [0-9a-f]{12} .*: [\d.]+ \w+ \d+%(, [\d.]+ \w+\/s)?, ETA (\d+ s|\?)/.test(l));
+      expect(updates.length).toBeGreaterThan(0);
+      expect(out).toMatch(/layer: layer \d\/2 [0-9a-f]{12} 8\.0 MiB \(\d+ bytes\): fetched/);
+    } finally {
+      await b.stop();
+    }
+  }, 60_000);
+
+  test("not a terminal: one line per layer, with its size; a layer already stored says so", async () => {
+    const layers = sizes(`${reg.host}/m8m/app:v1`);
+    const r = await cli(["machines", "pull", "--tls-verify=false", `${fast.host}/m8m/app:v1`, "m8m-prog2"], a.socket);
+    expect(r.code).toBe(0);
+    const lines = r.err.split("\n").filter((l) => l.startsWith("layer: "));
+    expect(lines.length).toBe(layers.length);
+    for (const [i, l] of layers.entries()) {
+      expect(lines[i]).toStartWith(`layer: layer ${i + 1}/${layers.length} ${l.digest.slice(7, 19)} `);
+      expect(lines[i]).toContain(`(${l.size} bytes): `);
+    }
+    // the base layer came with the big image; the app's own layer is new
+    expect(lines[0]).toEndWith("already stored");
+    expect(lines[1]).toMatch(/fetched(, [\d.]+ \w+\/s)?$/);
+    expect(r.err).not.toContain("Copying blob"); // skopeo's own lines are replaced
+  }, 60_000);
+});
+
+describe("a full disk", () => {
+  // the agent's whole root on a 4 MiB tmpfs: the 8 MiB layer cannot be stored
+  let a: Agent;
+  let mnt: string;
+  beforeAll(async () => {
+    mnt = tmpDir("full");
+    run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "m8m-full", mnt]);
+    a = await startAgent({ root: `${mnt}/root` });
+  });
+  afterAll(async () => {
+    await a?.stop();
+    Bun.spawnSync(["umount", mnt]);
+    Bun.spawnSync(["rm", "-rf", mnt]);
+  });
+
+  test("a pull that fills the disk is one clear line naming the reference; no path of the machine and no partial blob remain", async () => {
+    const ref = `${reg.host}/m8m/big:v1`;
+    const r = await cli(["machines", "pull", "--tls-verify=false", ref, "m8m-full"], a.socket);
+    expect(r.code).toBe(1);
+    const lines = r.err.split("\n").filter((l) => l.startsWith("man8s machines:"));
+    expect(lines.length).toBe(1);
+    expect(lines[0]).toContain(`E_PULL: pulling ${ref}:`);
+    expect(lines[0]).toMatch(/no space left on device/i);
+    expect(machinePaths(a.root, "m8m-full")).toEqual([]);
+    const store = `${a.root}/var/lib/man8s/images`;
+    const leftovers = [...readdirSync(store), ...readdirSync(`${store}/blobs/sha256`)].filter((n) => /^oci-put-blob|^\.digest-/.test(n));
+    expect(leftovers).toEqual([]);
+    // the big layer never made it into the store; the disk has room again for a small image
+    const big = sizes(`${reg.host}/m8m/big:v1`).reduce((x, y) => (x.size > y.size ? x : y));
+    expect(existsSync(`${store}/blobs/sha256/${big.digest.slice(7)}`)).toBe(false);
+    const ok = await cli(["machines", "pull", "--tls-verify=false", `${reg.host}/m8m/app:v1`, "m8m-full"], a.socket);
+    expect(ok.code).toBe(0);
+  }, 60_000);
+
+  test("the disk filling up during the unpack (every blob already stored): one line, no path of the machine, no half-unpacked bundle", async () => {
+    // leave 32 KiB free: the store already has app:v1, so only the unpack needs room
+    const free = Number(run(["stat", "-f", "-c", "%a*%S", mnt]).trim().split("*").reduce((x, y) => String(Number(x) * Number(y))));
+    run(["fallocate", "-l", String(Math.max(0, free - 32 * 1024)), `${mnt}/m8m-filler`]);
+    try {
+      const r = await cli(["machines", "pull", "--tls-verify=false", `${reg.host}/m8m/app:v1`, "m8m-full2"], a.socket);
+      expect(r.code).toBe(1);
+      const lines = r.err.split("\n").filter((l) => l.startsWith("man8s machines:"));
+      expect(lines.length).toBe(1);
+      expect(lines[0]).toMatch(/no space left on device/i);
+      expect(lines[0]).toContain("E_UNPACK");
+      expect(machinePaths(a.root, "m8m-full2")).toEqual([]);
+      expect(readdirSync(`${a.root}/var/lib/man8machines`).filter((n) => n.includes("m8m-full2"))).toEqual([]);
+    } finally {
+      Bun.spawnSync(["rm", "-f", `${mnt}/m8m-filler`]);
+    }
   }, 60_000);
 });

@@ -234,7 +234,7 @@ export function buildImages(dir: string, bigBytes = 8 * 1024 * 1024): Images {
   Bun.spawnSync(["cp", "/bin/busybox", `${r}/bin/busybox`]);
   for (const a of ["sh", "sleep", "cat", "echo", "httpd", "wget", "ls", "id", "kill"]) Bun.spawnSync(["ln", "-s", "busybox", `${r}/bin/${a}`]);
   put(r, "/etc/passwd", "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/srv:/bin/sh\n");
-  put(r, "/etc/group", "root:x:0:\nwww:x:33:\n");
+  put(r, "/etc/group", "root:x:0:\nwww:x:33:\nm8mlogs:x:4242:www\nm8mweb:x:4243:root,www\n");
   put(r, "/usr/lib/os-release", "ID=m8m-test\nNAME=m8m\n"); // nspawn --boot wants an OS tree
   run(["umoci", "repack", "--image", `${layout}:base`, b]);
   rmSync(b, { recursive: true, force: true });
