@@ -66,11 +66,12 @@ describe("killedAfterTimeout and the stop record", () => {
 });
 
 test("leftovers SIGKILLed by the drain are counted apart; the app that obeyed was not escalated", async () => {
-  const leftover = "trap '' TERM; while :; do sleep 0.1; done";
+  // it says "left" once its trap is set: until then a stop signal to the app's group would end it (a race under load)
+  const leftover = "trap '' TERM; echo left; while :; do sleep 0.1; done";
   const r = await runInit("subreaper", () => [BB, "sh", "-c", `${BB} setsid ${BB} sh -c "${leftover}" & echo up; exec ${BB} sleep 30`], {
     envFile: "MAN8S_STOP_TIMEOUT=1\n",
   });
-  await r.waitFor(/^up$/m);
+  await Promise.all([r.waitFor(/^up$/m), r.waitFor(/^left$/m)]);
   await r.stop();
   expect(await exited(r)).toBe(143);
   const rec = r.status()!;

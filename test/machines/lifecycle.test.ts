@@ -3,7 +3,7 @@
 // namespace of this test (m8mL<pid>), so nspawn's links land there and nothing touches the host's network.
 // Run under the shared lock (nspawn): flock /tmp/man8s-heavy.lock bun test test/machines/lifecycle.test.ts
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { existsSync, lstatSync, readFileSync } from "node:fs";
+import { chmodSync, existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { BIN, cleanup, startAgent, type Agent } from "../hostagent/helpers.ts";
 import { buildImages, Registry, tmpDir, type Images } from "./registry.ts";
 
@@ -173,9 +173,9 @@ test("pull → start → the app answers → remove refused → restart → stop
   expect((await cli(["machines", "list"])).out).not.toContain(NAME);
 }, 120_000);
 
-test("renew: unchanged digest is a no-op; a new digest is swapped in with the user's edit kept; one that never becomes ready is rolled back by itself", async () => {
+test("renew: unchanged digest is a no-op; a new digest is swapped in with the user's edits (env, a hand-added Bind=) and volume data kept; one that never becomes ready is rolled back by itself", async () => {
   reg.push(img.layout, "app", "m8m/app:live");
-  const p = await cli(["machines", "pull", "--tls-verify=false", "--private-network", "--env", "MAN8S_NETWORK=none", "--env", "MAN8S_STOP_TIMEOUT=5", "--env", "GREETING=rendered", `${reg.host}/m8m/app:live`, RENEW, "--start"]);
+  const p = await cli(["machines", "pull", "--tls-verify=false", "--private-network", "--env", "MAN8S_NETWORK=none", "--env", "MAN8S_STOP_TIMEOUT=5", "--env", "GREETING=rendered", "--volume", "/srv/data=data", `${reg.host}/m8m/app:live`, RENEW, "--start"]);
   expect(p.code).toBe(0);
   const page = async () => {
     const i = await info(RENEW);
@@ -191,6 +191,16 @@ test("renew: unchanged digest is a no-op; a new digest is swapped in with the us
   // the user edits the env file (through its link, as an editor saving in place does)
   const envPath = `${agent.root}/var/lib/man8machine_configs/${RENEW}/man8env.env`;
   await Bun.write(envPath, (await Bun.file(envPath).text()).replace("GREETING=rendered", "GREETING=edited by hand"));
+  // ... adds a bind of its own to the .nspawn, and the app's volume holds data
+  const handDir = tmpDir("hand");
+  writeFileSync(`${handDir}/marker`, "from the host\n", { mode: 0o644 });
+  chmodSync(handDir, 0o755); // readable by the container's (unmapped) users: the bind has no :idmap
+  const nspawnPath = `${agent.root}/var/lib/man8machine_configs/${RENEW}/container.nspawn`;
+  const handBind = `BindReadOnly=${handDir}:/mnt/hand`;
+  await Bun.write(nspawnPath, (await Bun.file(nspawnPath).text()).replace("[Files]\n", `[Files]\n${handBind}\n`));
+  expect((await cli(["machines", "exec", RENEW, "--user", "root", "--", "/bin/sh", "-c", "echo kept > /srv/data/f"])).code).toBe(0);
+  const dataFile = `${agent.root}/var/lib/man8machine_storage/${RENEW}/srv/data/f`;
+  expect(readFileSync(dataFile, "utf8")).toBe("kept\n");
 
   const t0 = performance.now();
   const same = await cli(["machines", "renew", "--tls-verify=false", RENEW]);
@@ -212,6 +222,9 @@ test("renew: unchanged digest is a no-op; a new digest is swapped in with the us
   expect(env).toContain(`MAN8S_OCI_IMAGE_DIGEST=${v2}\n`);
   expect((await info(RENEW)).digest).toBe(v2);
   expect((await cli(["machines", "exec", RENEW, "--", "/bin/sh", "-c", 'echo "$GREETING"'])).out).toBe("edited by hand\n");
+  // the hand-added bind is still in the file and in effect in the new container; the volume's data is there
+  expect(await Bun.file(nspawnPath).text()).toContain(`${handBind}\n`);
+  expect((await cli(["machines", "exec", RENEW, "--", "/bin/cat", "/mnt/hand/marker", "/srv/data/f"])).out).toBe("from the host\nkept\n");
 
   reg.push(img.layout, "broken", "m8m/app:live");
   const v3 = reg.digest("m8m/app:live");
@@ -226,12 +239,15 @@ test("renew: unchanged digest is a no-op; a new digest is swapped in with the us
   expect(env).toContain("GREETING=edited by hand\n");
   expect(env).toContain(`MAN8S_OCI_IMAGE_DIGEST=${v2}\n`);
   expect((await info(RENEW)).digest).toBe(v2);
+  expect(await Bun.file(nspawnPath).text()).toContain(`${handBind}\n`);
+  expect(readFileSync(dataFile, "utf8")).toBe("kept\n");
 
   expect((await cli(["machines", "stop", RENEW])).code).toBe(0);
   const rm = await cli(["machines", "remove", RENEW]);
   expect(rm.code).toBe(0);
   expect(rm.out).toMatch(/^(removed|absent)\s+previous rootfs: /m);
   expect(existsSync(`${agent.root}/var/lib/man8machines/.${RENEW}.prev`)).toBe(false);
+  rmSync(handDir, { recursive: true, force: true });
 }, 180_000);
 
 test("--template netns-init: our init is the container's PID 1 (ProcessTwo=no); it serves, becomes ready and stops cleanly", async () => {
