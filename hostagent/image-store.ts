@@ -7,8 +7,8 @@
 // die with it, so a restarted agent can clean up without a stray writer behind its back. The layout's
 // index.json is written by skopeo and umoci; those writes are serialised by one store-wide lock.
 import { randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { mkdirSync, readFileSync, readdirSync, rmSync, statSync, statfsSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { AgentError, ERR } from "./errors.ts";
 import { IMAGES_DIR, checkAbsPath } from "./layout.ts";
 import { type LayerProgress, PullWatcher, manifestLayers } from "./pull-progress.ts";
@@ -105,8 +105,22 @@ export function spawnChild(argv: string[], onLine?: (line: string) => void): Chi
 /** skopeo's fatal message (`level=fatal msg="..."`) as one line, without the log decoration. */
 export function oneLine(stderr: string): string {
   const m = /level=fatal msg="((?:[^"\\]|\\.)*)"/.exec(stderr);
-  const text = m ? m[1]!.replace(/\\"/g, '"').replace(/\\\\/g, "\\") : stderr.trim().split("\n").filter(Boolean).pop() ?? "failed";
+  const lines = stderr.trim().split("\n").filter(Boolean);
+  // a tool that panics (umoci on a full disk) ends with a stack trace: name the system error, or the panic
+  const errno = lines.find((l) => /no space left on device|disk quota exceeded|read-only file system|input\/output error|permission denied/i.test(l));
+  const panic = lines.find((l) => l.startsWith("panic: "));
+  const text = m ? m[1]!.replace(/\\"/g, '"').replace(/\\\\/g, "\\") : (errno ?? panic ?? lines.pop() ?? "failed");
   return text.replace(/[\x00-\x1f\x7f]+/g, " ").slice(0, 600);
+}
+
+/** Less than 1 MiB left for an unprivileged writer on the filesystem of dir. */
+function diskFull(dir: string): boolean {
+  try {
+    const st = statfsSync(dir);
+    return st.bavail * st.bsize < 1 << 20;
+  } catch {
+    return false;
+  }
 }
 
 /** A promise chain per key: run() waits for the earlier holders of the same key. */
@@ -275,7 +289,11 @@ export async function unpack(root: string, tag: string, bundle: string, cancel: 
   try {
     const r = await child.done;
     if (cancel.cancelled) throw new AgentError(ERR.CANCELLED, "cancelled during unpack");
-    if (r.code !== 0) throw new AgentError(ERR.UNPACK, `unpacking ${tag}: ${oneLine(r.stderr)}`);
+    if (r.code !== 0) {
+      // umoci may panic on a full disk instead of naming it: say what the filesystem says
+      const why = diskFull(dirname(bundle)) ? `no space left on device (${dirname(bundle)})` : oneLine(r.stderr);
+      throw new AgentError(ERR.UNPACK, `unpacking ${tag}: ${why}`);
+    }
   } finally {
     cancel.onCancel = undefined;
   }

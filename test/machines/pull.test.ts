@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { BIN, cleanup, startAgent, type Agent } from "../hostagent/helpers.ts";
 import { authFile, buildImages, makeSecure, Registry, run, SlowProxy, tmpDir, type Images } from "./registry.ts";
+import { oneLine } from "../../hostagent/image-store.ts";
 
 let reg: Registry;
 let img: Images;
@@ -539,4 +540,12 @@ describe("a full disk", () => {
       Bun.spawnSync(["rm", "-f", `${mnt}/m8m-filler`]);
     }
   }, 60_000);
+});
+
+test("oneLine: a tool's stack trace is summed up by its system error or its panic line", () => {
+  const trace = (head: string) => `${head}\n\ngoroutine 7 [running]:\ngithub.com/klauspost/pgzip.(*Reader).doReadAhead()\n\tgithub.com/klauspost/pgzip/gunzip.go:379 +0x2aa\n`;
+  expect(oneLine(trace("panic: write /x/rootfs/f: no space left on device"))).toBe("panic: write /x/rootfs/f: no space left on device");
+  expect(oneLine(trace("panic: send on closed channel"))).toBe("panic: send on closed channel");
+  expect(oneLine('time="t" level=fatal msg="manifest unknown"\n')).toBe("manifest unknown");
+  expect(oneLine("a\nlast words\n")).toBe("last words");
 });
