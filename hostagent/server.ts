@@ -215,10 +215,11 @@ export class AgentServer {
     // a pull killed half-way: none of that machine's paths may remain
     recoverAllPulls(this.opts.root);
     recoverAllRenews(this.opts.root);
+    // the containers' report sockets first: once the admin socket answers, the agent knows its containers
+    this.openReportSocketsForInstalled();
     if (inherited !== undefined) {
       // Bun.listen takes a listening fd (its types only declare it for connect)
       this.admin = Bun.listen({ fd: inherited, socket: this.handlers({ admin: true }) } as unknown as Parameters<typeof Bun.listen>[0]);
-      this.openReportSocketsForInstalled();
       this.sweeper = setInterval(() => this.sweep(), 1000);
       return;
     }
@@ -230,7 +231,6 @@ export class AgentServer {
       process.umask(old);
     }
     chmodSync(path, 0o600);
-    this.openReportSocketsForInstalled();
     // the absolute deadline of a half-received frame: checked once a second, whatever the peer trickles
     this.sweeper = setInterval(() => this.sweep(), 1000);
   }
