@@ -11,7 +11,8 @@
 // SIGKILL after the stop timeout and a grace.
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { bindUnixDatagram, closeFd, recvDatagram } from "../common/libc-notify.ts";
+import { closeFd } from "../common/libc.ts";
+import { bindUnixDatagram, recvDatagram } from "../common/libc-notify.ts";
 import type { Subprocess } from "bun";
 import { log } from "../common/log.ts";
 import { sleepLong } from "../common/timer.ts";

@@ -3,7 +3,8 @@
 import type { Socket, UnixSocketListener } from "bun";
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, unlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { closeFd, peerCred, peerPidfd, pidfdAlive, userNsOwner } from "../common/libc-unix.ts";
+import { closeFd } from "../common/libc.ts";
+import { peerCred, peerPidfd, pidfdAlive, userNsOwner } from "../common/libc-unix.ts";
 import { REPORT_LIMITS } from "../common/report.ts";
 import { log } from "../common/log.ts";
 import { AgentError, ERR } from "./errors.ts";
