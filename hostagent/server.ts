@@ -14,7 +14,7 @@ import { MachineRunner } from "./nspawn-run.ts";
 import { recoverAllRenews } from "./renew.ts";
 import { configDir, containerNames, reportDir, reportSocket, statusFile } from "./layout.ts";
 import { FrameReader, MAX_FRAME, errorReply, okReply, parseRequest, type RequestId } from "./protocol.ts";
-import { procStart } from "./proc.ts";
+import { procStat } from "../common/procstat.ts";
 import { StateStore, isFinal } from "./state.ts";
 import { COMMANDS, type CallContext } from "./commands/index.ts";
 
@@ -371,7 +371,7 @@ export class AgentServer {
       return this.opts.allowUids.includes(cred.uid) ? null : `uid ${cred.uid} may not use the admin socket`;
     }
     const conn = this.conns.get(sock);
-    if (conn) conn.peer = { pid: cred.pid, start: procStart(cred.pid) };
+    if (conn) conn.peer = { pid: cred.pid, start: procStat(cred.pid)?.startTime ?? null };
     const pidfd = peerPidfd(fd);
     try {
       const userNs = readNs(String(cred.pid), "user");
