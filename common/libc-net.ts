@@ -74,16 +74,38 @@ export function icmpSocket(v6: boolean): number {
 }
 
 /**
- * sendto() a datagram to an IPv4 (struct sockaddr_in, 16 bytes: u16 family, u16 port BE, 4 addr, 8 zero)
- * or IPv6 address (struct sockaddr_in6, 28 bytes: u16 family, u16 port BE, u32 flowinfo, 16 addr, u32 scope).
+ * struct sockaddr_in <netinet/in.h>, 16 bytes: 0 family u16, 2 port u16 BE, 4 addr[4], 8 zero[8].
+ * struct sockaddr_in6 <netinet/in.h>, 28 bytes: 0 family, 2 port BE, 4 flowinfo u32, 8 addr[16], 24 scope_id u32.
  */
+export function sockaddrIn(addr: Uint8Array, port = 0, scopeId = 0): Uint8Array {
+  if (addr.length === 4) {
+    const b = new Uint8Array(16);
+    const dv = new DataView(b.buffer);
+    dv.setUint16(0, AF_INET, true);
+    dv.setUint16(2, port, false);
+    b.set(addr, 4);
+    return b;
+  }
+  const b = new Uint8Array(28);
+  const dv = new DataView(b.buffer);
+  dv.setUint16(0, AF_INET6, true);
+  dv.setUint16(2, port, false);
+  b.set(addr, 8);
+  dv.setUint32(24, scopeId, true);
+  return b;
+}
+
+/** Reads the address out of a sockaddr_in / sockaddr_in6 filled by recvmsg. */
+export function sockaddrInAddress(b: Uint8Array): Uint8Array | null {
+  const family = b[0]! | (b[1]! << 8);
+  if (family === AF_INET) return b.slice(4, 8);
+  if (family === AF_INET6) return b.slice(8, 24);
+  return null;
+}
+
+/** sendto() a datagram to an IPv4 or IPv6 address; throws unless all of it was sent. */
 export function sockSendTo(fd: number, buf: Uint8Array, addr: Uint8Array, port: number, what: string): void {
-  const v6 = addr.length === 16;
-  const sa = new Uint8Array(v6 ? 28 : 16);
-  const dv = new DataView(sa.buffer);
-  dv.setUint16(0, v6 ? AF_INET6 : AF_INET, true);
-  dv.setUint16(2, port);
-  sa.set(addr, v6 ? 8 : 4);
+  const sa = sockaddrIn(addr, port);
   const n = Number(lib.sendto(fd, buf, buf.length, 0, sa, sa.length));
   if (n !== buf.length) throw new ErrnoError(n < 0 ? errno() : EINVAL, what);
 }

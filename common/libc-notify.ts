@@ -5,7 +5,10 @@
 // callers poll with MSG_DONTWAIT-style reads.
 import { ptr } from "bun:ffi";
 import { EAGAIN, EINTR, errno, ErrnoError, libc as L } from "./libc.ts";
-import { AF_INET, AF_INET6, AF_UNIX, MSG_DONTWAIT, MSG_NOSIGNAL, SCM_CREDENTIALS, SO_PASSCRED, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOL_SOCKET } from "./libc-net.ts";
+import {
+  AF_UNIX, MSG_DONTWAIT, MSG_NOSIGNAL, SCM_CREDENTIALS, SO_PASSCRED, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOL_SOCKET, sockaddrIn,
+  sockaddrInAddress,
+} from "./libc-net.ts";
 
 /** socket(2), always non-blocking and close-on-exec. Throws ErrnoError. */
 export function openSocket(family: number, type: number, protocol: number): number {
@@ -33,36 +36,6 @@ export function sockaddrUn(path: string): { buf: Uint8Array; len: number } {
   const abstract = bytes[0] === 0x40; // "@"
   if (abstract) buf[2] = 0;
   return { buf, len: 2 + bytes.length + (abstract ? 0 : 1) };
-}
-
-/**
- * struct sockaddr_in <netinet/in.h>, 16 bytes: 0 family u16, 2 port u16 BE, 4 addr[4], 8 zero[8].
- * struct sockaddr_in6 <netinet/in.h>, 28 bytes: 0 family, 2 port BE, 4 flowinfo u32, 8 addr[16], 24 scope_id u32.
- */
-export function sockaddrIn(addr: Uint8Array, port = 0, scopeId = 0): Uint8Array {
-  if (addr.length === 4) {
-    const b = new Uint8Array(16);
-    const dv = new DataView(b.buffer);
-    dv.setUint16(0, AF_INET, true);
-    dv.setUint16(2, port, false);
-    b.set(addr, 4);
-    return b;
-  }
-  const b = new Uint8Array(28);
-  const dv = new DataView(b.buffer);
-  dv.setUint16(0, AF_INET6, true);
-  dv.setUint16(2, port, false);
-  b.set(addr, 8);
-  dv.setUint32(24, scopeId, true);
-  return b;
-}
-
-/** Reads the address out of a sockaddr_in / sockaddr_in6 filled by recvmsg. */
-export function sockaddrInAddress(b: Uint8Array): Uint8Array | null {
-  const family = b[0]! | (b[1]! << 8);
-  if (family === AF_INET) return b.slice(4, 8);
-  if (family === AF_INET6) return b.slice(8, 24);
-  return null;
 }
 
 export interface Creds {
