@@ -13,6 +13,26 @@ export const SO_PEERPIDFD = 77; // Linux 6.5
 export const SCM_CREDENTIALS = 2, MSG_DONTWAIT = 0x40, MSG_NOSIGNAL = 0x4000;
 export const SOL_NETLINK = 270, NETLINK_ADD_MEMBERSHIP = 1, NETLINK_EXT_ACK = 11;
 
+/** struct ucred (<bits/socket.h>): a process's credentials as the kernel passes them on a unix socket. */
+export interface Creds {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** struct ucred, 12 bytes: 0 pid_t pid (i32), 4 uid_t uid (u32), 8 gid_t gid (u32). */
+export const UCRED_LEN = 12;
+
+export function readUcred(dv: DataView, off: number): Creds {
+  return { pid: dv.getInt32(off, true), uid: dv.getUint32(off + 4, true), gid: dv.getUint32(off + 8, true) };
+}
+
+export function writeUcred(dv: DataView, off: number, c: Creds): void {
+  dv.setInt32(off, c.pid, true);
+  dv.setUint32(off + 4, c.uid, true);
+  dv.setUint32(off + 8, c.gid, true);
+}
+
 /**
  * struct sockaddr_nl (<linux/netlink.h>), 12 bytes:
  *   0 nl_family u16, 2 nl_pad u16, 4 nl_pid u32, 8 nl_groups u32

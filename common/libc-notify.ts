@@ -6,8 +6,8 @@
 import { ptr } from "bun:ffi";
 import { EAGAIN, EINTR, errno, ErrnoError, libc as L } from "./libc.ts";
 import {
-  AF_UNIX, MSG_DONTWAIT, MSG_NOSIGNAL, SCM_CREDENTIALS, SO_PASSCRED, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOL_SOCKET, sockaddrIn,
-  sockaddrInAddress,
+  AF_UNIX, type Creds, MSG_DONTWAIT, MSG_NOSIGNAL, readUcred, SCM_CREDENTIALS, SO_PASSCRED, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK,
+  SOL_SOCKET, sockaddrIn, sockaddrInAddress, UCRED_LEN, writeUcred,
 } from "./libc-net.ts";
 
 /** socket(2), always non-blocking and close-on-exec. Throws ErrnoError. */
@@ -38,22 +38,15 @@ export function sockaddrUn(path: string): { buf: Uint8Array; len: number } {
   return { buf, len: 2 + bytes.length + (abstract ? 0 : 1) };
 }
 
-export interface Creds {
-  pid: number;
-  uid: number;
-  gid: number;
-}
-
 /*
  * struct msghdr <bits/socket.h>, 56 bytes:
  *   0 msg_name ptr, 8 msg_namelen u32 (+4 pad), 16 msg_iov ptr, 24 msg_iovlen size_t,
  *  32 msg_control ptr, 40 msg_controllen size_t, 48 msg_flags int (+4 pad)
  * struct iovec <bits/types/struct_iovec.h>, 16 bytes: 0 iov_base ptr, 8 iov_len size_t
  * struct cmsghdr <bits/socket.h>, 16 bytes then data: 0 cmsg_len size_t, 8 cmsg_level int, 12 cmsg_type int
- * struct ucred <bits/socket.h>, 12 bytes: 0 pid i32, 4 uid u32, 8 gid u32
- * CMSG_LEN(12) = 28, CMSG_SPACE(12) = 32.
+ * then a struct ucred (libc-net.ts). CMSG_LEN(12) = 28, CMSG_SPACE(12) = 32.
  */
-const CMSG_HDR = 16, UCRED_LEN = 12, CMSG_SPACE_UCRED = 32;
+const CMSG_HDR = 16, CMSG_SPACE_UCRED = 32;
 
 function msghdr(name: Uint8Array | null, namelen: number, iov: BigUint64Array, control: Uint8Array | null): BigUint64Array {
   const m = new BigUint64Array(7);
@@ -85,9 +78,7 @@ export function sendUnixDatagram(path: string, data: Uint8Array, creds?: Creds):
       dv.setBigUint64(0, BigInt(CMSG_HDR + UCRED_LEN), true);
       dv.setInt32(8, SOL_SOCKET, true);
       dv.setInt32(12, SCM_CREDENTIALS, true);
-      dv.setInt32(16, creds.pid, true);
-      dv.setUint32(20, creds.uid, true);
-      dv.setUint32(24, creds.gid, true);
+      writeUcred(dv, CMSG_HDR, creds);
     }
     const m = msghdr(sa, salen, iov, control);
     const n = Number(L.sendmsg(fd, m, MSG_NOSIGNAL));
@@ -139,7 +130,7 @@ export function recvDatagram(fd: number, max = 65536): Datagram | null {
     const len = Number(cdv.getBigUint64(off, true));
     if (len < CMSG_HDR) break;
     if (cdv.getInt32(off + 8, true) === SOL_SOCKET && cdv.getInt32(off + 12, true) === SCM_CREDENTIALS && len >= CMSG_HDR + UCRED_LEN) {
-      creds = { pid: cdv.getInt32(off + 16, true), uid: cdv.getUint32(off + 20, true), gid: cdv.getUint32(off + 24, true) };
+      creds = readUcred(cdv, off + CMSG_HDR);
     }
     off += (len + 7) & ~7;
   }

@@ -4,32 +4,23 @@
 import { ptr } from "bun:ffi";
 import { closeSync, constants, openSync } from "node:fs";
 import { libc as lib } from "./libc.ts";
-import { SO_PEERCRED, SO_PEERPIDFD, SOL_SOCKET } from "./libc-net.ts";
+import { type Creds, readUcred, SO_PEERCRED, SO_PEERPIDFD, SOL_SOCKET, UCRED_LEN } from "./libc-net.ts";
 
 // <linux/nsfs.h>: _IO(0xb7, 0x4)
 const NS_GET_OWNER_UID = 0xb704;
 // <asm/unistd_64.h>
 const SYS_pidfd_send_signal = 424;
 
-export interface PeerCred {
-  pid: number;
-  uid: number;
-  gid: number;
-}
-
 /**
- * struct ucred (<bits/socket.h>, glibc; include/linux/socket.h): 12 bytes
- *   0 pid_t pid (i32), 4 uid_t uid (u32), 8 gid_t gid (u32)
- * The kernel fills it with the peer's credentials at connect() time, translated into our namespaces
+ * SO_PEERCRED: the kernel fills a struct ucred with the peer's credentials at connect() time, translated into our namespaces
  * (a process in a user namespace shows its host uid; a pid from another pid namespace shows its host pid).
  */
-export function peerCred(fd: number): PeerCred | null {
+export function peerCred(fd: number): Creds | null {
   if (!Number.isInteger(fd) || fd < 0) return null;
-  const buf = new Uint8Array(12);
-  const len = new Uint32Array([12]);
+  const buf = new Uint8Array(UCRED_LEN);
+  const len = new Uint32Array([UCRED_LEN]);
   if (lib.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, ptr(buf), ptr(len)) !== 0) return null;
-  const dv = new DataView(buf.buffer);
-  return { pid: dv.getInt32(0, true), uid: dv.getUint32(4, true), gid: dv.getUint32(8, true) };
+  return readUcred(new DataView(buf.buffer), 0);
 }
 
 /** A pidfd for the process that connected (the caller closes it), or null where the kernel lacks it. */

@@ -2,7 +2,8 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { closeFd } from "../../common/libc.ts";
-import { bindUnixDatagram, recvDatagram, type Creds } from "../../common/libc-notify.ts";
+import type { Creds } from "../../common/libc-net.ts";
+import { bindUnixDatagram, recvDatagram } from "../../common/libc-notify.ts";
 
 export const ROOT = `${import.meta.dir}/../..`;
 export const isRoot = process.getuid?.() === 0;
