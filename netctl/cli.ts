@@ -131,9 +131,19 @@ async function cmdAddress(args: string[]): Promise<number> {
 
 async function cmdUp(args: string[]): Promise<number> {
   const f = flags("up", args, ["--once", "--json"]);
+  // the stop signals are ours from the start: one during bring-up ends it (exit 0, said in the log) instead of
+  // the default action killing us half-way
+  const stopSignal = new Promise<"stop">((res) => {
+    for (const s of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.once(s, () => res("stop"));
+  });
   const { bringUp } = await import("./bringup.ts");
   const show = (r: unknown) => (f.has("--json") ? out(`${JSON.stringify(r)}\n`) : undefined);
-  const { result, stop, settled } = await bringUp(process.env, { log, onChange: (r) => show({ event: r.lease?.event, ...r }) });
+  const up = await Promise.race([bringUp(process.env, { log, onChange: (r) => show({ event: r.lease?.event, ...r }) }), stopSignal]);
+  if (up === "stop") {
+    log("stopped by a signal during bring-up");
+    return 0;
+  }
+  const { result, stop, settled } = up;
   if (f.has("--json")) show(result);
   else {
     out(`interface ${result.iface}\n`);
@@ -147,9 +157,7 @@ async function cmdUp(args: string[]): Promise<number> {
     return 0;
   }
   // stay resident so the lease is renewed; a stop signal ends us cleanly
-  await new Promise<void>((res) => {
-    for (const s of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.once(s, () => res());
-  });
+  await stopSignal;
   await stop();
   return 0;
 }
