@@ -4,17 +4,18 @@ import type { Subprocess } from "bun";
 import { readFileSync } from "node:fs";
 import { EXIT, ExitError, log } from "../common/log.ts";
 import { libc } from "../common/libc.ts";
-import { parseSignal, signalName } from "../common/signals.ts";
+import {
+  parseSignal, SIG_HALT, SIG_KEXEC, SIG_POWEROFF, SIG_REBOOT, SIGCANCEL, SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGTERM, signalName,
+} from "../common/signals.ts";
 import { launcherPath, launchArgv, resolveExecutable } from "./launch.ts";
 import { descendants } from "./proctree.ts";
 import { reap, reapStats, trackBunChild, untrackBunChild } from "./reaper.ts";
 import type { StatusFile } from "./status.ts";
 import type { AppUser } from "../common/user.ts";
 
-const SIGHUP = 1, SIGINT = 2, SIGKILL = 9, SIGTERM = 15, SIGCHLD = 17, SIGCANCEL = 32;
 /** poweroff group (SIGTERM, SIGRTMIN+3/+4) and reboot group (SIGINT, SIGRTMIN+5/+6) */
-const STOP_SIGNALS = new Set([SIGTERM, 37, 38, SIGINT, 39, 40]);
-const REBOOT_SIGNALS = new Set([SIGINT, 39, 40]);
+const STOP_SIGNALS = new Set([SIGTERM, SIG_HALT, SIG_POWEROFF, SIGINT, SIG_REBOOT, SIG_KEXEC]);
+const REBOOT_SIGNALS = new Set([SIGINT, SIG_REBOOT, SIG_KEXEC]);
 /** nspawn's stub sends TERM, CONT, HUP back to back and the kernel hands over HUP first. */
 const HUP_WINDOW_MS = 50;
 const DRAIN_POLL_MS = 20;

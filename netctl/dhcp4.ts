@@ -4,7 +4,7 @@
 // SO_BINDTODEVICE are needed), the timers (all through common/timer.ts: Bun fires timers over 2^31-1 ms at
 // once, and leases can be infinite), and applying a lease to the kernel and resolv.conf, all or nothing.
 // The server is untrusted: docs/dhcp.md.
-import { EEXIST } from "../common/libc-net.ts";
+import { EEXIST } from "../common/libc.ts";
 import { type LongTimer, setLongTimeout } from "../common/timer.ts";
 import { addAddress, delAddress } from "./address.ts";
 import { formatIPv4 } from "./addrmath.ts";
