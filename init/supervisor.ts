@@ -7,7 +7,8 @@ import { libc } from "../common/libc.ts";
 import { parseSignal, signalName } from "../common/signals.ts";
 import { launcherPath, launchArgv, resolveExecutable } from "./launch.ts";
 import { descendants } from "./proctree.ts";
-import { reap, reapStats, trackBunChild, untrackBunChild } from "./reaper.ts";
+import { trackBunChild, untrackBunChild } from "../common/bun-children.ts";
+import { reap, reapStats } from "./reaper.ts";
 import type { StatusFile } from "./status.ts";
 import type { AppUser } from "../common/user.ts";
 

@@ -1,4 +1,4 @@
-// `man8s netctl probe URL [--timeout S] [--json]`: runs one probe (init/probes) from the command line.
+// `man8s netctl probe URL [--timeout S] [--json]`: runs one probe (probes/) from the command line.
 //
 //   runProbe(args): Promise<number>   exit 0 pass, 1 fail, 64 bad usage
 //
@@ -6,9 +6,9 @@
 // [--claim-pid N]` runs the MAN8S_READY machinery: polls URL until it passes (no URL: at once), sends READY=1
 // + STATUS= to $NOTIFY_SOCKET (claiming pid 1 when it is PID 2), prints one JSON line, stays LINGER (default
 // 300 ms) and exits 0. It is how the tests prove READY=1 through a real systemd-nspawn before the init uses it.
-import { parseProbeUrl, ProbeUrlError } from "../init/probes/url.ts";
-import { runProbe as runOne, goDuration } from "../init/probes/run.ts";
-import { parseWaitTimeoutMs } from "../init/probes/waitfor.ts";
+import { parseProbeUrl, ProbeUrlError } from "../probes/url.ts";
+import { runProbe as runOne, goDuration } from "../probes/run.ts";
+import { parseWaitTimeoutMs } from "../probes/waitfor.ts";
 
 const HELP = `usage: man8s netctl probe URL [--timeout S] [--json]
 
@@ -103,7 +103,7 @@ export async function runProbe(args: string[]): Promise<number> {
 }
 
 async function notifyReadyMode(url: string | undefined, intervalMs: number, lingerMs: number, claimText: string | undefined): Promise<number> {
-  const { startReady } = await import("../init/probes/ready.ts");
+  const { startReady } = await import("../probes/ready.ts");
   const { log } = await import("../common/log.ts");
   if (url !== undefined) {
     try {

@@ -4,7 +4,7 @@
 // characters) may reach the file, within glibc's classic limits (6 search names, 256 characters of
 // search list, 3 name servers). Anything else would let a server add `nameserver` or `options` lines.
 import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
-import { formatIPv4 } from "./addrmath.ts";
+import { formatIPv4 } from "../common/net/addrmath.ts";
 
 /** glibc's MAXDNSRCH and the length of its search buffer; MAXNS */
 export const MAX_SEARCH_NAMES = 6;

@@ -4,7 +4,7 @@
 // (notes/net-lab.md G4). nodad because a route with a tentative prefsrc is refused (G1). Idempotent.
 import { AF_INET6, EEXIST } from "../common/libc-net.ts";
 import { addAddress, IFA_F_NODAD, IFA_F_NOPREFIXROUTE, listAddresses } from "./address.ts";
-import { formatIPv6 } from "./addrmath.ts";
+import { formatIPv6 } from "../common/net/addrmath.ts";
 import { NetlinkError, type Rtnl } from "./netlink.ts";
 import { addRoute, listRoutes } from "./route.ts";
 import { addRule, listRules } from "./rule.ts";

@@ -1,7 +1,7 @@
 // Probes inside a network namespace (prefix m8p): ICMP echo through raw and unprivileged datagram sockets,
 // and a "container" reached by name over its yggdrasil address (mbctl's hash in our /64).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { containerAddress } from "../../init/probes/resolve.ts";
+import { containerAddress } from "../../probes/resolve.ts";
 import { ROOT, isRoot, sh } from "./helpers.ts";
 
 const canNetns = isRoot && Bun.which("ip") !== null;

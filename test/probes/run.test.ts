@@ -1,9 +1,9 @@
 // tcp / http / exec probes against real listeners and real processes on the host; name resolution.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
-import { parseProbeUrl } from "../../init/probes/url.ts";
-import { runProbe, runCommand, goDuration, OUTPUT_LIMIT } from "../../init/probes/run.ts";
-import { resolveHost, containerAddress, yggPrefix, lookupHostsFile } from "../../init/probes/resolve.ts";
+import { parseProbeUrl } from "../../probes/url.ts";
+import { runProbe, runCommand, goDuration, OUTPUT_LIMIT } from "../../probes/run.ts";
+import { resolveHost, containerAddress, yggPrefix, lookupHostsFile } from "../../probes/resolve.ts";
 import { freePort, groupExists, processExists, tempDir, ROOT } from "./helpers.ts";
 
 const probe = (url: string, timeoutMs = 2000, env: Record<string, string | undefined> = {}) => runProbe(parseProbeUrl(url), { timeoutMs, env });

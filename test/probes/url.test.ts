@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { parseProbeUrl, parseProbeList, splitWords, ProbeUrlError } from "../../init/probes/url.ts";
+import { parseProbeUrl, parseProbeList, splitWords, ProbeUrlError } from "../../probes/url.ts";
 
 describe("probe URLs", () => {
   test("the four forms parse into their parts", () => {

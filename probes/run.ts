@@ -16,8 +16,8 @@ import { constants as osConstants } from "node:os";
 import type { Probe } from "./url.ts";
 import { splitWords } from "./url.ts";
 import { resolveHost, type Env } from "./resolve.ts";
-import { setLongTimeout, sleepLong } from "../../common/timer.ts";
-import { trackBunChild, untrackBunChild } from "../reaper.ts";
+import { setLongTimeout, sleepLong } from "../common/timer.ts";
+import { trackBunChild, untrackBunChild } from "../common/bun-children.ts";
 
 export const OUTPUT_LIMIT = 4096;
 
@@ -37,6 +37,8 @@ export interface RunOptions {
   timeoutMs: number;
   /** environment for name resolution (MAN8S_YGGDRASIL_*) */
   env?: Env;
+  /** our yggdrasil /64, when the caller knows it (resolve.ts ResolveOptions); default: from env */
+  yggPrefix?: string | null;
   /** environment of exec: commands (default: process.env) */
   spawnEnv?: Record<string, string | undefined>;
   cwd?: string;
@@ -255,7 +257,7 @@ export async function runProbe(probe: Probe, opts: RunOptions): Promise<ProbeRes
   let address: string, family: 4 | 6;
   try {
     const res = await Promise.race([
-      resolveHost(probe.host, opts.env ?? process.env),
+      resolveHost(probe.host, opts.env ?? process.env, opts.yggPrefix !== undefined ? { yggPrefix: opts.yggPrefix } : {}),
       sleepLong(opts.timeoutMs).then(() => null),
     ]);
     if (!res) return { ok: false, exitCode: -1, output: `resolving '${probe.host}' took longer than ${goDuration(opts.timeoutMs)}`, timedOut: true, durationMs: elapsed() };
