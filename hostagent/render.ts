@@ -6,7 +6,7 @@ import type { Classification } from "./classify.ts";
 import { AgentError, ERR } from "./errors.ts";
 import type { ImageConfig } from "./image-config.ts";
 import { IN_CONTAINER_BUNDLE, IN_CONTAINER_ENV, IN_CONTAINER_REPORT_DIR, IN_CONTAINER_REPORT_SOCKET, envFile, reportDir } from "./layout.ts";
-import { shlexJoin } from "./shlex.ts";
+import { shlexJoin } from "../common/shellwords.ts";
 import { checkSettings } from "./validate.ts";
 import type { VolumePlan } from "./volumes.ts";
 

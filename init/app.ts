@@ -3,7 +3,7 @@ import { existsSync } from "node:fs";
 import { basename } from "node:path";
 import { ExitError, EXIT } from "../common/log.ts";
 import { argvJson } from "../common/settings.ts";
-import { splitWords } from "./shellwords.ts";
+import { splitWords } from "../common/shellwords.ts";
 
 export interface AppCommand {
   argv: string[];

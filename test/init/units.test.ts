@@ -1,10 +1,9 @@
-// Pure logic: signal names, the POSIX word splitter, the env-file parser. (Behaviour in real processes
-// is in the other init tests.)
+// Pure logic: signal names, shell form, the env-file parser (the word splitter is tested in
+// test/common/shellwords.test.ts). (Behaviour in real processes is in the other init tests.)
 import { describe, expect, test } from "bun:test";
 import { parseSignal, signalName } from "../../common/signals.ts";
 import { isShellForm } from "../../init/app.ts";
 import { parseEnv } from "../../init/env.ts";
-import { splitWords } from "../../init/shellwords.ts";
 
 describe("signal names", () => {
   test.each([
@@ -14,23 +13,6 @@ describe("signal names", () => {
   test.each(["SIGBOGUS", "0", "65", "RTMIN+31", "RTMAX+1", "", "SIG"])("%p is refused", (name) => expect(parseSignal(name)).toBeNull());
   test("names round-trip", () => {
     for (let n = 1; n <= 64; n++) expect(parseSignal(signalName(n))).toBe(n);
-  });
-});
-
-describe("word splitter", () => {
-  // the lines are what Python's shlex.quote (mbctl) produces
-  test.each([
-    ["/entrypoint.sh /etc/x.yml 'it'\"'\"'s $HOME'", ["/entrypoint.sh", "/etc/x.yml", "it's $HOME"]],
-    ["a  b\tc", ["a", "b", "c"]],
-    ["'' x", ["", "x"]],
-    ['"a \\" \\\\ b"', ['a " \\ b']],
-    ["a\\ b", ["a b"]],
-    ["x # comment", ["x"]],
-    ["a#b", ["a#b"]],
-    ["", []],
-  ])("%p", (line, argv) => expect(splitWords(line as string)).toEqual({ ok: true, argv: argv as string[] }));
-  test.each(["a | b", "a; b", "echo $HOME", "echo `x`", "'open", '"open', "x > y", 'echo "$X"'])("%p needs a shell", (line) => {
-    expect(splitWords(line).ok).toBe(false);
   });
 });
 
