@@ -2,7 +2,7 @@
 // test/common/shellwords.test.ts). (Behaviour in real processes is in the other init tests.)
 import { describe, expect, test } from "bun:test";
 import { parseSignal, signalName } from "../../common/signals.ts";
-import { isShellForm } from "../../init/app.ts";
+import { isShellForm } from "../../common/shell-form.ts";
 import { parseEnv } from "../../init/env.ts";
 
 describe("signal names", () => {
@@ -20,6 +20,9 @@ describe("shell form", () => {
   test.each([
     [["sh", "-c", "x"], true], [["/bin/bash", "-ec", "x"], true], [["/usr/bin/nginx", "-c", "x"], false],
     [["sh", "script.sh"], false], [["python3"], false],
+    // one rule with the agent's classify (common/shell-form.ts): options before -c, busybox's applet
+    [["/bin/sh", "-e", "-c", "x"], true], [["bash", "-o", "pipefail", "-c", "x"], true], [["busybox", "sh", "-c", "x"], true],
+    [["dash", "--", "script.sh", "-c"], false], [["bash", "script.sh", "-c", "x"], false],
   ])("%p → %p", (argv, want) => expect(isShellForm(argv as string[])).toBe(want as boolean));
 });
 
