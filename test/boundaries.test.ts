@@ -87,6 +87,13 @@ describe("module boundaries", () => {
     ]);
   });
 
+  test("the agent's commands depend on its services interface, not on the server class", () => {
+    const users = [...sources(join(ROOT, "hostagent/commands")), join(ROOT, "hostagent/renew.ts")];
+    const onServer = users.filter((f) => specifiers(readFileSync(f, "utf8")).some((s) => resolve(dirname(f), s) === join(ROOT, "hostagent/server.ts")));
+    expect(onServer.map((f) => relative(ROOT, f))).toEqual([]);
+    expect(readFileSync(join(ROOT, "hostagent/server.ts"), "utf8")).toContain("class AgentServer implements AgentServices");
+  });
+
   test("every declared runtime edge names a lazy module of another role", () => {
     for (const [from, names] of Object.entries(RUNTIME_EDGES)) {
       for (const n of names) {
