@@ -34,10 +34,10 @@ point at table 199, and the last DHCPv4 lease recorded by 'up' or the init (/run
   check: `usage: man8s netctl check [TARGET...]
 
 Checks that each TARGET is reachable; without arguments the targets come from MAN8S_CHECK_TARGETS
-(space or comma separated). TARGET is HOST:PORT, [IPV6]:PORT or tcp://HOST:PORT (a TCP connection must
-open) or a bare HOST (it must answer an ICMP echo; needs CAP_NET_RAW). HOST may be an address, a DNS name,
-or a container name without a dot (its yggdrasil address in MAN8S_YGGDRASIL_PREFIX, or in the /64 of
-MAN8S_YGGDRASIL_ADDRESS).
+(space or comma separated). TARGET is a probe URL (tcp://, http(s)://, exec:, icmp://; see 'probe --help'),
+HOST:PORT or [IPV6]:PORT (a TCP connection must open), or a bare HOST (it must answer an ICMP echo). HOST
+resolves as in every probe: an address, localhost, /etc/hosts, a container name (its yggdrasil address in
+MAN8S_YGGDRASIL_PREFIX, or in the /64 of MAN8S_YGGDRASIL_ADDRESS), DNS. Reference: docs/probes.md.
 exit codes: 0 all reachable · 64 bad usage · 69 some target unreachable
 `,
   address: `usage: man8s netctl address getsuffix NAME
