@@ -52,41 +52,8 @@ export function netlinkSocket(opts: { groups?: number; nonblock?: boolean; rcvbu
   return fd;
 }
 
-// <netinet/in.h>, <netinet/icmp6.h>
-export const IPPROTO_ICMP = 1, IPPROTO_ICMPV6 = 58, ICMP6_FILTER = 1;
-
-/** A raw ICMP (v4) or ICMPv6 socket, non-blocking; needs CAP_NET_RAW. */
-export function icmpSocket(v6: boolean): number {
-  const fd = lib.socket(v6 ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP);
-  if (fd < 0) throw new ErrnoError(errno(), `socket(${v6 ? "AF_INET6, IPPROTO_ICMPV6" : "AF_INET, IPPROTO_ICMP"})`);
-  if (v6) {
-    // struct icmp6_filter: 256 bits, a set bit blocks that type; pass only echo replies (129)
-    const filter = new Uint32Array(8).fill(0xffffffff);
-    filter[129 >> 5]! &= ~(1 << (129 & 31));
-    filter[129 >> 5] = filter[129 >> 5]! >>> 0;
-    if (lib.setsockopt(fd, IPPROTO_ICMPV6, ICMP6_FILTER, filter, 32) !== 0) {
-      const e = errno();
-      lib.close(fd);
-      throw new ErrnoError(e, "setsockopt(ICMP6_FILTER)");
-    }
-  }
-  return fd;
-}
-
-/**
- * sendto() a datagram to an IPv4 (struct sockaddr_in, 16 bytes: u16 family, u16 port BE, 4 addr, 8 zero)
- * or IPv6 address (struct sockaddr_in6, 28 bytes: u16 family, u16 port BE, u32 flowinfo, 16 addr, u32 scope).
- */
-export function sockSendTo(fd: number, buf: Uint8Array, addr: Uint8Array, port: number, what: string): void {
-  const v6 = addr.length === 16;
-  const sa = new Uint8Array(v6 ? 28 : 16);
-  const dv = new DataView(sa.buffer);
-  dv.setUint16(0, v6 ? AF_INET6 : AF_INET, true);
-  dv.setUint16(2, port);
-  sa.set(addr, v6 ? 8 : 4);
-  const n = Number(lib.sendto(fd, buf, buf.length, 0, sa, sa.length));
-  if (n !== buf.length) throw new ErrnoError(n < 0 ? errno() : EINVAL, what);
-}
+// <netinet/in.h>
+export const IPPROTO_ICMP = 1, IPPROTO_ICMPV6 = 58;
 
 // <linux/if_packet.h>, <linux/if_ether.h>
 export const AF_PACKET = 17, ETH_P_IPV6 = 0x86dd;

@@ -19,7 +19,7 @@ import { HealthOnFailure, healthAction, restartDelayMs } from "./health-action.t
 import { type LongTimer, setLongTimeout, sleepLong } from "../common/timer.ts";
 import { probeWrapper } from "./launch.ts";
 import { load } from "../lazy.ts";
-import type { HealthHandle, ReadyHandle } from "./probes/index.ts";
+import type { HealthHandle, ReadyHandle } from "../probes/index.ts";
 
 const SWEEP_MS = 1000;
 

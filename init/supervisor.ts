@@ -9,7 +9,8 @@ import {
 } from "../common/signals.ts";
 import { launcherPath, launchArgv, resolveExecutable } from "./launch.ts";
 import { descendants } from "./proctree.ts";
-import { reap, reapStats, trackBunChild, untrackBunChild } from "./reaper.ts";
+import { trackBunChild, untrackBunChild } from "../common/bun-children.ts";
+import { reap, reapStats } from "./reaper.ts";
 import type { StatusFile } from "./status.ts";
 import type { AppUser } from "../common/user.ts";
 

@@ -34,10 +34,10 @@ point at table 199, and the last DHCPv4 lease recorded by 'up' or the init (/run
   check: `usage: man8s netctl check [TARGET...]
 
 Checks that each TARGET is reachable; without arguments the targets come from MAN8S_CHECK_TARGETS
-(space or comma separated). TARGET is HOST:PORT, [IPV6]:PORT or tcp://HOST:PORT (a TCP connection must
-open) or a bare HOST (it must answer an ICMP echo; needs CAP_NET_RAW). HOST may be an address, a DNS name,
-or a container name without a dot (its yggdrasil address in MAN8S_YGGDRASIL_PREFIX, or in the /64 of
-MAN8S_YGGDRASIL_ADDRESS).
+(space or comma separated). TARGET is a probe URL (tcp://, http(s)://, exec:, icmp://; see 'probe --help'),
+HOST:PORT or [IPV6]:PORT (a TCP connection must open), or a bare HOST (it must answer an ICMP echo). HOST
+resolves as in every probe: an address, localhost, /etc/hosts, a container name (its yggdrasil address in
+MAN8S_YGGDRASIL_PREFIX, or in the /64 of MAN8S_YGGDRASIL_ADDRESS), DNS. Reference: docs/probes.md.
 exit codes: 0 all reachable · 64 bad usage · 69 some target unreachable
 `,
   address: `usage: man8s netctl address getsuffix NAME
@@ -59,7 +59,7 @@ export async function runNetctl(args: string[]): Promise<number> {
       (cmd === undefined ? process.stderr : process.stdout).write(HELP.main!);
       return cmd === undefined ? 64 : 0;
     }
-    // probes belong to the init (init/probes); their CLI module parses its own arguments and --help
+    // probes belong to the init (probes/); their CLI module parses its own arguments and --help
     if (cmd === "probe") return await (await import("./probe-cli.ts")).runProbe(rest);
     if (!(cmd in HELP) || cmd === "main") {
       process.stderr.write(`man8s netctl: unknown command '${cmd}'\n\n${HELP.main}`);
@@ -104,7 +104,7 @@ function flags(cmd: string, args: string[], allowed: string[]): Set<string> {
 }
 
 async function cmdAddress(args: string[]): Promise<number> {
-  const m = await import("./addrmath.ts");
+  const m = await import("../common/net/addrmath.ts");
   if (args[0] === "getsuffix") {
     if (args.length !== 2) usage("address", "getsuffix takes exactly one NAME");
     out(m.getsuffixLines(args[1]!));
@@ -163,14 +163,11 @@ async function cmdUp(args: string[]): Promise<number> {
 }
 
 async function cmdCheck(args: string[]): Promise<number> {
-  const targets = args.length ? args : (process.env.MAN8S_CHECK_TARGETS ?? "").split(/[\s,]+/).filter(Boolean);
+  const { runChecks, splitCheckTargets } = await import("../probes/check.ts");
+  const targets = args.length ? args : splitCheckTargets(process.env.MAN8S_CHECK_TARGETS);
   if (!targets.length) usage("check", "no TARGET given and MAN8S_CHECK_TARGETS is empty");
-  const { runChecks } = await import("./check.ts");
-  const { parsePrefix6 } = await import("./addrmath.ts");
-  // our ygg /64 from the prefix or from our own address; without either, names go to DNS only
-  const p = process.env.MAN8S_YGGDRASIL_PREFIX || (process.env.MAN8S_YGGDRASIL_ADDRESS ? `${process.env.MAN8S_YGGDRASIL_ADDRESS.replace(/\/\d+$/, "")}/64` : "");
-  const yggPrefix = p ? (parsePrefix6(p, 64) ?? undefined) : undefined;
-  const failed = await runChecks(targets, { timeoutMs: 3000, log: (m) => out(`${m}\n`), ...(yggPrefix ? { yggPrefix } : {}) });
+  // names resolve as in every probe (probes/resolve.ts); our ygg /64 comes from the env
+  const failed = await runChecks(targets, { timeoutMs: 3000, log: (m) => out(`${m}\n`) });
   return failed.length ? 69 : 0;
 }
 

@@ -6,7 +6,7 @@
 //
 //   init -> selecting (DISCOVER) -> requesting (REQUEST) -> [apply] -> bound -> renewing (T1, unicast)
 //   -> rebinding (T2, broadcast) -> expiry -> init. NAK, refused ACK, failed apply: init after a backoff.
-import { formatIPv4 } from "./addrmath.ts";
+import { formatIPv4 } from "../common/net/addrmath.ts";
 import * as P from "./dhcp4-packet.ts";
 import { printable } from "./resolvconf.ts";
 

@@ -7,7 +7,7 @@
 import { EEXIST } from "../common/libc.ts";
 import { type LongTimer, setLongTimeout } from "../common/timer.ts";
 import { addAddress, delAddress } from "./address.ts";
-import { formatIPv4 } from "./addrmath.ts";
+import { formatIPv4 } from "../common/net/addrmath.ts";
 import { type Ctx, type DhcpState, type Input, type Lease, type LeaseEvent, newCtx, type Output, step } from "./dhcp4-machine.ts";
 import * as P from "./dhcp4-packet.ts";
 import { NetlinkError, type Rtnl } from "./netlink.ts";

@@ -5,7 +5,7 @@
 // solicitation to the kernel: RS_MAX packets, RS_GAP_MS apart, stopped as soon as an RA has been seen.
 // The retries cover the first frame after link-up, which the host's bridge port sometimes drops.
 import { closeFd } from "../common/libc.ts";
-import { ETH_P_IPV6, packetSendTo, packetSocket } from "../common/libc-net.ts";
+import { ETH_P_IPV6, IPPROTO_ICMPV6, packetSendTo, packetSocket } from "../common/libc-net.ts";
 
 /** At most this many of our own solicitations per burst (the first + 2 retries). */
 export const RS_MAX = 3;
@@ -15,7 +15,7 @@ export const RS_GAP_MS = 10;
 const ALL_ROUTERS = new Uint8Array([0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
 /** 33:33 + the low 32 bits of ff02::2 (RFC 2464 §7) */
 const ALL_ROUTERS_MAC = new Uint8Array([0x33, 0x33, 0, 0, 0, 2]);
-const IPPROTO_ICMPV6 = 58, ND_ROUTER_SOLICIT = 133;
+const ND_ROUTER_SOLICIT = 133;
 
 function checksum(parts: Uint8Array[]): number {
   let sum = 0;

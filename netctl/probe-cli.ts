@@ -1,9 +1,9 @@
-// `man8s netctl probe URL [--timeout S] [--json]`: runs one probe (init/probes) from the command line.
+// `man8s netctl probe URL [--timeout S] [--json]`: runs one probe (probes/) from the command line.
 //
 //   runProbe(args): Promise<number>   exit 0 pass, 1 fail, 64 bad usage
-import { parseProbeUrl, ProbeUrlError } from "../init/probes/url.ts";
-import { runProbe as runOne, goDuration } from "../init/probes/run.ts";
-import { parseWaitTimeoutMs } from "../init/probes/waitfor.ts";
+import { parseProbeUrl, ProbeUrlError } from "../probes/url.ts";
+import { runProbe as runOne, goDuration } from "../probes/run.ts";
+import { parseWaitTimeoutMs } from "../probes/waitfor.ts";
 
 const HELP = `usage: man8s netctl probe URL [--timeout S] [--json]
 

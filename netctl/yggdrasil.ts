@@ -5,7 +5,7 @@
 import { EEXIST } from "../common/libc.ts";
 import { AF_INET6 } from "../common/libc-net.ts";
 import { addAddress, IFA_F_NODAD, IFA_F_NOPREFIXROUTE, listAddresses } from "./address.ts";
-import { formatIPv6 } from "./addrmath.ts";
+import { formatIPv6 } from "../common/net/addrmath.ts";
 import { NetlinkError, type Rtnl } from "./netlink.ts";
 import { addRoute, listRoutes } from "./route.ts";
 import { addRule, listRules } from "./rule.ts";
