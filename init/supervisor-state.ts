@@ -5,14 +5,29 @@
 // record write) is an output the runner (init/supervisor.ts) carries out, so the stop sequence has unit tests
 // that run without root (test/init/supervisor-state.test.ts). docs/signals.md § "The stop sequence".
 //
-//   idle ──spawned──▶ running ──stop──▶ stopping ──stop timer──▶ killing
-//     │                 │  ╰──health restart──▶ ending ──app exits──▶ restarting ──spawned──▶ running
-//     ╰──stop──╮        ╰──app exits──╮        (stop or app exits: ended)          ╰──stop / no respawn──╮
-//              ▼                      ▼                                                                  ▼
-//            ended ◀────────── app exits (stopping, killing) ─────────────────────────────────────── ended
-//              ╰──drain──▶ draining ──deadline──▶ drainKilling ──gone or KILL_WAIT_MS──▶ exited
-//                              ╰──nothing left────────────────────────────────────────▶ exited
-//   abort (a start-up failure) from any state ▶ exited
+//   state          input                          next          effect
+//   idle           spawned                        running
+//   idle           stop signal                    ended         nothing to signal
+//   running        stop signal, health stop       stopping      the stop signal to the app once; stop timer
+//   running        health restart                 ending        the stop signal to the app; end timer
+//   running        app exited                     ended
+//   ending         end timer                      ending        SIGKILL to the app
+//   ending         stop signal                    stopping      as from running; the stop timer replaces the end timer
+//   ending         app exited                     restarting    SIGKILL to what the app's group left
+//   restarting     spawned                        running
+//   restarting     stop signal, noRespawn         ended
+//   stopping       stop timer                     killing       SIGKILL to the app (its group) and every descendant
+//   stopping       app exited                     ended
+//   killing        app exited                     ended
+//   idle, ended    drain                          draining      the stop signal to leftovers not yet sent it; poll
+//                                                 exited        (nothing left)
+//   draining       poll, past the deadline        drainKilling  SIGKILL to what is left; poll
+//   draining       poll, nothing left             exited
+//   drainKilling   poll, past KILL_WAIT_MS        exited        what survived SIGKILL is logged
+//   drainKilling   poll, nothing left             exited
+//   drainKilling   poll                           drainKilling  SIGKILL again to what is left
+//   any            abort                          exited
+// Other signals change no state: forwarded to the app while it runs, SIGHUP held for HUP_WINDOW_MS first.
 import { EXIT } from "../common/log.ts";
 import type { ExitRecord, StatusRecord } from "../common/report.ts";
 import { signalName } from "../common/signals.ts";
@@ -179,7 +194,9 @@ export function step(c: Ctx, input: Input, io: Sensors): Output[] {
       timer(c, out, input.timer, io);
       break;
     case "drain":
-      if (c.state === "ended") drain(c, out, io);
+      // idle: no app was started and no stop came (not reached today: start-up either starts one or fails)
+      if (c.state !== "ended" && c.state !== "idle") throw new Error(`supervisor: drain in state ${c.state}`);
+      drain(c, out, io);
       break;
     case "abort":
       c.app = null;

@@ -209,10 +209,6 @@ export class Supervisor {
     this.opts.status.write();
     return o.code;
   }
-
-  orphansReaped(): number {
-    return reapStats.reaped;
-  }
 }
 
 /** What a process does with a signal, from /proc/PID/status ("unknown": it is gone). */
