@@ -238,9 +238,9 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
         const g = guard;
         const stopWait = new AbortController();
         sup.onStop(() => stopWait.abort());
+        // the supervisor calls this only for the app the action ended (its state "restarting"): an app that
+        // exited by itself ends the container as always
         sup.respawn = async () => {
-          // an app that exited by itself ends the container as always; only the one we ended is replaced
-          if (!g.restartPending) return false;
           await health?.stop();
           const delay = restartDelayMs((g.record.restarts ?? 0) + 1);
           log(`health: restarting the app in ${delay / 1000} s (restart ${(g.record.restarts ?? 0) + 1})`);

@@ -149,6 +149,15 @@ export class Dhcp4Client {
     }
   }
 
+  /** A timer's input: as for a reply, a bug must not take the process down with it. */
+  private fire(input: Input): void {
+    try {
+      this.feed(input);
+    } catch (e) {
+      this.o.log(`dhcp4: internal error handling a timer: ${(e as Error).stack ?? String(e)}`);
+    }
+  }
+
   private run(o: Output): Input | undefined {
     switch (o.do) {
       case "newTransaction":
@@ -159,7 +168,7 @@ export class Dhcp4Client {
         return undefined;
       case "timer":
         this.timer?.clear();
-        this.timer = o.ms === Infinity ? undefined : this.setTimer(() => this.feed({ type: "timer" }), o.ms);
+        this.timer = o.ms === Infinity ? undefined : this.setTimer(() => this.fire({ type: "timer" }), o.ms);
         return undefined;
       case "leaseTimers": {
         for (const t of this.leaseTimers) t.clear();
@@ -168,9 +177,9 @@ export class Dhcp4Client {
         // an infinite lease: every time is Infinity, and such a timer never fires (common/timer.ts)
         if (at) {
           this.leaseTimers.push(
-            this.setTimer(() => this.feed({ type: "t1" }), at.t1),
-            this.setTimer(() => this.feed({ type: "t2" }), at.t2),
-            this.setTimer(() => this.feed({ type: "expire" }), at.expire),
+            this.setTimer(() => this.fire({ type: "t1" }), at.t1),
+            this.setTimer(() => this.fire({ type: "t2" }), at.t2),
+            this.setTimer(() => this.fire({ type: "expire" }), at.expire),
           );
         }
         return undefined;
