@@ -12,6 +12,7 @@ export const LAZY = {
   probes: "init/probes/index.ts",
   notify: "init/probes/notify.ts",
   report: "hostagent/report-client.ts",
+  cli: "common/cli.ts",
 } as const;
 
 interface Modules {
@@ -24,6 +25,8 @@ interface Modules {
   probes: typeof import("./init/probes/index.ts");
   notify: typeof import("./init/probes/notify.ts");
   report: typeof import("./hostagent/report-client.ts");
+  /** the argument parser: node:util alone costs the init's start-up ~1 ms, so only bad usage loads it */
+  cli: typeof import("./common/cli.ts");
 }
 
 /** import.meta.dir is the project root here, and /$bunfs/root inside the compiled binary. */

@@ -9,6 +9,7 @@
 import { parseProbeUrl, ProbeUrlError } from "../init/probes/url.ts";
 import { runProbe as runOne, goDuration } from "../init/probes/run.ts";
 import { parseWaitTimeoutMs } from "../init/probes/waitfor.ts";
+import { isUsageError, parseCli, usageExit } from "../common/cli.ts";
 
 const HELP = `usage: man8s netctl probe URL [--timeout S] [--json]
 
@@ -27,53 +28,32 @@ options:
 exit status: 0 passed, 1 failed or timed out, 64 bad usage
 `;
 
-function usage(msg: string): number {
-  process.stderr.write(`man8s netctl probe: ${msg}\n\n${HELP}`);
-  return 64;
-}
+const usage = (msg: string): number => usageExit("netctl probe", msg);
 
 export async function runProbe(args: string[]): Promise<number> {
-  let url: string | undefined;
-  let json = false, notifyReady = false;
-  let timeoutText: string | undefined, intervalText: string | undefined, lingerText: string | undefined, claimText: string | undefined;
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const value = (): string | undefined => {
-      const eq = a.indexOf("=");
-      if (eq >= 0) return a.slice(eq + 1);
-      return args[++i];
-    };
-    const name = a.startsWith("--") ? a.replace(/=.*$/, "") : a;
-    switch (name) {
-      case "-h":
-      case "--help":
-        process.stdout.write(HELP);
-        return 0;
-      case "--json":
-        json = true;
-        break;
-      case "--timeout":
-        timeoutText = value();
-        if (timeoutText === undefined) return usage("--timeout needs a value");
-        break;
-      case "--notify-ready":
-        notifyReady = true;
-        break;
-      case "--interval":
-        intervalText = value();
-        break;
-      case "--linger":
-        lingerText = value();
-        break;
-      case "--claim-pid":
-        claimText = value();
-        break;
-      default:
-        if (a.startsWith("-") && a !== "-") return usage(`unknown option '${a}'`);
-        if (url !== undefined) return usage(`one URL only (got '${url}' and '${a}')`);
-        url = a;
-    }
+  let parsed;
+  try {
+    parsed = parseCli(args, {
+      json: { type: "boolean" },
+      timeout: { type: "string" },
+      "notify-ready": { type: "boolean" },
+      interval: { type: "string" },
+      linger: { type: "string" },
+      "claim-pid": { type: "string" },
+    });
+  } catch (e) {
+    if (isUsageError(e)) return usage(e.message);
+    throw e;
   }
+  const { values: v, positionals } = parsed;
+  if (v.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (positionals.length > 1) return usage(`one URL only (got '${positionals[0]}' and '${positionals[1]}')`);
+  const url = positionals[0];
+  const json = v.json === true, notifyReady = v["notify-ready"] === true;
+  const timeoutText = v.timeout, intervalText = v.interval, lingerText = v.linger, claimText = v["claim-pid"];
   let timeoutMs: number, intervalMs: number, lingerMs: number;
   try {
     timeoutMs = parseWaitTimeoutMs(timeoutText, "--timeout", 5000) || 5000;
