@@ -41,16 +41,7 @@ export async function runInit(args: string[]): Promise<number> {
   setLogPrefix("man8s-init");
   let override: string[] | null = null;
   if (args[0] === "--") override = args.slice(1);
-  else if (args[0] === "--help" || args[0] === "-h" || args[0] === "help") {
-    process.stdout.write(HELP);
-    return 0;
-  } else if (args[0] === "--version") {
-    process.stdout.write(`man8s ${VERSION}\n`);
-    return 0;
-  } else if (args.length) {
-    log(`unexpected argument '${args[0]}' (use -- CMD ARGS... to give the command)`);
-    return EXIT.usage;
-  }
+  else if (args.length) return await initFlags(args);
   const pid1 = process.pid === 1;
   const mode = pid1 ? "pid1" : libc.getppid() === 1 ? "pid2" : "subreaper";
   if (!pid1 && !becomeSubreaper()) log("warning: cannot become a child subreaper; orphans will not be reaped here");
@@ -83,6 +74,26 @@ export async function runInit(args: string[]): Promise<number> {
   } finally {
     clearInterval(sweep);
     await reporter?.flush();
+  }
+}
+
+/** --help, --version or bad usage: never the start-up path, so only here the parser loads (see lazy.ts). */
+async function initFlags(args: string[]): Promise<number> {
+  const cli = await load("cli");
+  try {
+    const { values: v, positionals } = cli.parseCli(args, { version: { type: "boolean" } });
+    if (v.help || positionals[0] === "help") {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    if (v.version) {
+      process.stdout.write(`man8s ${VERSION}\n`);
+      return 0;
+    }
+    throw new cli.UsageError(`unexpected argument '${positionals[0]}' (use -- CMD ARGS... to give the command)`);
+  } catch (e) {
+    if (cli.isUsageError(e)) return cli.usageExit("init", e.message);
+    throw e;
   }
 }
 
