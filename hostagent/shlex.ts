@@ -1,5 +1,5 @@
 // POSIX shell quoting exactly like Python's shlex.quote, which mbctl uses for MAN8S_APPLICATION_ARGS
-// (notes/man8s-reference.md §2.1): safe words stay bare, others go in '...' with ' written as '"'"'.
+// (docs/notes.md §9): safe words stay bare, others go in '...' with ' written as '"'"'.
 const SAFE = /^[\w@%+=:,./-]+$/;
 
 export function shlexQuote(s: string): string {
