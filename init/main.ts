@@ -32,7 +32,7 @@ Started as init, man8s-init or 00-init.sh, the binary is this command.
 
 environment: MAN8S_ENV_FILE (default /man8env.env), MAN8S_STATUS_FILE (default /run/man8s/status.json),
 and from the env file MAN8S_APPLICATION_ARGV, MAN8S_APPLICATION_ARGS, MAN8S_STOP_SIGNAL,
-MAN8S_STOP_TIMEOUT, MAN8S_SIGNAL_GROUP, MAN8S_NETWORK. See README.md.
+MAN8S_STOP_TIMEOUT, MAN8S_SIGNAL_GROUP, MAN8S_NETWORK. See docs/init.md.
 exit codes: 64 usage, 65 bad env file, 67 MAN8S_APPLICATION_USER unknown to the rootfs, 69 network, 70 internal, 75 dependency timeout,
 126/127 app not executable/not found, otherwise the app's code (128+n for signal n, 137 if killed after the stop timeout).
 `;

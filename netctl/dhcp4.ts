@@ -1,6 +1,6 @@
 // DHCPv4 client that keeps its lease for the life of the process: the runner of the pure state machine in
 // netctl/dhcp4-machine.ts. It owns the I/O: a plain UDP socket on port 68 (broadcasts need a route for
-// 255.255.255.255, which we add on the interface, notes/net-lab.md §3.5, so no AF_PACKET and no
+// 255.255.255.255, which we add on the interface, docs/notes.md §5, so no AF_PACKET and no
 // SO_BINDTODEVICE are needed) and the timers (all through common/timer.ts: Bun fires timers over 2^31-1 ms
 // at once, and leases can be infinite). Applying a lease to the kernel and resolv.conf, all or nothing, is
 // netctl/dhcp4-apply.ts. The socket, the applier, the clock and the timers can be injected: the runner is

@@ -1,6 +1,6 @@
 // Our own Router Solicitation at carrier (RFC 4861 §6.3.7). The kernel sends its first RS only after the
 // link-local address has passed DAD (1-2 s); an RS from the unspecified address `::` is allowed before any
-// address exists (§4.1: it then carries no source link-layer address option), and the router answers with a
+// address exists (RFC 4861 §4.1: it then carries no source link-layer address option), and the router answers with a
 // multicast RA that the kernel processes as usual. We send a short, bounded burst and then leave
 // solicitation to the kernel: RS_MAX packets, RS_GAP_MS apart, stopped as soon as an RA has been seen.
 // The retries cover the first frame after link-up, which the host's bridge port sometimes drops.
@@ -24,7 +24,7 @@ function checksum(parts: Uint8Array[]): number {
   return ~sum & 0xffff;
 }
 
-/** IPv6 header (src ::, dst ff02::2, hop limit 255 as §6.1.1 requires) + an 8-byte RS without options. */
+/** IPv6 header (src ::, dst ff02::2, hop limit 255 as RFC 4861 §6.1.1 requires) + an 8-byte RS without options. */
 export function routerSolicitation(): Uint8Array {
   const icmp = new Uint8Array(8); // type, code, checksum, 4 reserved bytes
   icmp[0] = ND_ROUTER_SOLICIT;

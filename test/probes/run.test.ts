@@ -191,7 +191,7 @@ describe("exec probes", () => {
 });
 
 describe("host resolution", () => {
-  // notes/man8s-reference.md §3.4 vectors
+  // docs/notes.md §10 vectors
   const env = { MAN8S_YGGDRASIL_PREFIX: "300:2e98:a4b0:1789::/64" };
   test("container names map to mbctl's yggdrasil address in our /64", async () => {
     expect(await containerAddress("TestBWContainer3", env)).toBe("300:2e98:a4b0:1789:1d44:bc13:a177:c4d");
