@@ -1,5 +1,5 @@
-// Socket FFI for netctl: AF_NETLINK (rtnetlink), raw ICMP and packet sockets, plus the socket constants
-// every socket wrapper (libc-notify.ts, libc-unix.ts) shares. Layouts are Linux x86_64 / glibc; each
+// Socket FFI for netctl: AF_NETLINK (rtnetlink) and packet sockets, plus the socket constants and
+// struct layouts (sockaddr_in/in6, ucred) every socket wrapper (libc-notify.ts, libc-unix.ts) shares. Layouts are Linux x86_64 / glibc; each
 // constant and struct names the header it comes from. Bun's own networking has no AF_NETLINK, so this is
 // the only way to talk to the kernel without `ip`.
 import { EINTR, EINVAL, errno, ErrnoError, libc as lib } from "./libc.ts";
@@ -72,26 +72,8 @@ export function netlinkSocket(opts: { groups?: number; nonblock?: boolean; rcvbu
   return fd;
 }
 
-// <netinet/in.h>, <netinet/icmp6.h>
-export const IPPROTO_ICMP = 1, IPPROTO_ICMPV6 = 58, ICMP6_FILTER = 1;
-
-/** A raw ICMP (v4) or ICMPv6 socket, non-blocking; needs CAP_NET_RAW. */
-export function icmpSocket(v6: boolean): number {
-  const fd = lib.socket(v6 ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP);
-  if (fd < 0) throw new ErrnoError(errno(), `socket(${v6 ? "AF_INET6, IPPROTO_ICMPV6" : "AF_INET, IPPROTO_ICMP"})`);
-  if (v6) {
-    // struct icmp6_filter: 256 bits, a set bit blocks that type; pass only echo replies (129)
-    const filter = new Uint32Array(8).fill(0xffffffff);
-    filter[129 >> 5]! &= ~(1 << (129 & 31));
-    filter[129 >> 5] = filter[129 >> 5]! >>> 0;
-    if (lib.setsockopt(fd, IPPROTO_ICMPV6, ICMP6_FILTER, filter, 32) !== 0) {
-      const e = errno();
-      lib.close(fd);
-      throw new ErrnoError(e, "setsockopt(ICMP6_FILTER)");
-    }
-  }
-  return fd;
-}
+// <netinet/in.h>
+export const IPPROTO_ICMP = 1, IPPROTO_ICMPV6 = 58;
 
 /**
  * struct sockaddr_in <netinet/in.h>, 16 bytes: 0 family u16, 2 port u16 BE, 4 addr[4], 8 zero[8].
@@ -121,13 +103,6 @@ export function sockaddrInAddress(b: Uint8Array): Uint8Array | null {
   if (family === AF_INET) return b.slice(4, 8);
   if (family === AF_INET6) return b.slice(8, 24);
   return null;
-}
-
-/** sendto() a datagram to an IPv4 or IPv6 address; throws unless all of it was sent. */
-export function sockSendTo(fd: number, buf: Uint8Array, addr: Uint8Array, port: number, what: string): void {
-  const sa = sockaddrIn(addr, port);
-  const n = Number(lib.sendto(fd, buf, buf.length, 0, sa, sa.length));
-  if (n !== buf.length) throw new ErrnoError(n < 0 ? errno() : EINVAL, what);
 }
 
 // <linux/if_packet.h>, <linux/if_ether.h>

@@ -1,6 +1,6 @@
 // libc sockets through bun:ffi for the probes: AF_UNIX SOCK_DGRAM with sendmsg + SCM_CREDENTIALS (sd_notify)
 // and ICMP echo sockets (unprivileged SOCK_DGRAM/IPPROTO_ICMP, or SOCK_RAW). Bun has neither natively
-// (notes/net-lab.md §5). Layouts are glibc x86_64, the same ABI the bundle ships whatever libc the image
+// (docs/notes.md §6). Layouts are glibc x86_64, the same ABI the bundle ships whatever libc the image
 // has; each struct below names its header. Nothing here blocks: every socket is SOCK_NONBLOCK and
 // callers poll with MSG_DONTWAIT-style reads.
 import { ptr } from "bun:ffi";

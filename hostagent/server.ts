@@ -17,6 +17,7 @@ import { FrameReader, MAX_FRAME, errorReply, okReply, parseRequest, type Request
 import { procStat } from "../common/procstat.ts";
 import { StateStore, isFinal } from "./state.ts";
 import { COMMANDS, type CallContext } from "./commands/index.ts";
+import type { AgentServices, CallConn } from "./services.ts";
 
 export interface ServerOptions {
   socketPath: string;
@@ -90,7 +91,7 @@ const MAX_QUEUE = 16 * 1024 * 1024;
 
 type Kind = { admin: true } | { admin: false; container: string };
 
-export class Conn {
+export class Conn implements CallConn {
   readonly reader: FrameReader;
   private queue: Uint8Array[] = [];
   private queued = 0;
@@ -145,7 +146,7 @@ export class Conn {
   }
 }
 
-export class AgentServer {
+export class AgentServer implements AgentServices {
   readonly state: StateStore;
   /** machines started by this agent (or by systemd for it) */
   readonly runner: MachineRunner;

@@ -2,7 +2,7 @@
 // first), so a signal at any moment of start-up is queued, never fatal.
 //
 // Bun's process.on cannot catch real-time signals and signalfd does not work (Bun's event loop waits
-// with an empty signal mask; notes/bun-lab.md §2). Earlier versions used libc's eventfd_write as the
+// with an empty signal mask; docs/notes.md §2). Earlier versions used libc's eventfd_write as the
 // kernel handler, which needed an eventfd at fd number == signo: inherited fds, eventfd() returning
 // that very number and Bun's stream copying fds to the lowest free number all broke it (issue 10).
 // Now every signal has the same tiny native handler, 97 bytes of x86_64 code placed in an executable

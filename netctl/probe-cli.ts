@@ -1,9 +1,10 @@
-// `man8s netctl probe URL [--timeout S] [--json]`: runs one probe (init/probes) from the command line.
+// `man8s netctl probe URL [--timeout S] [--json]`: runs one probe (probes/) from the command line.
 //
 //   runProbe(args): Promise<number>   exit 0 pass, 1 fail, 64 bad usage
-import { parseProbeUrl, ProbeUrlError } from "../init/probes/url.ts";
-import { runProbe as runOne, goDuration } from "../init/probes/run.ts";
-import { parseWaitTimeoutMs } from "../init/probes/waitfor.ts";
+import { parseProbeUrl, ProbeUrlError } from "../probes/url.ts";
+import { runProbe as runOne, goDuration } from "../probes/run.ts";
+import { parseWaitTimeoutMs } from "../probes/waitfor.ts";
+import { isUsageError, parseCli, usageExit } from "../common/cli.ts";
 
 const HELP = `usage: man8s netctl probe URL [--timeout S] [--json]
 
@@ -22,41 +23,28 @@ options:
 exit status: 0 passed, 1 failed or timed out, 64 bad usage
 `;
 
-function usage(msg: string): number {
-  process.stderr.write(`man8s netctl probe: ${msg}\n\n${HELP}`);
-  return 64;
-}
+const usage = (msg: string): number => usageExit("netctl probe", msg);
 
 export async function runProbe(args: string[]): Promise<number> {
-  let url: string | undefined;
-  let json = false;
-  let timeoutText: string | undefined;
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const value = (): string | undefined => {
-      const eq = a.indexOf("=");
-      if (eq >= 0) return a.slice(eq + 1);
-      return args[++i];
-    };
-    const name = a.startsWith("--") ? a.replace(/=.*$/, "") : a;
-    switch (name) {
-      case "-h":
-      case "--help":
-        process.stdout.write(HELP);
-        return 0;
-      case "--json":
-        json = true;
-        break;
-      case "--timeout":
-        timeoutText = value();
-        if (timeoutText === undefined) return usage("--timeout needs a value");
-        break;
-      default:
-        if (a.startsWith("-") && a !== "-") return usage(`unknown option '${a}'`);
-        if (url !== undefined) return usage(`one URL only (got '${url}' and '${a}')`);
-        url = a;
-    }
+  let parsed;
+  try {
+    parsed = parseCli(args, {
+      json: { type: "boolean" },
+      timeout: { type: "string" },
+    });
+  } catch (e) {
+    if (isUsageError(e)) return usage(e.message);
+    throw e;
   }
+  const { values: v, positionals } = parsed;
+  if (v.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (positionals.length > 1) return usage(`one URL only (got '${positionals[0]}' and '${positionals[1]}')`);
+  const url = positionals[0];
+  const json = v.json === true;
+  const timeoutText = v.timeout;
   let timeoutMs: number;
   try {
     timeoutMs = parseWaitTimeoutMs(timeoutText, "--timeout", 5000) || 5000;

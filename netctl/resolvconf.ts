@@ -5,7 +5,7 @@
 // search list, 3 name servers). Anything else would let a server add `nameserver` or `options` lines.
 import { writeFileSync } from "node:fs";
 import { writeFileAtomic } from "../common/atomic-file.ts";
-import { formatIPv4 } from "./addrmath.ts";
+import { formatIPv4 } from "../common/net/addrmath.ts";
 
 /** glibc's MAXDNSRCH and the length of its search buffer; MAXNS */
 export const MAX_SEARCH_NAMES = 6;

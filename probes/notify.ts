@@ -9,10 +9,10 @@
 // (nspawn.c nspawn_dispatch_notify_fd: ucred->pid != inner_child_pid → "Ignoring"); under --as-pid2 that is
 // the stub init, so our PID-2 init must claim pid 1. The kernel allows claiming another pid only with
 // CAP_SYS_ADMIN over our pid namespace (nspawn keeps it by default). If the claim is refused (EPERM) the
-// message is resent with our real pid and the outcome says so (nspawn will then drop it: notes/net-lab.md §6).
+// message is resent with our real pid and the outcome says so (nspawn will then drop it: docs/notes.md §7).
 // Never throws: a missing socket is not fatal for an init.
-import { EPERM, ErrnoError } from "../../common/libc.ts";
-import { sendUnixDatagram } from "../../common/libc-notify.ts";
+import { EPERM, ErrnoError } from "../common/libc.ts";
+import { sendUnixDatagram } from "../common/libc-notify.ts";
 
 export interface NotifyOutcome {
   sent: boolean;

@@ -1,5 +1,5 @@
 // Address math: IPv4/IPv6 text <-> bytes, RFC 5952 formatting, and mbctl's name -> yggdrasil address hash
-// (suffix = low (128 - prefixlen) bits of SHA-256(UTF-8 name), OR'd into the prefix; notes/man8s-reference.md §3).
+// (suffix = low (128 - prefixlen) bits of SHA-256(UTF-8 name), OR'd into the prefix; docs/notes.md §10).
 import { IPv6CidrRange, Validator } from "ip-num";
 
 export function parseIPv4(s: string): Uint8Array | null {
