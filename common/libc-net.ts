@@ -1,7 +1,7 @@
-// Socket FFI for netctl: AF_NETLINK (rtnetlink) and packet sockets, plus the socket constants and
-// struct layouts (sockaddr_in/in6, ucred) every socket wrapper (libc-notify.ts, libc-unix.ts) shares. Layouts are Linux x86_64 / glibc; each
-// constant and struct names the header it comes from. Bun's own networking has no AF_NETLINK, so this is
-// the only way to talk to the kernel without `ip`.
+// Socket FFI for netctl: AF_NETLINK (rtnetlink) and packet sockets, plus the socket constants and struct
+// layouts (sockaddr_in/in6, ucred) every socket wrapper (libc-notify.ts, libc-unix.ts) shares. Layouts are
+// Linux x86_64 / glibc; each constant and struct names the header it comes from. Bun's own networking has
+// no AF_NETLINK, so this is the only way to talk to the kernel without `ip`.
 import { EINTR, EINVAL, errno, ErrnoError, libc as lib } from "./libc.ts";
 
 // <bits/socket.h>, <bits/socket_type.h>, <linux/netlink.h>, <asm-generic/socket.h>
