@@ -7,12 +7,17 @@ import { closeSync, constants, fchmodSync, fsyncSync, openSync, renameSync, rmSy
 import { basename, dirname } from "node:path";
 
 /**
- * A fresh name beside `p`: `.NAME.TAG-<12 hex>`. Hidden, unique, and recognisable, so that what a killed
- * writer left can be found and removed (hostagent/copytree.ts removeStaleTemps).
+ * A fresh temp name for the entry `name`: `.NAME.TAG-<12 hex>`. Hidden, unique, and recognisable, so that
+ * what a killed writer left can be found and removed (hostagent/copytree.ts removeStaleTemps).
  */
-export function tempSibling(p: string, tag = "tmp"): string {
+export function tempName(name: string, tag = "tmp"): string {
   const hex = Buffer.from(crypto.getRandomValues(new Uint8Array(6))).toString("hex");
-  return `${dirname(p)}/.${basename(p)}.${tag}-${hex}`;
+  return `.${name}.${tag}-${hex}`;
+}
+
+/** tempName beside the path `p`, in the same directory (so a rename stays on one filesystem). */
+export function tempSibling(p: string, tag = "tmp"): string {
+  return `${dirname(p)}/${tempName(basename(p), tag)}`;
 }
 
 /** fsync(2) of a directory: makes the entries created or renamed in it durable. */

@@ -3,12 +3,12 @@
 // read-only bind of one host copy, for which only the mount point is made.
 import { closeSync, fchmodSync, fstatSync, fsyncSync, readdirSync, write } from "node:fs";
 import { lstat, mkdir, readdir, readlink, rm } from "node:fs/promises";
-import { randomBytes } from "node:crypto";
 import {
   AT_REMOVEDIR, fdPath, mkdirAt, O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_PATH, O_RDONLY, O_WRONLY,
   openBeneath, openDirPath, readlinkAt, RENAME_EXCHANGE, RENAME_NOREPLACE, renameAt, symlinkAt, unlinkAt,
 } from "../common/libc-fs.ts";
 import { ErrnoError } from "../common/libc.ts";
+import { tempName } from "../common/atomic-file.ts";
 import { AgentError, ERR, ioError } from "./errors.ts";
 import { IN_CONTAINER_BUNDLE } from "./layout.ts";
 
@@ -104,7 +104,7 @@ export async function injectCopy(rootfs: string, bundle: string): Promise<{ mode
   const src = await manifest(bundle);
   const destName = IN_CONTAINER_BUNDLE.replace(/^\//, "");
   const dest = `${rootfs}/${destName}`;
-  const tmpName = `.man8s-init.tmp-${randomBytes(6).toString("hex")}`;
+  const tmpName = tempName(destName);
   let rootFd = -1;
   const fds = new Map<string, number>();
   try {

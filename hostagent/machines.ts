@@ -14,6 +14,7 @@ import { log } from "../common/log.ts";
 import { AgentError, ERR, ioError } from "./errors.ts";
 import { type Cancel, KeyedLock, machineTag, parseSource, pullToStore, type Pulled, type RegistryOptions, type Source, unpack, untag } from "./image-store.ts";
 import { writeAtomic } from "./install.ts";
+import { tempSibling } from "../common/atomic-file.ts";
 import { MACHINES_DIR, PULLS_DIR, checkName, configDir, imageRecord, machineLink, nspawnLink, rootfsDir, storageDir } from "./layout.ts";
 
 /** One operation at a time per machine name (pull, remove, start, stop). */
@@ -168,7 +169,7 @@ export async function pullMachine(root: string, o: PullOptions): Promise<{ name:
       const pulled = await pullToStore(root, o.source, machineTag(name), o.registry, (l) => o.progress("pull", l), o.cancel, (p) => o.progress("layer", layerLine(p), p));
       o.progress("pull", `manifest ${pulled.digest} (${pulled.layers} layers, ${pulled.reused} already stored, ${pulled.fetchedBytes} bytes of new layers)`);
       mkdirSync(dirname(rootfs), { recursive: true, mode: 0o755 });
-      bundle = join(dirname(rootfs), `.${name}.pull-${randomBytes(6).toString("hex")}`);
+      bundle = tempSibling(rootfs, "pull");
       o.progress("unpack", `unpacking into ${rootfs}`);
       await unpack(root, pulled.tag, bundle, o.cancel);
       renameSync(`${bundle}/rootfs`, rootfs);
@@ -203,7 +204,7 @@ export async function pullMachine(root: string, o: PullOptions): Promise<{ name:
 export async function download(root: string, source: Source, path: string, registry: RegistryOptions, progress: (s: string, m: string, layer?: LayerProgress) => void, cancel: Cancel) {
   if (lexists(path)) throw new AgentError(ERR.EXISTS, `${path} already exists`);
   const tag = `download.${randomBytes(6).toString("hex")}`;
-  const bundle = join(dirname(path), `.${path.split("/").pop()}.pull-${randomBytes(6).toString("hex")}`);
+  const bundle = tempSibling(path, "pull");
   try {
     const pulled = await pullToStore(root, source, tag, registry, (l) => progress("pull", l), cancel, (p) => progress("layer", layerLine(p), p));
     progress("unpack", `unpacking into ${path}`);

@@ -5,7 +5,6 @@
 // rendering in image.json's `previous`), which `rollback` restores by hand. Storage is never touched.
 //
 // "Comes up" = READY=1 (MAN8S_READY: probe, healthy or started) reaches the agent through nspawn.
-import { randomBytes } from "node:crypto";
 import { type LayerProgress, layerLine } from "./pull-progress.ts";
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { log } from "../common/log.ts";
@@ -15,6 +14,7 @@ import { sleepLong } from "../common/timer.ts";
 import { AgentError, ERR } from "./errors.ts";
 import { machineTag, parseSource, pullToStore, type RegistryOptions, unpack } from "./image-store.ts";
 import { installFiles, writeAtomic } from "./install.ts";
+import { tempSibling } from "../common/atomic-file.ts";
 import { RENEWS_DIR, checkName, configDir, imageRecord, rootfsDir } from "./layout.ts";
 import { type ImageRecord, machineLock, readImageRecord } from "./machines.ts";
 import type { Rendered } from "./render.ts";
@@ -121,7 +121,7 @@ export async function renewMachine(root: string, name: string, to: string | unde
     }
     h.progress("unpack", `new digest ${pulled.digest}: unpacking beside the old rootfs`);
     const rootfs = rootfsDir(root, name);
-    const bundle = join(dirname(rootfs), `.${name}.pull-${randomBytes(6).toString("hex")}`);
+    const bundle = tempSibling(rootfs, "pull");
     const prev = prevRootfs(root, name);
     const oldRendered = readRendered(root, name);
     const wasRunning = h.server.isRunning(name);
@@ -182,7 +182,7 @@ async function restore(root: string, name: string, old: ImageRecord, oldRendered
   const rootfs = rootfsDir(root, name);
   const prev = prevRootfs(root, name);
   if (!existsSync(prev)) throw new AgentError(ERR.NOT_FOUND, `no previous rootfs of '${name}' to roll back to`);
-  const failed = join(dirname(rootfs), `.${name}.failed-${randomBytes(6).toString("hex")}`);
+  const failed = tempSibling(rootfs, "failed");
   renameSync(rootfs, failed);
   renameSync(prev, rootfs);
   rmSync(failed, { recursive: true, force: true });
