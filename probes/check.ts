@@ -26,16 +26,25 @@ export function splitCheckTargets(text: string | undefined): string[] {
 
 const SCHEME = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\//;
 
+/** The probe URL a short form stands for; a URL is returned as it is. */
+function targetUrl(t: string): string {
+  if (SCHEME.test(t) || t.startsWith("exec:")) return t;
+  if (/^\[.*\]:\d+$/.test(t) || /^[^:[\]]+:[^:]*$/.test(t)) return `tcp://${t}`; // HOST:PORT, [V6]:PORT
+  // a bare IPv6 address has several colons and no brackets: it cannot carry a port
+  return t.includes(":") && !t.startsWith("[") ? `icmp://[${t}]` : `icmp://${t}`;
+}
+
 export function parseCheckTarget(text: string): Probe {
   const t = text.trim();
-  if (SCHEME.test(t) || t.startsWith("exec:")) return parseProbeUrl(t);
-  // a bare IPv6 address has several colons and no brackets: it cannot carry a port
-  const url = /^\[.*\]:\d+$/.test(t) || /^[^:[\]]+:[^:]*$/.test(t) ? `tcp://${t}` : `icmp://${t.includes(":") && !t.startsWith("[") ? `[${t}]` : t}`;
+  const url = targetUrl(t);
+  if (url === t) return parseProbeUrl(t);
   try {
     return parseProbeUrl(url);
   } catch (e) {
     if (!(e instanceof ProbeUrlError)) throw e;
-    throw new ProbeUrlError(`bad target '${t}': ${e.message.replace(/^bad probe URL '[^']*': /, "").replace(/ \(forms: .*\)$/, "")} (forms: HOST, HOST:PORT, [V6]:PORT, or a probe URL)`);
+    // the parser's reason, about the target as written
+    const why = e.message.replace(/^bad probe URL '[^']*': /, "").replace(/ \(forms: .*\)$/, "");
+    throw new ProbeUrlError(`bad target '${t}': ${why} (forms: HOST, HOST:PORT, [V6]:PORT, or a probe URL)`);
   }
 }
 
