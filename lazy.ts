@@ -20,7 +20,7 @@ export const LAZY = {
   host: "hostagent/host/cli.ts",
   network: "netctl/bringup.ts",
   probes: "probes/index.ts",
-  notify: "probes/notify.ts",
+  notify: "common/sd-notify.ts",
   report: "hostagent/report-client.ts",
 } as const;
 
@@ -37,7 +37,7 @@ interface Modules {
   host: typeof import("./hostagent/host/cli.ts");
   network: typeof import("./netctl/bringup.ts");
   probes: typeof import("./probes/index.ts");
-  notify: typeof import("./probes/notify.ts");
+  notify: typeof import("./common/sd-notify.ts");
   report: typeof import("./hostagent/report-client.ts");
 }
 

@@ -11,7 +11,7 @@
 // CAP_SYS_ADMIN over our pid namespace (nspawn keeps it by default). If the claim is refused (EPERM) the
 // message is resent with our real pid and the outcome says so (nspawn will then drop it: notes/net-lab.md §6).
 // Never throws: a missing socket is not fatal for an init.
-import { getgid, getuid, sendUnixDatagram, SysError, EPERM } from "../common/libc-notify.ts";
+import { getgid, getuid, sendUnixDatagram, SysError, EPERM } from "./libc-notify.ts";
 
 export interface NotifyOutcome {
   sent: boolean;
