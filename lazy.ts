@@ -22,6 +22,7 @@ export const LAZY = {
   probes: "probes/index.ts",
   notify: "common/sd-notify.ts",
   report: "hostagent/report-client.ts",
+  cli: "common/cli.ts",
 } as const;
 
 /** Lazy modules a role loads from another role, by the loading role (see above). */
@@ -39,6 +40,8 @@ interface Modules {
   probes: typeof import("./probes/index.ts");
   notify: typeof import("./common/sd-notify.ts");
   report: typeof import("./hostagent/report-client.ts");
+  /** the argument parser: node:util alone costs the init's start-up ~1 ms, so only bad usage loads it */
+  cli: typeof import("./common/cli.ts");
 }
 
 /** import.meta.dir is the project root here, and /$bunfs/root inside the compiled binary. */

@@ -67,8 +67,7 @@ async function main(): Promise<number> {
       process.stdout.write(HELP);
       return 0;
     default:
-      process.stderr.write(role === undefined ? HELP : `man8s: unknown command '${role}'\n\n${HELP}`);
-      return 64;
+      return (await load("cli")).usageExit("", role === undefined ? "no command" : `unknown command '${role}'`);
   }
 }
 

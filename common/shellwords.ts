@@ -1,4 +1,4 @@
-// POSIX shell words, both ways, for what man8s runs without a shell (notes/man8s-reference.md §2.1).
+// POSIX shell words, both ways, for what man8s runs without a shell (docs/notes.md §9).
 //
 //   splitWords(text, mode?): SplitResult   one word splitter, one set of quoting rules (below)
 //   shlexQuote(word) / shlexJoin(argv)     quoting exactly like Python's shlex.quote, which mbctl uses for

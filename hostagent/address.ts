@@ -1,5 +1,5 @@
 // The `address` command's math, delegated to common/net/addrmath.ts so host and container compute the same
-// mbctl-compatible yggdrasil address (notes/man8s-reference.md §3).
+// mbctl-compatible yggdrasil address (docs/notes.md §10).
 import { addressForName, formatIPv6, parsePrefix6 } from "../common/net/addrmath.ts";
 import { AgentError, ERR } from "./errors.ts";
 

@@ -2,7 +2,7 @@
 import { dirname, resolve } from "node:path";
 import { log, setJournalPriorities, setLogPrefix } from "../common/log.ts";
 import { listenFds, stderrIsJournal } from "../common/sd-daemon.ts";
-import { AgentError } from "./errors.ts";
+import { parseCli, UsageError, usageExit } from "../common/cli.ts";
 import { DEFAULT_SOCKET, checkAbsPath } from "./layout.ts";
 import { AgentServer, PARTIAL_FRAME_TIMEOUT_S } from "./server.ts";
 
@@ -18,19 +18,14 @@ const HELP = `usage: man8s hostagent serve [options]
   --frame-timeout S  close a connection that leaves a frame incomplete this long (default ${PARTIAL_FRAME_TIMEOUT_S})
 `;
 
-function value(args: string[], i: number, flag: string): string {
-  const v = args[i + 1];
-  if (v === undefined) throw new AgentError("usage", `${flag} needs a value`);
-  return v;
-}
-
 export async function runHostagent(args: string[]): Promise<number> {
   setLogPrefix("man8s hostagent");
   setJournalPriorities(stderrIsJournal());
-  if (args[0] !== "serve") {
-    process.stderr.write(args[0] === "--help" || args[0] === "-h" || args[0] === "help" ? HELP : `man8s hostagent: expected 'serve'\n\n${HELP}`);
-    return args[0] === "--help" || args[0] === "-h" || args[0] === "help" ? 0 : 64;
+  if (args[0] === "--help" || args[0] === "-h" || args[0] === "help") {
+    process.stdout.write(HELP);
+    return 0;
   }
+  if (args[0] !== "serve") return usageExit("hostagent", args[0] === undefined ? "no command (serve)" : `unknown command '${args[0]}' (serve)`);
   const opts = {
     socketPath: DEFAULT_SOCKET,
     root: "/",
@@ -41,48 +36,39 @@ export async function runHostagent(args: string[]): Promise<number> {
     listenFd: undefined as number | undefined,
   };
   try {
+    const { values: v, positionals } = parseCli(args.slice(1), {
+      socket: { type: "string" },
+      root: { type: "string" },
+      bundle: { type: "string" },
+      "ygg-prefix": { type: "string" },
+      "frame-timeout": { type: "string" },
+      "allow-uid": { type: "string", multiple: true },
+    });
+    if (v.help) {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
     const fds = listenFds();
-    if (fds.length > 1) throw new AgentError("usage", `${fds.length} sockets passed (LISTEN_FDS): the agent takes one, its admin socket`);
+    if (fds.length > 1) throw new UsageError(`${fds.length} sockets passed (LISTEN_FDS): the agent takes one, its admin socket`);
     opts.listenFd = fds[0];
-    for (let i = 1; i < args.length; i++) {
-      const a = args[i]!;
-      switch (a) {
-        case "--help":
-        case "-h":
-          process.stdout.write(HELP);
-          return 0;
-        case "--socket":
-          opts.socketPath = checkAbsPath(resolve(value(args, i++, a)), "--socket");
-          break;
-        case "--root":
-          opts.root = checkAbsPath(resolve(value(args, i++, a)), "--root");
-          break;
-        case "--bundle":
-          opts.bundle = checkAbsPath(resolve(value(args, i++, a)), "--bundle");
-          break;
-        case "--ygg-prefix":
-          opts.yggPrefix = value(args, i++, a);
-          break;
-        case "--frame-timeout": {
-          const n = Number(value(args, i++, a));
-          if (!Number.isInteger(n) || n < 1 || n > 3600) throw new AgentError("usage", "--frame-timeout needs 1..3600 seconds");
-          opts.frameTimeout = n;
-          break;
-        }
-        case "--allow-uid": {
-          const n = Number(value(args, i++, a));
-          if (!Number.isInteger(n) || n < 0) throw new AgentError("usage", "--allow-uid needs a uid");
-          opts.allowUids.push(n);
-          break;
-        }
-        default:
-          throw new AgentError("usage", `unknown option '${a}'`);
-      }
+    if (v.socket !== undefined) opts.socketPath = checkAbsPath(resolve(v.socket), "--socket");
+    if (v.root !== undefined) opts.root = checkAbsPath(resolve(v.root), "--root");
+    if (v.bundle !== undefined) opts.bundle = checkAbsPath(resolve(v.bundle), "--bundle");
+    opts.yggPrefix = v["ygg-prefix"];
+    if (v["frame-timeout"] !== undefined) {
+      const n = Number(v["frame-timeout"]);
+      if (!Number.isInteger(n) || n < 1 || n > 3600) throw new UsageError("--frame-timeout needs 1..3600 seconds");
+      opts.frameTimeout = n;
+    }
+    for (const u of v["allow-uid"] ?? []) {
+      const n = Number(u);
+      if (!Number.isInteger(n) || n < 0) throw new UsageError("--allow-uid needs a uid");
+      opts.allowUids.push(n);
     }
   } catch (e) {
-    log(`${(e as Error).message}`, "err");
-    process.stderr.write(`\n${HELP}`);
-    return 64;
+    // every bad argument is a usage error, checkAbsPath's AgentErrors included
+    return usageExit("hostagent serve", (e as Error).message);
   }
   const server = new AgentServer(opts);
   // the daemon must survive anything one request does; a bug is logged, not fatal

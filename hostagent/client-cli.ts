@@ -5,6 +5,8 @@ import { resolve } from "node:path";
 import { AgentClient } from "./client.ts";
 import { AgentError } from "./errors.ts";
 import { DEFAULT_SOCKET } from "./layout.ts";
+import { DEFAULT_STOP_TIMEOUT_S } from "../common/settings.ts";
+import { isUsageError, parseCli, UsageError, usageExit } from "../common/cli.ts";
 import type { Classification } from "./classify.ts";
 import { type ContainerStatus, isFinal } from "./state.ts";
 
@@ -23,7 +25,7 @@ render options:
   --ygg-prefix P | --ygg-address A   the container's yggdrasil address (or its host's /64)
   --image-url URL                    recorded as MAN8S_OCI_IMAGE_URL
   --env KEY=VALUE                    extra env (repeatable, wins over the image's)
-  --stop-timeout SECONDS             MAN8S_STOP_TIMEOUT (default 10)
+  --stop-timeout SECONDS             MAN8S_STOP_TIMEOUT (default ${DEFAULT_STOP_TIMEOUT_S})
   --bridge NAME | --private-network  VirtualEthernet on a bridge (default srvgrp0), or loopback only
   --no-private-users                 no PrivateUsers=pick / idmap
   --bundle-mode bind|copy            bind the host bundle read-only (default) or expect a copy
@@ -39,40 +41,52 @@ render options:
 --config takes an OCI image config (skopeo inspect --config), docker inspect output, or umoci's config.json.
 `;
 
-class Usage extends Error {}
-
 interface Parsed {
   socket: string;
   json: boolean;
   cmd: string;
   pos: string[];
+  /** "--flag" -> its values in order (a boolean flag: ["1"]) */
   opts: Map<string, string[]>;
 }
 
-const VALUE_FLAGS = new Set(["--rootfs", "--config", "--ygg-prefix", "--ygg-address", "--image-url", "--env", "--stop-timeout", "--bridge", "--bundle-mode", "--bundle", "--prefix", "--socket", "--volume", "--ready", "--health-on-failure"]);
-const BOOL_FLAGS = new Set(["--json", "--force", "--private-network", "--no-private-users", "--copy", "--bind", "--nspawn", "--envfile"]);
+const OPTIONS = {
+  socket: { type: "string" },
+  json: { type: "boolean" },
+  rootfs: { type: "string" },
+  config: { type: "string" },
+  "ygg-prefix": { type: "string" },
+  "ygg-address": { type: "string" },
+  "image-url": { type: "string" },
+  env: { type: "string", multiple: true },
+  "stop-timeout": { type: "string" },
+  bridge: { type: "string" },
+  "bundle-mode": { type: "string" },
+  bundle: { type: "string" },
+  prefix: { type: "string" },
+  volume: { type: "string", multiple: true },
+  ready: { type: "string" },
+  "health-on-failure": { type: "string" },
+  force: { type: "boolean" },
+  "private-network": { type: "boolean" },
+  "no-private-users": { type: "boolean" },
+  copy: { type: "boolean" },
+  bind: { type: "boolean" },
+  nspawn: { type: "boolean" },
+  envfile: { type: "boolean" },
+} as const;
 
-function parse(args: string[]): Parsed {
-  const p: Parsed = { socket: DEFAULT_SOCKET, json: false, cmd: "", pos: [], opts: new Map() };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    if (a === "--help" || a === "-h") throw new Usage("");
-    const eq = a.startsWith("--") ? a.indexOf("=") : -1;
-    const flag = eq > 0 ? a.slice(0, eq) : a;
-    if (VALUE_FLAGS.has(flag)) {
-      const v = eq > 0 ? a.slice(eq + 1) : args[++i];
-      if (v === undefined) throw new Usage(`${flag} needs a value`);
-      if (flag === "--socket") p.socket = resolve(v);
-      else p.opts.set(flag, [...(p.opts.get(flag) ?? []), v]);
-    } else if (BOOL_FLAGS.has(a)) {
-      if (a === "--json") p.json = true;
-      else p.opts.set(a, ["1"]);
-    } else if (a.startsWith("--")) throw new Usage(`unknown option '${a}'`);
-    else if (!p.cmd) p.cmd = a;
-    else p.pos.push(a);
+/** null: --help was asked for */
+function parse(args: string[]): Parsed | null {
+  const { values, positionals } = parseCli(args, OPTIONS);
+  if (values.help) return null;
+  const opts = new Map<string, string[]>();
+  for (const [k, v] of Object.entries(values)) {
+    if (k !== "socket" && k !== "json" && v !== undefined) opts.set(`--${k}`, Array.isArray(v) ? v : [typeof v === "string" ? v : "1"]);
   }
-  if (!p.cmd) throw new Usage("no command");
-  return p;
+  const [cmd, ...pos] = positionals;
+  if (!cmd) throw new UsageError("no command");
+  return { socket: values.socket === undefined ? DEFAULT_SOCKET : resolve(values.socket), json: values.json === true, cmd, pos, opts };
 }
 
 const one = (p: Parsed, f: string) => p.opts.get(f)?.at(-1);
@@ -83,17 +97,17 @@ const path = (p: Parsed, f: string) => {
 
 function renderArgs(p: Parsed): Record<string, unknown> {
   const name = p.pos[0];
-  if (!name) throw new Usage(`${p.cmd} needs a container NAME`);
+  if (!name) throw new UsageError(`${p.cmd} needs a container NAME`);
   const env: Record<string, string> = {};
   for (const kv of p.opts.get("--env") ?? []) {
     const i = kv.indexOf("=");
-    if (i <= 0) throw new Usage(`--env needs KEY=VALUE, got '${kv}'`);
+    if (i <= 0) throw new UsageError(`--env needs KEY=VALUE, got '${kv}'`);
     env[kv.slice(0, i)] = kv.slice(i + 1);
   }
   const volumes: Record<string, string> = {};
   for (const kv of p.opts.get("--volume") ?? []) {
     const i = kv.indexOf("=");
-    if (i <= 0) throw new Usage(`--volume needs PATH=data|config|skip|/host/path, got '${kv}'`);
+    if (i <= 0) throw new UsageError(`--volume needs PATH=data|config|skip|/host/path, got '${kv}'`);
     volumes[kv.slice(0, i)] = kv.slice(i + 1);
   }
   const st = one(p, "--stop-timeout");
@@ -132,13 +146,13 @@ function requestOf(p: Parsed): [string, Record<string, unknown>] {
     case "inject":
       return ["inject", { rootfs: path(p, "--rootfs"), mode: p.opts.has("--bind") ? "bind" : "copy", bundle: path(p, "--bundle") }];
     case "address":
-      if (!p.pos[0]) throw new Usage("address needs a NAME");
+      if (!p.pos[0]) throw new UsageError("address needs a NAME");
       return ["address", { name: p.pos[0], prefix: one(p, "--prefix") }];
     case "status":
     case "watch":
       return [p.cmd, { name: p.pos[0] }];
     default:
-      throw new Usage(`unknown command '${p.cmd}'`);
+      throw new UsageError(`unknown command '${p.cmd}'`);
   }
 }
 
@@ -230,17 +244,17 @@ function human(p: Parsed, r: Record<string, unknown>): void {
 }
 
 export async function runAgent(args: string[]): Promise<number> {
-  let p: Parsed;
+  let p: Parsed | null;
   let req: [string, Record<string, unknown>];
   try {
     p = parse(args);
+    if (!p) {
+      process.stdout.write(HELP);
+      return 0;
+    }
     req = requestOf(p);
   } catch (e) {
-    if (e instanceof Usage) {
-      const msg = e.message ? `man8s agent: ${e.message}\n\n` : "";
-      (msg ? process.stderr : process.stdout).write(msg + HELP);
-      return msg ? 64 : 0;
-    }
+    if (isUsageError(e)) return usageExit("agent", e.message);
     throw e;
   }
   let c: AgentClient;

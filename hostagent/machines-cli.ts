@@ -5,12 +5,12 @@
 import { lstatSync } from "node:fs";
 import os from "node:os";
 import { resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { suffixText } from "./address.ts";
 import { AgentClient } from "./client.ts";
 import { forTerminal } from "./client-cli.ts";
 import { AgentError } from "./errors.ts";
 import { DEFAULT_SOCKET } from "./layout.ts";
+import { isUsageError, parseCli, UsageError, usageExit } from "../common/cli.ts";
 
 const HELP = `usage: man8s machines [--socket PATH] [--json] COMMAND ...
 
@@ -53,7 +53,6 @@ usage: man8s oci download SOURCE PATH    pull and unpack only (PATH = the rootfs
 const OPTIONS = {
   socket: { type: "string" },
   json: { type: "boolean" },
-  help: { type: "boolean", short: "h" },
   volume: { type: "string", multiple: true },
   env: { type: "string", multiple: true },
   ready: { type: "string" },
@@ -73,14 +72,12 @@ const OPTIONS = {
   start: { type: "boolean" },
 } as const;
 
-class Usage extends Error {}
-
 function pairs(list: string[] | undefined, flag: string, what: string): Record<string, string> | undefined {
   if (!list?.length) return undefined;
   const out: Record<string, string> = {};
   for (const kv of list) {
     const i = kv.indexOf("=");
-    if (i <= 0) throw new Usage(`${flag} needs ${what}, got '${kv}'`);
+    if (i <= 0) throw new UsageError(`${flag} needs ${what}, got '${kv}'`);
     out[kv.slice(0, i)] = kv.slice(i + 1);
   }
   return out;
@@ -90,12 +87,12 @@ function tlsVerify(v: string | undefined): boolean | undefined {
   if (v === undefined) return undefined;
   if (v === "true") return true;
   if (v === "false") return false;
-  throw new Usage("--tls-verify takes true or false");
+  throw new UsageError("--tls-verify takes true or false");
 }
 
 type V = ReturnType<typeof parse>["values"];
 function parse(args: string[]) {
-  return parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
+  return parseCli(args, OPTIONS);
 }
 
 function registry(v: V) {
@@ -107,22 +104,22 @@ type Group = "machines" | "oci" | "cache" | "address";
 function requestOf(group: Group, pos: string[], v: V): [string, Record<string, unknown>] {
   const [cmd, ...rest] = pos;
   const need = (n: number, what: string) => {
-    if (rest.length !== n) throw new Usage(`${cmd} needs ${what}`);
+    if (rest.length !== n) throw new UsageError(`${cmd} needs ${what}`);
   };
   if (group === "oci") {
     if (cmd === "man8init") {
       need(1, "PATH");
       return ["inject", { rootfs: resolve(rest[0]!), mode: "copy" }];
     }
-    if (cmd !== "download") throw new Usage(`unknown oci command '${cmd ?? ""}'`);
+    if (cmd !== "download") throw new UsageError(`unknown oci command '${cmd ?? ""}'`);
     need(2, "SOURCE PATH");
     return ["oci-download", { source: rest[0], path: resolve(rest[1]!), ...registry(v) }];
   }
   if (group === "cache") {
-    if (cmd !== "prune" && cmd !== "clear") throw new Usage(`unknown cache command '${cmd ?? ""}'`);
+    if (cmd !== "prune" && cmd !== "clear") throw new UsageError(`unknown cache command '${cmd ?? ""}'`);
     need(0, "no arguments");
     const m = v.recent === undefined ? undefined : Number(v.recent);
-    if (m !== undefined && (!Number.isInteger(m) || m < 0 || m > 525_600)) throw new Usage("--recent needs 0..525600 minutes");
+    if (m !== undefined && (!Number.isInteger(m) || m < 0 || m > 525_600)) throw new UsageError("--recent needs 0..525600 minutes");
     return ["cache-prune", m === undefined ? {} : { recentMinutes: m }];
   }
   switch (cmd) {
@@ -155,7 +152,7 @@ function requestOf(group: Group, pos: string[], v: V): [string, Record<string, u
     case "renew": {
       need(1, "NAME");
       const t = v.timeout === undefined ? undefined : Number(v.timeout);
-      if (t !== undefined && (!Number.isInteger(t) || t < 1 || t > 3600)) throw new Usage("--timeout needs 1..3600 seconds");
+      if (t !== undefined && (!Number.isInteger(t) || t < 1 || t > 3600)) throw new UsageError("--timeout needs 1..3600 seconds");
       return ["renew", { name: rest[0], to: v.to, timeout: t, ...registry(v) }];
     }
     case "rollback":
@@ -165,7 +162,7 @@ function requestOf(group: Group, pos: string[], v: V): [string, Record<string, u
       need(1, "NAME");
       return ["remove", { name: rest[0], keepData: v["keep-data"] || undefined }];
     default:
-      throw new Usage(cmd ? `unknown command '${cmd}'` : "no command");
+      throw new UsageError(cmd ? `unknown command '${cmd}'` : "no command");
   }
 }
 
@@ -231,31 +228,26 @@ export async function runMachines(group: Group, all: string[]): Promise<number> 
   let req: [string, Record<string, unknown>];
   try {
     let pos: string[];
-    try {
-      ({ values: v, positionals: pos } = parse(args));
-    } catch (e) {
-      throw new Usage((e as Error).message);
-    }
+    ({ values: v, positionals: pos } = parse(args));
     if (v.help) {
       process.stdout.write(HELP);
       return 0;
     }
     if (group === "address") {
       // computed here, as mbctl does (no agent, any name): the fixed prefix ::/64
-      if (pos[0] !== "getsuffix" || pos.length !== 2) throw new Usage("address getsuffix NAME");
+      if (pos[0] !== "getsuffix" || pos.length !== 2) throw new UsageError("expected getsuffix NAME");
       out(`容器名字: ${forTerminal(pos[1])}\nIPv6 后缀地址: ${suffixText(pos[1]!)}`);
       return 0;
     }
     if (group === "machines" && (pos[0] === "shell" || pos[0] === "exec")) {
-      if (pos.length !== 2) throw new Usage(`${pos[0]} needs NAME (and -- CMD...)`);
-      if (pos[0] === "exec" && command.length === 0) throw new Usage("exec needs -- CMD...");
+      if (pos.length !== 2) throw new UsageError(`${pos[0]} needs NAME (and -- CMD...)`);
+      if (pos[0] === "exec" && command.length === 0) throw new UsageError("exec needs -- CMD...");
       return await enter(pos[0], pos[1]!, command, v);
     }
     req = requestOf(group, pos, v);
   } catch (e) {
-    if (!(e instanceof Usage)) throw e;
-    process.stderr.write(`man8s ${group}: ${e.message}\n\n${HELP}`);
-    return 64;
+    if (!isUsageError(e)) throw e;
+    return usageExit(group, e.message);
   }
   const socket = v.socket ? resolve(v.socket) : DEFAULT_SOCKET;
   let c: AgentClient;

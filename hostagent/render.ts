@@ -1,5 +1,5 @@
 // Renders a container's two files from a classification: the `.nspawn` settings (mbctl's keys and layout,
-// notes/man8s-reference.md §4.4) and `man8env.env`, which the init reads as literal KEY=VALUE lines.
+// docs/notes.md §11) and `man8env.env`, which the init reads as literal KEY=VALUE lines.
 // Rendering is pure: nothing is written here, so a value that cannot be written fails before any file exists.
 import { VERSION } from "../common/version.ts";
 import type { Classification } from "./classify.ts";

@@ -1,6 +1,6 @@
 // Zombie reaping beside Bun.spawn. A plain waitpid(-1) would steal the exit status of the app (Bun
 // waits for its children through a pidfd and its promise then rejects with ECHILD), so we peek with
-// waitid(WNOWAIT) and reap only pids that are not Bun's (notes/bun-lab.md §3).
+// waitid(WNOWAIT) and reap only pids that are not Bun's (docs/notes.md §3).
 //
 // Every Bun.spawn in the init (the app in supervisor.ts, exec: probes in probes/run.ts) registers its
 // child in common/bun-children.ts right after the call, on the JS thread where reap() also runs, so no

@@ -1,4 +1,6 @@
 // `man8s netctl ...`: up | status | check | address. Heavy modules are imported per command.
+import type { ParseArgsOptionsConfig } from "node:util";
+import { isUsageError, parseCli, UsageError, usageExit } from "../common/cli.ts";
 import { ExitError, log } from "../common/log.ts";
 
 const HELP: Record<string, string> = {
@@ -55,29 +57,28 @@ const out = (s: string) => process.stdout.write(s);
 export async function runNetctl(args: string[]): Promise<number> {
   const [cmd, ...rest] = args;
   try {
-    if (cmd === undefined || cmd === "--help" || cmd === "-h" || cmd === "help") {
-      (cmd === undefined ? process.stderr : process.stdout).write(HELP.main!);
-      return cmd === undefined ? 64 : 0;
-    }
-    // probes belong to the init (probes/); their CLI module parses its own arguments and --help
-    if (cmd === "probe") return await (await import("./probe-cli.ts")).runProbe(rest);
-    if (!(cmd in HELP) || cmd === "main") {
-      process.stderr.write(`man8s netctl: unknown command '${cmd}'\n\n${HELP.main}`);
-      return 64;
-    }
-    if (rest.includes("--help") || rest.includes("-h")) {
-      out(HELP[cmd]!);
+    if (cmd === "--help" || cmd === "-h" || cmd === "help") {
+      out(HELP.main!);
       return 0;
     }
-    switch (cmd) {
-      case "address":
-        return await cmdAddress(rest);
-      case "up":
-        return await cmdUp(rest);
-      case "status":
-        return await cmdStatus(rest);
-      case "check":
-        return await cmdCheck(rest);
+    if (cmd === undefined) return usageExit("netctl", "no command (up, status, check, probe or address)");
+    // probes are the probes/ leaf; their CLI module parses its own arguments and --help
+    if (cmd === "probe") return await (await import("./probe-cli.ts")).runProbe(rest);
+    if (!(cmd in HELP) || cmd === "main") return usageExit("netctl", `unknown command '${cmd}'`);
+    try {
+      switch (cmd) {
+        case "address":
+          return await cmdAddress(rest);
+        case "up":
+          return await cmdUp(rest);
+        case "status":
+          return await cmdStatus(rest);
+        case "check":
+          return await cmdCheck(rest);
+      }
+    } catch (e) {
+      if (isUsageError(e)) return usageExit(`netctl ${cmd}`, e.message);
+      throw e;
     }
     return 64;
   } catch (e) {
@@ -90,83 +91,94 @@ export async function runNetctl(args: string[]): Promise<number> {
   }
 }
 
-function usage(cmd: string, msg: string): never {
-  throw new ExitError(64, `${msg}\n\n${HELP[cmd]}`);
+/** parseCli for one command; null when it printed that command's --help. */
+function parse<const O extends ParseArgsOptionsConfig>(cmd: string, args: string[], options: O) {
+  const r = parseCli(args, options);
+  if ((r.values as { help?: boolean }).help) {
+    out(HELP[cmd]!);
+    return null;
+  }
+  return r;
 }
 
-function flags(cmd: string, args: string[], allowed: string[]): Set<string> {
-  const f = new Set<string>();
-  for (const a of args) {
-    if (!allowed.includes(a)) usage(cmd, `unexpected argument '${a}'`);
-    f.add(a);
-  }
-  return f;
+function noPositionals(pos: string[]): void {
+  if (pos.length) throw new UsageError(`unexpected argument '${pos[0]}'`);
 }
 
 async function cmdAddress(args: string[]): Promise<number> {
+  const r = parse("address", args, { prefix: { type: "string" } });
+  if (!r) return 0;
+  const pos = r.positionals;
   const m = await import("../common/net/addrmath.ts");
-  if (args[0] === "getsuffix") {
-    if (args.length !== 2) usage("address", "getsuffix takes exactly one NAME");
-    out(m.getsuffixLines(args[1]!));
+  if (pos[0] === "getsuffix") {
+    if (pos.length !== 2 || r.values.prefix !== undefined) throw new UsageError("getsuffix takes exactly one NAME");
+    out(m.getsuffixLines(pos[1]!));
     return 0;
   }
-  let name: string | undefined;
-  let prefixText: string | undefined = process.env.MAN8S_YGGDRASIL_PREFIX;
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    if (a === "--prefix") {
-      prefixText = args[++i];
-      if (prefixText === undefined) usage("address", "--prefix needs a value");
-    } else if (a.startsWith("--prefix=")) prefixText = a.slice(9);
-    else if (name === undefined) name = a;
-    else usage("address", `unexpected argument '${a}'`);
-  }
-  if (name === undefined) usage("address", "missing NAME");
-  if (!prefixText) usage("address", "no --prefix given and MAN8S_YGGDRASIL_PREFIX is not set");
+  const name = pos[0];
+  if (name === undefined) throw new UsageError("missing NAME");
+  noPositionals(pos.slice(1));
+  const prefixText = r.values.prefix ?? process.env.MAN8S_YGGDRASIL_PREFIX;
+  if (!prefixText) throw new UsageError("no --prefix given and MAN8S_YGGDRASIL_PREFIX is not set");
   const p = m.parsePrefix6(prefixText, 64);
-  if (!p) usage("address", `'${prefixText}' is not an IPv6 prefix`);
+  if (!p) throw new UsageError(`'${prefixText}' is not an IPv6 prefix`);
   out(`${m.formatIPv6(m.addressForName(name, p))}\n`);
   return 0;
 }
 
 async function cmdUp(args: string[]): Promise<number> {
-  const f = flags("up", args, ["--once", "--json"]);
+  const r = parse("up", args, { once: { type: "boolean" }, json: { type: "boolean" } });
+  if (!r) return 0;
+  noPositionals(r.positionals);
+  const json = r.values.json === true;
+  // the stop signals are ours from the start: one during bring-up ends it (exit 0, said in the log) instead of
+  // the default action killing us half-way
+  const stopSignal = new Promise<"stop">((res) => {
+    for (const s of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.once(s, () => res("stop"));
+  });
   const { bringUp } = await import("./bringup.ts");
-  const show = (r: unknown) => (f.has("--json") ? out(`${JSON.stringify(r)}\n`) : undefined);
-  const { result, stop, settled } = await bringUp(process.env, { log, onChange: (r) => show({ event: r.lease?.event, ...r }) });
-  if (f.has("--json")) show(result);
+  const show = (r: unknown) => (json ? out(`${JSON.stringify(r)}\n`) : undefined);
+  const up = await Promise.race([bringUp(process.env, { log, onChange: (r) => show({ event: r.lease?.event, ...r }) }), stopSignal]);
+  if (up === "stop") {
+    log("stopped by a signal during bring-up");
+    return 0;
+  }
+  const { result, stop, settled } = up;
+  if (json) show(result);
   else {
     out(`interface ${result.iface}\n`);
     for (const [k, v] of Object.entries(result.addresses)) out(`${k.padEnd(10)} ${v}\n`);
     out(`timings    ${Object.entries(result.timings).map(([k, v]) => `${k}=${v.toFixed(1)}ms`).join(" ")}\n`);
   }
-  if (f.has("--once")) {
+  if (r.values.once) {
     // online may rest on an optimistic address: see its DAD through (about 1 s) before leaving it alone
     await settled;
     await stop();
     return 0;
   }
   // stay resident so the lease is renewed; a stop signal ends us cleanly
-  await new Promise<void>((res) => {
-    for (const s of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.once(s, () => res());
-  });
+  await stopSignal;
   await stop();
   return 0;
 }
 
 async function cmdCheck(args: string[]): Promise<number> {
+  const r = parse("check", args, {});
+  if (!r) return 0;
   const { runChecks, splitCheckTargets } = await import("../probes/check.ts");
-  const targets = args.length ? args : splitCheckTargets(process.env.MAN8S_CHECK_TARGETS);
-  if (!targets.length) usage("check", "no TARGET given and MAN8S_CHECK_TARGETS is empty");
+  const targets = r.positionals.length ? r.positionals : splitCheckTargets(process.env.MAN8S_CHECK_TARGETS);
+  if (!targets.length) throw new UsageError("no TARGET given and MAN8S_CHECK_TARGETS is empty");
   // names resolve as in every probe (probes/resolve.ts); our ygg /64 comes from the env
   const failed = await runChecks(targets, { timeoutMs: 3000, log: (m) => out(`${m}\n`) });
   return failed.length ? 69 : 0;
 }
 
 async function cmdStatus(args: string[]): Promise<number> {
-  const f = flags("status", args, ["--json"]);
+  const r = parse("status", args, { json: { type: "boolean" } });
+  if (!r) return 0;
+  noPositionals(r.positionals);
   const { collectStatus, renderStatus } = await import("./status.ts");
   const s = collectStatus(process.env);
-  out(f.has("--json") ? `${JSON.stringify(s, null, 1)}\n` : renderStatus(s));
+  out(r.values.json ? `${JSON.stringify(s, null, 1)}\n` : renderStatus(s));
   return 0;
 }

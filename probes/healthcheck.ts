@@ -1,5 +1,5 @@
 // MAN8S_HEALTHCHECK: the image's Docker `Healthcheck`, run with Docker's state machine (moby daemon/health.go;
-// notes/init-anchors.md §4.2).
+// docs/notes.md §12).
 //
 //   parseHealthcheck(text, opts?): HealthcheckConfig | null   null = no healthcheck (unset, Test [] or ["NONE"]);
 //                                                             throws HealthcheckError on bad JSON / values

@@ -1,7 +1,7 @@
 // `man8s host setup|check`: prepares and diagnoses a Man8S host (see docs/host.md).
 import { existsSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { parseArgs } from "node:util";
+import { isUsageError, parseCli, UsageError, usageExit } from "../../common/cli.ts";
 import { AgentError } from "../errors.ts";
 import { DEFAULT_SOCKET, checkAbsPath } from "../layout.ts";
 import { formatChecks, runChecks } from "./check.ts";
@@ -29,30 +29,23 @@ setup options:
 check options: --bridge NAME, --socket PATH
 `;
 
-const usage = (m: string) => new AgentError("usage", m);
+const usage = (m: string) => new UsageError(m);
 
 function parse(args: string[]) {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    strict: true,
-    options: {
-      bridge: { type: "string", default: "srvgrp0" },
-      ula: { type: "string", default: "fc00::/64" },
-      ipv4: { type: "string", default: "172.17.0.1/16" },
-      "ygg-subnet": { type: "string", default: "auto" },
-      dns: { type: "string", multiple: true, default: [] },
-      binary: { type: "string" },
-      bundle: { type: "string" },
-      socket: { type: "string", default: DEFAULT_SOCKET },
-      root: { type: "string", default: "/" },
-      "machines-dir": { type: "string", default: "/var/lib/machines" },
-      "dry-run": { type: "boolean", default: false },
-      force: { type: "boolean", default: false },
-      help: { type: "boolean", short: "h", default: false },
-    },
+  return parseCli(args, {
+    bridge: { type: "string", default: "srvgrp0" },
+    ula: { type: "string", default: "fc00::/64" },
+    ipv4: { type: "string", default: "172.17.0.1/16" },
+    "ygg-subnet": { type: "string", default: "auto" },
+    dns: { type: "string", multiple: true, default: [] },
+    binary: { type: "string" },
+    bundle: { type: "string" },
+    socket: { type: "string", default: DEFAULT_SOCKET },
+    root: { type: "string", default: "/" },
+    "machines-dir": { type: "string", default: "/var/lib/machines" },
+    "dry-run": { type: "boolean", default: false },
+    force: { type: "boolean", default: false },
   });
-  return { values, positionals };
 }
 
 function yggSubnet(v: string): string | null {
@@ -96,10 +89,11 @@ function apply(results: FileResult[], out: (s: string) => void): void {
 export async function runHost(args: string[]): Promise<number> {
   const out = (s: string) => process.stdout.write(s);
   const cmd = args[0];
-  if (cmd === undefined || cmd === "help" || cmd === "--help" || cmd === "-h") {
-    (cmd === undefined ? process.stderr : process.stdout).write(HELP);
-    return cmd === undefined ? 64 : 0;
+  if (cmd === "help" || cmd === "--help" || cmd === "-h") {
+    out(HELP);
+    return 0;
   }
+  if (cmd !== "setup" && cmd !== "check") return usageExit("host", cmd === undefined ? "no command (setup or check)" : `unknown command '${cmd}' (setup or check)`);
   try {
     const { values: v, positionals } = parse(args.slice(1));
     if (v.help) {
@@ -116,7 +110,6 @@ export async function runHost(args: string[]): Promise<number> {
       out(failed === 0 ? `all ${rs.length} checks ok\n` : `${failed} of ${rs.length} checks failed\n`);
       return failed === 0 ? 0 : 1;
     }
-    if (cmd !== "setup") throw usage(`unknown command '${cmd}' (setup or check)`);
     const root = checkAbsPath(resolve(v.root), "--root");
     const binary = checkAbsPath(resolve(v.binary ?? process.execPath), "--binary");
     if (v.binary === undefined && /\/bun$/.test(binary)) throw usage("running from source: give --binary (the built man8s) for the agent's unit");
@@ -144,8 +137,10 @@ export async function runHost(args: string[]): Promise<number> {
     if (root === "/") apply(results, out);
     return 0;
   } catch (e) {
-    const err = e as AgentError & { code?: string };
+    const err = e as AgentError;
+    // a bad flag or value (the checks throw E_BAD_ARGS) is a usage error; anything else failed the work
+    if (isUsageError(e) || err.code === "usage" || err.code === "E_BAD_ARGS") return usageExit(`host ${cmd}`, err.message);
     process.stderr.write(`man8s host ${cmd}: ${err.message}\n`);
-    return err.code === "usage" || err.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" || err.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE" || err.code === "E_BAD_ARGS" ? 64 : 1;
+    return 1;
   }
 }

@@ -1,14 +1,14 @@
 // Shared by the hostagent tests: temp dirs (/tmp/m8a-*), the real daemon started from dist/man8s on its
 // own socket, and a connected client. Every process is tracked by pid and ended by pid.
 import { mkdtempSync, rmSync, existsSync, statSync } from "node:fs";
+import { BUNDLE, ensureBuilt, ROOT } from "../build.ts";
 import type { Subprocess } from "bun";
-import { resolve } from "node:path";
 import { AgentClient } from "../../hostagent/client.ts";
 
-export const REPO = resolve(import.meta.dir, "../..");
+export { BUNDLE, ensureBuilt };
+export const REPO = ROOT;
 /** M8A_BIN runs the suites against another build (to show a new test failing on the old code) */
-export const BIN = process.env.M8A_BIN ?? `${REPO}/dist/man8s`;
-export const BUNDLE = `${REPO}/dist/man8s-init`;
+export const BIN = process.env.M8A_BIN ?? `${ROOT}/dist/man8s`;
 
 const temps: string[] = [];
 const procs = new Set<Subprocess>();
@@ -17,13 +17,6 @@ export function tmp(tag = "t"): string {
   const d = mkdtempSync(`/tmp/m8a-${tag}-`);
   temps.push(d);
   return d;
-}
-
-/** The tests run the built binary; build it once if it is missing (CI builds first). */
-export function ensureBuilt(): void {
-  if (existsSync(BIN) && existsSync(`${BUNDLE}/init`)) return;
-  const r = Bun.spawnSync([process.execPath, "run", "build"], { cwd: REPO, stdout: "inherit", stderr: "inherit" });
-  if (r.exitCode !== 0) throw new Error("bun run build failed");
 }
 
 export interface Agent {

@@ -6,19 +6,8 @@ import { closeSync, existsSync, mkdirSync, openSync, mkdtempSync, readdirSync, r
 import { tmpdir } from "node:os";
 
 $.verbose = false;
-export const ROOT = `${import.meta.dir}/../..`;
-export const BUNDLE = `${ROOT}/dist/man8s-init`;
-export const BIN = `${ROOT}/dist/man8s`;
-
-let built = false;
-/** Build dist/ once per test process unless it is already there (CI builds before testing). */
-export async function ensureBuilt(): Promise<void> {
-  if (built) return;
-  if (!existsSync(`${BUNDLE}/init`) || !existsSync(BIN) || process.env.MAN8S_TEST_REBUILD === "1") {
-    await $`${process.execPath} ${ROOT}/build.ts`;
-  }
-  built = true;
-}
+export { BIN, BUNDLE, ensureBuilt, ROOT };
+import { BIN, BUNDLE, ensureBuilt, ROOT } from "../build.ts";
 
 const work = mkdtempSync(`${tmpdir()}/m8i-${process.pid}-`);
 process.on("exit", () => rmSync(work, { recursive: true, force: true }));

@@ -6,22 +6,12 @@
 import { $ } from "bun";
 import { appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 
-export const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
-export const BUNDLE = `${ROOT}/dist/man8s-init`;
-export const BIN = `${ROOT}/dist/man8s`;
+export { BIN, BUNDLE, ensureBuilt, ROOT } from "../build.ts";
+import { BUNDLE } from "../build.ts";
 
 export const isRoot = process.getuid?.() === 0;
 export const haveTools = isRoot && ["/usr/bin/systemd-nspawn", "/usr/sbin/dnsmasq", "/bin/busybox"].every((p) => existsSync(p));
 export const haveYgg = (existsSync("/usr/sbin/yggdrasil") || existsSync("/usr/bin/yggdrasil")) && existsSync("/dev/net/tun");
-
-/** Builds dist/ once per test process when sources are newer than the binary. */
-export async function ensureBuilt(): Promise<void> {
-  const stamp = existsSync(`${BUNDLE}/man8s`) ? Bun.file(`${BUNDLE}/man8s`).lastModified : 0;
-  const newest = (await $`find ${ROOT}/netctl ${ROOT}/common ${ROOT}/init ${ROOT}/main.ts ${ROOT}/build.ts -newer ${BUNDLE}/man8s -print -quit`.nothrow().quiet()).stdout.toString().trim();
-  if (stamp && !newest) return;
-  const r = await $`${process.execPath} ${ROOT}/build.ts`.cwd(ROOT).nothrow().quiet();
-  if (r.exitCode !== 0) throw new Error(`build failed: ${r.stderr}`);
-}
 
 export interface LabOpts {
   /** second octet of 10.X.0.0/24 and of fdX::/64; unique per lab */

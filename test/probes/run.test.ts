@@ -191,7 +191,7 @@ describe("exec probes", () => {
 });
 
 describe("host resolution", () => {
-  // notes/man8s-reference.md §3.4 vectors
+  // docs/notes.md §10 vectors
   const env = { MAN8S_YGGDRASIL_PREFIX: "300:2e98:a4b0:1789::/64" };
   test("container names map to mbctl's yggdrasil address in our /64", async () => {
     expect(await containerAddress("TestBWContainer3", env)).toBe("300:2e98:a4b0:1789:1d44:bc13:a177:c4d");
@@ -252,6 +252,10 @@ describe("host resolution", () => {
       const e = cli("--help");
       expect(await new Response(e.stdout).text()).toContain("usage: man8s netctl probe URL");
       expect(await e.exited).toBe(0);
+      // the READY=1 test payload is a test fixture (fixtures/notify-ready.ts), not a hidden mode of the product
+      const f = cli("--notify-ready", `tcp://127.0.0.1:${l.port}`);
+      expect(await new Response(f.stderr).text()).toContain("unknown option '--notify-ready'");
+      expect(await f.exited).toBe(64);
     } finally {
       l.stop(true);
     }
