@@ -7,9 +7,14 @@
 //
 //   splitCheckTargets(text): string[]            MAN8S_CHECK_TARGETS: blanks or commas separate targets
 //   parseCheckTarget(text): Probe                throws ProbeUrlError naming the target
+//   checkTargetsSetting(env): string[]           MAN8S_CHECK_TARGETS validated: SettingError (65) naming it
 //   runChecks(targets, opts): Promise<string[]>  all in parallel; the failures, empty when all passed
+import { clip, SettingError } from "../common/settings.ts";
 import { parseProbeUrl, ProbeUrlError, type Probe } from "./url.ts";
 import type { Env } from "./resolve.ts";
+
+/** They run in parallel, each with its own socket or process: more is a misconfiguration. */
+export const MAX_CHECK_TARGETS = 64;
 
 export interface CheckOpts {
   timeoutMs: number;
@@ -46,6 +51,26 @@ export function parseCheckTarget(text: string): Probe {
     const why = e.message.replace(/^bad probe URL '[^']*': /, "").replace(/ \(forms: .*\)$/, "");
     throw new ProbeUrlError(`bad target '${t}': ${why} (forms: HOST, HOST:PORT, [V6]:PORT, or a probe URL)`);
   }
+}
+
+/**
+ * MAN8S_CHECK_TARGETS as the network phase reads it (netConfigFromEnv) and the agent validates it
+ * (common/validate-env.ts): a bad target is a setting error before anything is configured, not a failed
+ * check (69) after the network came up.
+ */
+export function checkTargetsSetting(env: Env): string[] {
+  const targets = splitCheckTargets(env.MAN8S_CHECK_TARGETS);
+  const bad = (msg: string) => new SettingError("MAN8S_CHECK_TARGETS", `MAN8S_CHECK_TARGETS: ${msg}`);
+  if (targets.length > MAX_CHECK_TARGETS) throw bad(`${targets.length} targets, at most ${MAX_CHECK_TARGETS}`);
+  for (const t of targets) {
+    try {
+      parseCheckTarget(t);
+    } catch (e) {
+      if (e instanceof ProbeUrlError) throw bad(clip(e.message, 300));
+      throw e;
+    }
+  }
+  return targets;
 }
 
 /** Runs all checks in parallel; returns the failures (empty = all reachable). */
