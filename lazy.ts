@@ -4,8 +4,9 @@
 // Each lazy module has its own copy of common/: pass errors across by shape (isExitError), not class.
 //
 // Roles (init/, netctl/, hostagent/) never import each other (test/boundaries.test.ts). main.ts loads each
-// role's CLI; the leaves (probes/, common/) are shared by import. The only edges between roles are these
-// load() calls at run time, listed in RUNTIME_EDGES (the test refuses any other):
+// role's CLI; the leaves (probes/, common/) are shared by import, some of them lazily (probes, notify, cli:
+// off the init's start-up path, not edges between roles). The only edges between roles are these load()
+// calls at run time, listed in RUNTIME_EDGES (the test refuses any other):
 //   init -> network (netctl/bringup.ts)       the init brings the container's network up in its own process:
 //                                             one binary, no second exec, and netctl's exit code and log are
 //                                             the init's (a failed network phase ends the container)
