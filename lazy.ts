@@ -4,8 +4,9 @@
 // Each lazy module has its own copy of common/: pass errors across by shape (isExitError), not class.
 //
 // Roles (init/, netctl/, hostagent/) never import each other (test/boundaries.test.ts). main.ts loads each
-// role's CLI; the leaves (probes/, common/) are shared by import. The only edges between roles are these
-// load() calls at run time, listed in RUNTIME_EDGES (the test refuses any other):
+// role's CLI; the leaves (probes/, common/) are shared by import, some of them lazily (probes, notify, cli:
+// off the init's start-up path, not edges between roles). The only edges between roles are these load()
+// calls at run time, listed in RUNTIME_EDGES (the test refuses any other):
 //   init -> network (netctl/bringup.ts)       the init brings the container's network up in its own process:
 //                                             one binary, no second exec, and netctl's exit code and log are
 //                                             the init's (a failed network phase ends the container)
@@ -20,7 +21,7 @@ export const LAZY = {
   host: "hostagent/host/cli.ts",
   network: "netctl/bringup.ts",
   probes: "probes/index.ts",
-  notify: "probes/notify.ts",
+  notify: "common/sd-notify.ts",
   report: "hostagent/report-client.ts",
   cli: "common/cli.ts",
 } as const;
@@ -38,7 +39,7 @@ interface Modules {
   host: typeof import("./hostagent/host/cli.ts");
   network: typeof import("./netctl/bringup.ts");
   probes: typeof import("./probes/index.ts");
-  notify: typeof import("./probes/notify.ts");
+  notify: typeof import("./common/sd-notify.ts");
   report: typeof import("./hostagent/report-client.ts");
   /** the argument parser: node:util alone costs the init's start-up ~1 ms, so only bad usage loads it */
   cli: typeof import("./common/cli.ts");

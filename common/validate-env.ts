@@ -3,6 +3,7 @@
 // env it renders (hostagent/validate.ts), so an install never hands the init a file it exits 65 on.
 // The init itself keeps its lazy phases (settings.ts at start-up, probes/settings.ts with the probes,
 // ygg-settings.ts with the network) and calls the very same parsers there. Reference: docs/validation.md.
+import { checkTargetsSetting } from "../probes/check.ts";
 import { checkProbeEnv } from "../probes/settings.ts";
 import { argvJson, networkSettings, SettingError, stopSignal, stopTimeout, userSpec, wantsNetwork, wantsProbes, type Env } from "./settings.ts";
 import { yggConfigFromEnv } from "./ygg-settings.ts";
@@ -28,5 +29,6 @@ export function validateEnv(env: Env, warn: (msg: string) => void = () => {}): v
   if (wantsNetwork(env)) {
     const net = networkSettings(env);
     if (net.mode !== "v4" && net.mode !== "none") yggConfigFromEnv(env);
+    checkTargetsSetting(env);
   }
 }

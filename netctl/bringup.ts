@@ -13,7 +13,7 @@ import { setLongTimeout } from "../common/timer.ts";
 import { replaceFile } from "../common/atomic-file.ts";
 import { type Addr, IFA_F_PERMANENT, listAddresses, parseAddr } from "./address.ts";
 import { formatIPv4, formatIPv6, inPrefix6 } from "../common/net/addrmath.ts";
-import { splitCheckTargets } from "../probes/check.ts";
+import { checkTargetsSetting } from "../probes/check.ts";
 import { Dhcp4Client, type Lease, type LeaseEvent } from "./dhcp4.ts";
 import { subscribe } from "./events.ts";
 import { hasCarrier, IFF_LOOPBACK, type Link, listLinks, setIpv6Token, setLinkUp } from "./link.ts";
@@ -69,7 +69,7 @@ const DAD_WATCH_MAX_MS = 60_000;
 export function netConfigFromEnv(env: Record<string, string | undefined>): NetConfig {
   const { mode, timeoutMs, iface, fastStart } = networkSettings(env);
   const ygg = mode === "v4" || mode === "none" ? undefined : yggConfigFromEnv(env);
-  const checkTargets = splitCheckTargets(env.MAN8S_CHECK_TARGETS);
+  const checkTargets = mode === "none" ? [] : checkTargetsSetting(env);
   const name = env.MAN8S_CONTAINER_NAME || undefined;
   return {
     mode,

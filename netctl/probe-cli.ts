@@ -13,10 +13,11 @@ Runs one probe once and says whether it passed.
     tcp://HOST:PORT            a TCP connection is established
     http://HOST[:PORT]/PATH    the response status is 2xx or 3xx (redirects are not followed)
     https://HOST[:PORT]/PATH   the same over TLS (certificate not verified)
-    exec:CMD                   CMD exits 0 (run by /bin/sh -c when present)
+    exec:CMD                   CMD exits 0 (run by /bin/sh -c when present; else split into words, and a
+                               CMD that needs a shell, e.g. with | or ;, fails)
     icmp://HOST                an ICMP echo reply arrives
-  HOST: an address ([v6] in brackets), a DNS name, or a container name (its yggdrasil address in the /64 of
-  MAN8S_YGGDRASIL_PREFIX or MAN8S_YGGDRASIL_ADDRESS).
+  HOST: an address ([v6] in brackets), localhost, a name in /etc/hosts, a container name (its yggdrasil
+  address in the /64 of MAN8S_YGGDRASIL_PREFIX or MAN8S_YGGDRASIL_ADDRESS), or a DNS name: docs/probes.md.
 options:
   --timeout S   give up after S seconds (default 5; also 500ms, 2s, 1m); exec: kills its process group
   --json        print {url, ok, exitCode, output, timedOut, durationMs, address} as one JSON line

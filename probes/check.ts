@@ -7,9 +7,14 @@
 //
 //   splitCheckTargets(text): string[]            MAN8S_CHECK_TARGETS: blanks or commas separate targets
 //   parseCheckTarget(text): Probe                throws ProbeUrlError naming the target
+//   checkTargetsSetting(env): string[]           MAN8S_CHECK_TARGETS validated: SettingError (65) naming it
 //   runChecks(targets, opts): Promise<string[]>  all in parallel; the failures, empty when all passed
+import { clip, SettingError } from "../common/settings.ts";
 import { parseProbeUrl, ProbeUrlError, type Probe } from "./url.ts";
 import type { Env } from "./resolve.ts";
+
+/** They run in parallel, each with its own socket or process: more is a misconfiguration. */
+export const MAX_CHECK_TARGETS = 64;
 
 export interface CheckOpts {
   timeoutMs: number;
@@ -26,17 +31,46 @@ export function splitCheckTargets(text: string | undefined): string[] {
 
 const SCHEME = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\//;
 
+/** The probe URL a short form stands for; a URL is returned as it is. */
+function targetUrl(t: string): string {
+  if (SCHEME.test(t) || t.startsWith("exec:")) return t;
+  if (/^\[.*\]:\d+$/.test(t) || /^[^:[\]]+:[^:]*$/.test(t)) return `tcp://${t}`; // HOST:PORT, [V6]:PORT
+  // a bare IPv6 address has several colons and no brackets: it cannot carry a port
+  return t.includes(":") && !t.startsWith("[") ? `icmp://[${t}]` : `icmp://${t}`;
+}
+
 export function parseCheckTarget(text: string): Probe {
   const t = text.trim();
-  if (SCHEME.test(t) || t.startsWith("exec:")) return parseProbeUrl(t);
-  // a bare IPv6 address has several colons and no brackets: it cannot carry a port
-  const url = /^\[.*\]:\d+$/.test(t) || /^[^:[\]]+:[^:]*$/.test(t) ? `tcp://${t}` : `icmp://${t.includes(":") && !t.startsWith("[") ? `[${t}]` : t}`;
+  const url = targetUrl(t);
+  if (url === t) return parseProbeUrl(t);
   try {
     return parseProbeUrl(url);
   } catch (e) {
     if (!(e instanceof ProbeUrlError)) throw e;
-    throw new ProbeUrlError(`bad target '${t}': ${e.message.replace(/^bad probe URL '[^']*': /, "").replace(/ \(forms: .*\)$/, "")} (forms: HOST, HOST:PORT, [V6]:PORT, or a probe URL)`);
+    // the parser's reason, about the target as written
+    const why = e.message.replace(/^bad probe URL '[^']*': /, "").replace(/ \(forms: .*\)$/, "");
+    throw new ProbeUrlError(`bad target '${t}': ${why} (forms: HOST, HOST:PORT, [V6]:PORT, or a probe URL)`);
   }
+}
+
+/**
+ * MAN8S_CHECK_TARGETS as the network phase reads it (netConfigFromEnv) and the agent validates it
+ * (common/validate-env.ts): a bad target is a setting error before anything is configured, not a failed
+ * check (69) after the network came up.
+ */
+export function checkTargetsSetting(env: Env): string[] {
+  const targets = splitCheckTargets(env.MAN8S_CHECK_TARGETS);
+  const bad = (msg: string) => new SettingError("MAN8S_CHECK_TARGETS", `MAN8S_CHECK_TARGETS: ${msg}`);
+  if (targets.length > MAX_CHECK_TARGETS) throw bad(`${targets.length} targets, at most ${MAX_CHECK_TARGETS}`);
+  for (const t of targets) {
+    try {
+      parseCheckTarget(t);
+    } catch (e) {
+      if (e instanceof ProbeUrlError) throw bad(clip(e.message, 300));
+      throw e;
+    }
+  }
+  return targets;
 }
 
 /** Runs all checks in parallel; returns the failures (empty = all reachable). */

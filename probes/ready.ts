@@ -1,4 +1,4 @@
-// MAN8S_READY: when the app counts as ready, send READY=1 (+ STATUS=) to $NOTIFY_SOCKET (notify.ts).
+// MAN8S_READY: when the app counts as ready, send READY=1 (+ STATUS=) to $NOTIFY_SOCKET (common/sd-notify.ts).
 //
 //   startReady(env, opts): ReadyHandle
 //     MAN8S_READY unset/empty/start → ready at once (the app has started)
@@ -12,7 +12,7 @@
 //   keeps the process alive.
 import { parseProbeUrl, type Probe } from "./url.ts";
 import { runProbe } from "./run.ts";
-import { sdNotify, type NotifyOutcome } from "./notify.ts";
+import { sdNotify, type NotifyOutcome } from "../common/sd-notify.ts";
 import type { HealthHandle, HealthState, HealthStatus } from "./healthcheck.ts";
 import { parseWaitTimeoutMs } from "./waitfor.ts";
 

@@ -7,9 +7,10 @@
 // Order: an IP literal is used as is; "localhost" is loopback; then /etc/hosts; then a name without a dot
 // is a container name when our yggdrasil prefix is known (MAN8S_YGGDRASIL_PREFIX, else the /64 of
 // MAN8S_YGGDRASIL_ADDRESS), needing no DNS; any other name goes to DNS, and if DNS fails and the prefix is
-// known it is tried as a container name too (mbctl names may contain dots).
-// The address math (last 64 bits of SHA-256(name) OR'd into the /64) is common/net/addrmath.ts, imported lazily
-// because it pulls ip-num.
+// known it is tried as a container name too (mbctl names may contain dots). The one order for every probe
+// and check target (docs/probes.md); a caller that knows our /64 better than the env passes it (yggPrefix).
+// The address math (last 64 bits of SHA-256(name) OR'd into the /64) is common/net/addrmath.ts, imported
+// lazily because it pulls ip-num.
 import { isIP } from "node:net";
 import { readFileSync } from "node:fs";
 

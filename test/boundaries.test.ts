@@ -2,7 +2,7 @@
 // role. Shared code lives in a leaf. Static imports, re-exports, import() and `typeof import()` all count;
 // the init's lazy load() calls into another role must be the runtime edges lazy.ts declares.
 import { describe, expect, test } from "bun:test";
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { tmpdir } from "node:os";
 import { LAZY, RUNTIME_EDGES } from "../lazy.ts";
@@ -69,22 +69,26 @@ describe("module boundaries", () => {
       mkdirSync(dirname(join(dir, p)), { recursive: true });
       writeFileSync(join(dir, p), text);
     };
-    put("netctl/a.ts", `import { x } from "../init/x.ts";\n`);
-    put("hostagent/sub/b.ts", `export * from "../../netctl/y.ts";\nconst m = await import("../../init/z.ts");\n`);
-    put("init/c.ts", `type T = typeof import("../hostagent/w.ts");\nimport { ok } from "../common/fine.ts";\nimport { p } from "../probes/fine.ts";\n`);
-    put("common/d.ts", `import type { Q } from "../hostagent/q.ts";\n`);
-    put("probes/e.ts", `import { r } from "../init/reaper.ts";\nimport { s } from "./same.ts";\n`);
-    put("netctl/f.ts", `const b = await load("report");\n`);
-    put("init/g.ts", `const b = await load("report");\nconst n = await load("network");\n`);
-    expect(crossings(dir).sort()).toEqual([
-      "common/d.ts -> hostagent/q.ts",
-      "hostagent/sub/b.ts -> init/z.ts",
-      "hostagent/sub/b.ts -> netctl/y.ts",
-      "init/c.ts -> hostagent/w.ts",
-      "netctl/a.ts -> init/x.ts",
-      `netctl/f.ts -> load("report") = ${LAZY.report}`,
-      "probes/e.ts -> init/reaper.ts",
-    ]);
+    try {
+      put("netctl/a.ts", `import { x } from "../init/x.ts";\n`);
+      put("hostagent/sub/b.ts", `export * from "../../netctl/y.ts";\nconst m = await import("../../init/z.ts");\n`);
+      put("init/c.ts", `type T = typeof import("../hostagent/w.ts");\nimport { ok } from "../common/fine.ts";\nimport { p } from "../probes/fine.ts";\n`);
+      put("common/d.ts", `import type { Q } from "../hostagent/q.ts";\n`);
+      put("probes/e.ts", `import { r } from "../init/reaper.ts";\nimport { s } from "./same.ts";\n`);
+      put("netctl/f.ts", `const b = await load("report");\n`);
+      put("init/g.ts", `const b = await load("report");\nconst n = await load("network");\n`);
+      expect(crossings(dir).sort()).toEqual([
+        "common/d.ts -> hostagent/q.ts",
+        "hostagent/sub/b.ts -> init/z.ts",
+        "hostagent/sub/b.ts -> netctl/y.ts",
+        "init/c.ts -> hostagent/w.ts",
+        "netctl/a.ts -> init/x.ts",
+        `netctl/f.ts -> load("report") = ${LAZY.report}`,
+        "probes/e.ts -> init/reaper.ts",
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("the agent's commands depend on its services interface, not on the server class", () => {

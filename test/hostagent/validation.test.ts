@@ -43,6 +43,8 @@ describe("render and install refuse what the init refuses", () => {
     { what: "--ygg-address not-an-address", args: { config: { config: { Cmd: ["/bin/true"] } }, yggdrasilAddress: "not-an-address" }, field: /^yggdrasilAddress \(--ygg-address\): .*not-an-address/ },
     { what: "an empty program name", args: { config: { config: { Entrypoint: [""], Cmd: ["x"] } } }, field: /^Entrypoint\/Cmd: / },
     { what: "env MAN8S_WAIT_FOR with a bad URL", args: { config: { config: { Cmd: ["/bin/true"] } }, env: { MAN8S_WAIT_FOR: "bogus://x" } }, field: /^env MAN8S_WAIT_FOR: / },
+    // before: accepted, and the init's network phase failed later with 69 (a failed check, not a bad setting)
+    { what: "env MAN8S_CHECK_TARGETS with a bad target", args: { config: { config: { Cmd: ["/bin/true"] } }, env: { MAN8S_NETWORK: "v4", MAN8S_CHECK_TARGETS: "10.0.0.1,db:99999" } }, field: /^env MAN8S_CHECK_TARGETS: .*db:99999/ },
     { what: "env MAN8S_NETWORK v5", args: { config: { config: { Cmd: ["/bin/true"] } }, env: { MAN8S_NETWORK: "v5" } }, field: /^env MAN8S_NETWORK: / },
     { what: "env MAN8S_APPLICATION_USER a:b:c", args: { config: { config: { Cmd: ["/bin/true"] } }, env: { MAN8S_APPLICATION_USER: "a:b:c" } }, field: /^env MAN8S_APPLICATION_USER: / },
     { what: "User a:b:c", args: { config: { config: { Cmd: ["/bin/true"], User: "a:b:c" } } }, field: /^User: .*a:b:c/ },
@@ -108,6 +110,7 @@ const CHOICES = {
     MAN8S_NETWORK_TIMEOUT: { good: ["0.3", "300ms"], bad: ["x", "0", "-1", "1e2"] },
     MAN8S_WAIT_FOR: { good: [U, "exec:true", "'exec:true' \"exec:true\""], bad: ["bogus://x", "tcp://h", "exec:", "icmp://127.0.0.1:5"] },
     MAN8S_WAIT_TIMEOUT: { good: [U, "0.5", "100ms"], bad: ["abc", "-1", "2 x"] },
+    MAN8S_CHECK_TARGETS: { good: [U, "127.0.0.1", "127.0.0.1:1,[::1]:2 tcp://db:5"], bad: ["db:99999", "bogus://x", "tcp://db"] },
     MAN8S_READY: { good: [U, "healthy", "start", "none", "http://127.0.0.1:1/"], bad: ["nope", "tcp://[::1]:99999"] },
     MAN8S_READY_INTERVAL: { good: [U, "50ms", "1.5s"], bad: ["x"] },
     MAN8S_STOP_TIMEOUT: { good: [U, "5", "90", "2.5"], bad: ["1e3", "-1"] },

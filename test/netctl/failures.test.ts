@@ -44,6 +44,9 @@ describe.skipIf(!haveTools)("bring-up failures and idempotency", () => {
       [{ MAN8S_YGGDRASIL_ADDRESS: "300:1:2:3::5", MAN8S_YGGDRASIL_GATEWAY: "gw" }, "MAN8S_YGGDRASIL_GATEWAY"],
       [{ MAN8S_HOST_IFACE: "a/b" }, "MAN8S_HOST_IFACE"],
       [{ MAN8S_NETWORK_FAST_START: "maybe" }, "MAN8S_NETWORK_FAST_START"],
+      // before: the network came up and the bad target then failed as a check (69)
+      [{ MAN8S_CHECK_TARGETS: `10.0.0.1 db:99999` }, "MAN8S_CHECK_TARGETS"],
+      [{ MAN8S_CHECK_TARGETS: Array.from({ length: 65 }, (_, i) => `10.0.0.${i}`).join(",") }, "MAN8S_CHECK_TARGETS"],
     ];
     for (const [env, name] of cases) {
       const r = await up(ns, env);

@@ -1,6 +1,6 @@
 // sd_notify over a real AF_UNIX datagram socket (credentials checked with SO_PASSCRED), and MAN8S_READY in-process.
 import { describe, expect, test } from "bun:test";
-import { sdNotify, claimPidFor, notifySocket } from "../../probes/notify.ts";
+import { sdNotify, claimPidFor, notifySocket } from "../../common/sd-notify.ts";
 import { startReady } from "../../probes/ready.ts";
 import { startHealth } from "../../probes/healthcheck.ts";
 import { checkProbeEnv } from "../../probes/settings.ts";

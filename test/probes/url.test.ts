@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { parseProbeUrl, parseProbeList, ProbeUrlError } from "../../probes/url.ts";
+import { parseCheckTarget, splitCheckTargets } from "../../probes/check.ts";
 
 describe("probe URLs", () => {
   test("the four forms parse into their parts", () => {
@@ -50,5 +51,25 @@ describe("probe URLs", () => {
     expect(list[3]).toMatchObject({ command: 'echo "q"' });
     expect(parseProbeList("")).toEqual([]);
     expect(() => parseProbeList('"exec:x')).toThrow(ProbeUrlError);
+  });
+});
+
+describe("check targets (MAN8S_CHECK_TARGETS, netctl check)", () => {
+  test("short forms stand for tcp:// and icmp://; probe URLs are taken as they are", () => {
+    const url = (t: string) => parseCheckTarget(t).url;
+    expect(["10.0.0.1", "10.0.0.1:53", "[fd00::1]:53", "fd00::1", "[fd00::1]", "db", "db:5432"].map(url)).toEqual([
+      "icmp://10.0.0.1", "tcp://10.0.0.1:53", "tcp://[fd00::1]:53", "icmp://[fd00::1]", "icmp://[fd00::1]", "icmp://db", "tcp://db:5432",
+    ]);
+    expect(parseCheckTarget("http://db:8080/health")).toMatchObject({ kind: "http", host: "db", port: 8080, path: "/health" });
+    expect(parseCheckTarget("exec:test -e /x")).toMatchObject({ kind: "exec", command: "test -e /x" });
+  });
+  test("bad targets name the target and the reason", () => {
+    expect(() => parseCheckTarget("db:99999")).toThrow("bad target 'db:99999': port 99999 out of range 1-65535");
+    expect(() => parseCheckTarget("a b")).toThrow(ProbeUrlError);
+    expect(() => parseCheckTarget("tcp://db")).toThrow("tcp:// needs a port");
+  });
+  test("MAN8S_CHECK_TARGETS: blanks or commas separate", () => {
+    expect(splitCheckTargets(" a,b  c,,d\t")).toEqual(["a", "b", "c", "d"]);
+    expect(splitCheckTargets(undefined)).toEqual([]);
   });
 });

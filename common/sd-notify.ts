@@ -11,8 +11,8 @@
 // CAP_SYS_ADMIN over our pid namespace (nspawn keeps it by default). If the claim is refused (EPERM) the
 // message is resent with our real pid and the outcome says so (nspawn will then drop it: docs/notes.md §7).
 // Never throws: a missing socket is not fatal for an init.
-import { EPERM, ErrnoError } from "../common/libc.ts";
-import { sendUnixDatagram } from "../common/libc-notify.ts";
+import { EPERM, ErrnoError } from "./libc.ts";
+import { sendUnixDatagram } from "./libc-notify.ts";
 
 export interface NotifyOutcome {
   sent: boolean;
