@@ -10,11 +10,11 @@ import { type LongTimer, setLongTimeout } from "../common/timer.ts";
 import { launcherPath, launchArgv, resolveExecutable } from "./launch.ts";
 import { descendants } from "./proctree.ts";
 import { reap, reapStats, trackBunChild, untrackBunChild } from "./reaper.ts";
-import type { StatusFile } from "./status.ts";
+import type { ExitRecord, StatusFile } from "./status.ts";
 import type { AppUser } from "../common/user.ts";
 import {
   type AppExit, type Ctx, exitRecord, type HealthAct, type Input, newCtx, type Outcome, type Output, type Sensors,
-  type SignalState, step, stopRecord, type SupState, type Timer,
+  type SignalState, step, stopRecord, type Timer,
 } from "./supervisor-state.ts";
 
 export interface SupervisorOptions {
@@ -50,11 +50,6 @@ export class Supervisor {
 
   constructor(private readonly opts: SupervisorOptions) {
     this.c = newCtx(opts);
-  }
-
-  /** The machine's state, for tests and logs. */
-  get state(): SupState {
-    return this.c.state;
   }
 
   /** Stop settings come from the env file, read after signal intake is already running. */
@@ -189,25 +184,25 @@ export class Supervisor {
   }
 
   /** A start-up failure ends the run before (or instead of) the app: the record says why, with `code`. */
-  abort(code: number, reason: string): number {
+  abort(code: number, reason: string): ExitRecord {
     this.feed({ type: "abort", code, reason });
     return this.write(this.c.outcome!);
   }
 
-  /** The end of a run: writes the exit record and returns the init's exit code. */
-  finish(o: Outcome): number {
-    const code = this.write(o);
-    log(`exit ${o.code}: ${o.reason}; ${o.drained} drained, ${reapStats.reaped} orphans reaped`);
-    return code;
+  /** The end of a run: writes the exit record and returns it. */
+  finish(o: Outcome): ExitRecord {
+    const rec = this.write(o);
+    log(`exit ${rec.code}: ${rec.reason}; ${rec.drained} drained, ${rec.orphansReaped} orphans reaped`);
+    return rec;
   }
 
-  /** The one place the exit record is written: the status record's last word. */
-  private write(o: Outcome): number {
+  /** The one place the exit record is built and written: the status record's last word. */
+  private write(o: Outcome): ExitRecord {
     const rec = this.opts.status.record;
     rec.exit = exitRecord(o, reapStats, Date.now());
     rec.phase = "exited";
     this.opts.status.write();
-    return o.code;
+    return rec.exit;
   }
 }
 
