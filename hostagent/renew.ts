@@ -40,7 +40,7 @@ const journalPath = (root: string, name: string) => join(root, RENEWS_DIR, `${na
 
 function writeJournal(root: string, name: string, j: RenewJournal): void {
   mkdirSync(join(root, RENEWS_DIR), { recursive: true, mode: 0o700 });
-  writeAtomic(journalPath(root, name), `${JSON.stringify(j)}\n`, 0o600);
+  writeAtomic(journalPath(root, name), `${JSON.stringify(j)}\n`, 0o600, { durable: true }); // on disk before anything it undoes
 }
 
 /** At agent start: every renew the agent did not finish is rolled back (the machine is left stopped). */

@@ -3,7 +3,7 @@
 import { existsSync } from "node:fs";
 import { ExitError, EXIT, isExitError, log, setLogPrefix } from "../common/log.ts";
 import { ENOENT, execve, libc, sigactionStruct } from "../common/libc.ts";
-import { signalName } from "../common/signals.ts";
+import { SIGPIPE, SIGTERM, signalName } from "../common/signals.ts";
 import { DEFAULT_STOP_TIMEOUT_S, MAX_STOP_TIMEOUT_S, stopSignal, stopTimeout, userSpec, wantsNetwork, wantsProbes } from "../common/settings.ts";
 import { IN_CONTAINER_ENV, IN_CONTAINER_REPORT_SOCKET, IN_CONTAINER_STATUS } from "../common/paths.ts";
 import { VERSION } from "../common/version.ts";
@@ -67,7 +67,7 @@ export async function runInit(args: string[]): Promise<number> {
   // the first write waits for a phase that takes time (network, dependencies) or the app's start: off
   // the fast path; the agent, though, is told at once that a new run began
   if (reporter) status.write();
-  const sup = new Supervisor({ stopSignal: 15, stopTimeoutMs: DEFAULT_STOP_TIMEOUT_S * 1000, pid1, status });
+  const sup = new Supervisor({ stopSignal: SIGTERM, stopTimeoutMs: DEFAULT_STOP_TIMEOUT_S * 1000, pid1, status });
   onSignal((s) => sup.handleSignal(s));
   const sweep = setInterval(reap, SWEEP_MS);
 
@@ -310,7 +310,7 @@ async function execImageInit(argv: string[], env: Record<string, string>, status
     if (!n.sent) log(`READY=1 not sent: ${n.error}`);
   }
   log(`exec ${JSON.stringify(argv)}: the image's init takes over as pid ${process.pid}`);
-  libc.sigaction(13, sigactionStruct(0n, 0), null); // SIGPIPE back to SIG_DFL: Bun ignores it, exec would keep that
+  libc.sigaction(SIGPIPE, sigactionStruct(0n, 0), null); // SIGPIPE back to SIG_DFL: Bun ignores it, exec would keep that
   const err = execve(path, argv, env);
   log(`cannot execute ${path}: ${err === ENOENT ? "not found" : `errno ${err}`}`);
   return err === ENOENT ? EXIT.notFound : EXIT.notExecutable;

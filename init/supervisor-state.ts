@@ -30,12 +30,13 @@
 // Other signals change no state: forwarded to the app while it runs, SIGHUP held for HUP_WINDOW_MS first.
 import { EXIT } from "../common/log.ts";
 import type { ExitRecord, StatusRecord } from "../common/report.ts";
-import { signalName } from "../common/signals.ts";
+import {
+  SIG_HALT, SIG_KEXEC, SIG_POWEROFF, SIG_REBOOT, SIGCANCEL, SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGTERM, signalName,
+} from "../common/signals.ts";
 
-export const SIGHUP = 1, SIGINT = 2, SIGKILL = 9, SIGTERM = 15, SIGCHLD = 17, SIGCANCEL = 32;
 /** poweroff group (SIGTERM, SIGRTMIN+3/+4) and reboot group (SIGINT, SIGRTMIN+5/+6) */
-const STOP_SIGNALS = new Set([SIGTERM, 37, 38, SIGINT, 39, 40]);
-const REBOOT_SIGNALS = new Set([SIGINT, 39, 40]);
+const STOP_SIGNALS = new Set([SIGTERM, SIG_HALT, SIG_POWEROFF, SIGINT, SIG_REBOOT, SIG_KEXEC]);
+const REBOOT_SIGNALS = new Set([SIGINT, SIG_REBOOT, SIG_KEXEC]);
 /** nspawn's stub sends TERM, CONT, HUP back to back and the kernel hands over HUP first. */
 export const HUP_WINDOW_MS = 50;
 export const DRAIN_POLL_MS = 20;

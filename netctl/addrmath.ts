@@ -158,14 +158,3 @@ export function inPrefix6(addr: Uint8Array, prefix: Prefix6): boolean {
   }
   return true;
 }
-
-export function prefixToMask4(len: number): Uint8Array {
-  const v = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-  return new Uint8Array([v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255]);
-}
-
-export function maskToPrefix4(m: Uint8Array): number {
-  let n = 0;
-  for (const b of m) for (let i = 7; i >= 0; i--) if (b & (1 << i)) n++;
-  return n;
-}

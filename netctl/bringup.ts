@@ -6,7 +6,8 @@
 import { mkdirSync } from "node:fs";
 import { hostname } from "node:os";
 import { networkSettings, type NetMode } from "../common/settings.ts";
-import { AF_INET, AF_INET6, EINVAL } from "../common/libc-net.ts";
+import { EINVAL } from "../common/libc.ts";
+import { AF_INET, AF_INET6 } from "../common/libc-net.ts";
 import { ExitError } from "../common/log.ts";
 import { setLongTimeout } from "../common/timer.ts";
 import { replaceFile } from "../common/atomic-file.ts";

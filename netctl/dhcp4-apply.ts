@@ -1,7 +1,7 @@
 // Putting a DHCPv4 lease on the kernel and resolv.conf, apart from the protocol (as systemd's
 // networkd-dhcp4.c is apart from sd-dhcp-client.c): netctl/dhcp4-machine.ts decides, netctl/dhcp4.ts
 // runs it and calls this for its `newTransaction`, `apply` and `deconfigure` outputs.
-import { EEXIST } from "../common/libc-net.ts";
+import { EEXIST } from "../common/libc.ts";
 import { addAddress, delAddress } from "./address.ts";
 import type { Lease } from "./dhcp4-machine.ts";
 import { NetlinkError, type Rtnl } from "./netlink.ts";

@@ -1,6 +1,7 @@
 // ICMP echo ("ping") for `check` and MAN8S_CHECK_TARGETS: Bun has no ICMP, and its TCP errors hide whether a
 // host refused or was unreachable, so a bare HOST is checked with a raw ICMP socket read via the event loop.
-import { icmpSocket, sockClose, sockSendTo } from "../common/libc-net.ts";
+import { closeFd } from "../common/libc.ts";
+import { icmpSocket, sockSendTo } from "../common/libc-net.ts";
 import { type LongTimer, setLongTimeout } from "../common/timer.ts";
 
 function checksum(b: Uint8Array): number {
@@ -32,7 +33,7 @@ export function icmpEcho(addr: Uint8Array, timeoutMs: number): Promise<string | 
       for (const t of timers) clearTimeout(t);
       deadline?.clear();
       void reader.cancel().catch(() => {});
-      sockClose(fd);
+      closeFd(fd);
       resolve(v);
     };
     const isReply = (icmp: Uint8Array) => icmp.length >= 8 && icmp[0] === (v6 ? 129 : 0) && ((icmp[4]! << 8) | icmp[5]!) === id;

@@ -4,7 +4,8 @@
 // multicast RA that the kernel processes as usual. We send a short, bounded burst and then leave
 // solicitation to the kernel: RS_MAX packets, RS_GAP_MS apart, stopped as soon as an RA has been seen.
 // The retries cover the first frame after link-up, which the host's bridge port sometimes drops.
-import { ETH_P_IPV6, packetSendTo, packetSocket, sockClose } from "../common/libc-net.ts";
+import { closeFd } from "../common/libc.ts";
+import { ETH_P_IPV6, packetSendTo, packetSocket } from "../common/libc-net.ts";
 
 /** At most this many of our own solicitations per burst (the first + 2 retries). */
 export const RS_MAX = 3;
@@ -95,7 +96,7 @@ export class RouterSolicitor {
   stop(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.fd >= 0) sockClose(this.fd);
+    if (this.fd >= 0) closeFd(this.fd);
     this.fd = -1;
     this.state = "done";
   }

@@ -2,7 +2,8 @@
 // `<subnet>::/64 dev IF src ADDR` and `200::/7 via GW dev IF src ADDR`, and `to 200::/7 lookup 199`
 // priority 100. The src matters: yggdrasil drops packets whose source is outside the node's /64
 // (notes/net-lab.md G4). nodad because a route with a tentative prefsrc is refused (G1). Idempotent.
-import { AF_INET6, EEXIST } from "../common/libc-net.ts";
+import { EEXIST } from "../common/libc.ts";
+import { AF_INET6 } from "../common/libc-net.ts";
 import { addAddress, IFA_F_NODAD, IFA_F_NOPREFIXROUTE, listAddresses } from "./address.ts";
 import { formatIPv6 } from "./addrmath.ts";
 import { NetlinkError, type Rtnl } from "./netlink.ts";

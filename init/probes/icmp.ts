@@ -7,10 +7,9 @@
 // netns), else a raw socket (needs CAP_NET_RAW, which root in a container normally has). `method` says
 // which was used. The reply is matched on type, identifier (raw sockets), sequence and source.
 // The socket is non-blocking and polled (1 → 10 ms backoff), so the event loop is never blocked.
-import {
-  AF_INET, AF_INET6, EACCES, EPERM, IPPROTO_ICMP, IPPROTO_ICMPV6, SOCK_DGRAM, SOCK_RAW,
-  SysError, closeFd, openSocket, recvDatagram, sendToAddress,
-} from "../../common/libc-notify.ts";
+import { closeFd, EACCES, EPERM, EPROTONOSUPPORT, ErrnoError } from "../../common/libc.ts";
+import { AF_INET, AF_INET6, IPPROTO_ICMP, IPPROTO_ICMPV6, SOCK_DGRAM, SOCK_RAW } from "../../common/libc-net.ts";
+import { openSocket, recvDatagram, sendToAddress } from "../../common/libc-notify.ts";
 
 export interface IcmpResult {
   ok: boolean;
@@ -34,12 +33,12 @@ function openIcmp(family: 4 | 6): { fd: number; method: "dgram" | "raw" } {
   try {
     return { fd: openSocket(af, SOCK_DGRAM, proto), method: "dgram" };
   } catch (e) {
-    if (!(e instanceof SysError) || (e.errno !== EACCES && e.errno !== EPERM && e.errno !== 93 /* EPROTONOSUPPORT */)) throw e;
+    if (!(e instanceof ErrnoError) || (e.errno !== EACCES && e.errno !== EPERM && e.errno !== EPROTONOSUPPORT)) throw e;
   }
   try {
     return { fd: openSocket(af, SOCK_RAW, proto), method: "raw" };
   } catch (e) {
-    if (e instanceof SysError) throw new SysError(`ICMP socket (datagram socket refused by net.ipv4.ping_group_range, raw socket needs CAP_NET_RAW)`, e.errno);
+    if (e instanceof ErrnoError) throw new ErrnoError(e.errno, `ICMP socket (datagram socket refused by net.ipv4.ping_group_range, raw socket needs CAP_NET_RAW)`);
     throw e;
   }
 }

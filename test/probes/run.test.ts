@@ -233,6 +233,10 @@ describe("host resolution", () => {
       const e = cli("--help");
       expect(await new Response(e.stdout).text()).toContain("usage: man8s netctl probe URL");
       expect(await e.exited).toBe(0);
+      // the READY=1 test payload is a test fixture (fixtures/notify-ready.ts), not a hidden mode of the product
+      const f = cli("--notify-ready", `tcp://127.0.0.1:${l.port}`);
+      expect(await new Response(f.stderr).text()).toContain("unknown option '--notify-ready'");
+      expect(await f.exited).toBe(64);
     } finally {
       l.stop(true);
     }
