@@ -14,7 +14,7 @@ import type { ExitRecord, StatusFile } from "./status.ts";
 import type { AppUser } from "../common/user.ts";
 import {
   type AppExit, type Ctx, exitRecord, type HealthAct, type Input, newCtx, type Outcome, type Output, type Sensors,
-  type SignalState, step, stopRecord, type Timer,
+  REAP, type SignalState, step, stopRecord, type Timer,
 } from "./supervisor-state.ts";
 
 export interface SupervisorOptions {
@@ -25,6 +25,14 @@ export interface SupervisorOptions {
 }
 
 export type { AppExit, SignalState } from "./supervisor-state.ts";
+
+/** One input object per signal number, made once: signals can come by the thousand (SIGCHLD under churn). */
+const SIGNAL_INPUTS = new Map<number, Input>();
+const signalInput = (signo: number): Input => {
+  let i = SIGNAL_INPUTS.get(signo);
+  if (!i) SIGNAL_INPUTS.set(signo, (i = { type: "signal", signo }));
+  return i;
+};
 
 /** The real world behind the state machine's sensors. */
 const SENSORS: Sensors = { now: () => Date.now(), descendants, signalState };
@@ -68,7 +76,7 @@ export class Supervisor {
   }
 
   handleSignal(signo: number): void {
-    this.feed({ type: "signal", signo });
+    this.feed(signalInput(signo));
   }
 
   /** What MAN8S_HEALTH_ON_FAILURE decided (init/health-action.ts): stop, kill, or end the app for a restart. */
@@ -77,13 +85,16 @@ export class Supervisor {
   }
 
   private feed(input: Input): void {
-    this.queue.push(input);
-    if (this.feeding) return;
+    if (this.feeding) {
+      this.queue.push(input);
+      return;
+    }
     this.feeding = true;
     try {
-      for (let i = this.queue.shift(); i; i = this.queue.shift()) {
+      for (let i: Input | undefined = input; i; i = this.queue.shift()) {
         const outs = step(this.c, i, SENSORS);
-        this.opts.status.record.stop = stopRecord(this.c);
+        // the record's `stop` follows the state; REAP (SIGCHLD, by the thousand under churn) changes nothing
+        if (outs !== REAP && this.c.request) this.opts.status.record.stop = stopRecord(this.c);
         for (const o of outs) this.run(o);
       }
     } finally {
