@@ -70,7 +70,7 @@ export async function runInit(args: string[]): Promise<number> {
   } catch (e) {
     const err = isExitError(e) ? e : new ExitError(EXIT.internal, `internal error: ${(e as Error).stack ?? e}`);
     log(err.message);
-    return sup.abort(err.code, err.message);
+    return sup.abort(err.code, err.message).code;
   } finally {
     clearInterval(sweep);
     await reporter?.flush();
@@ -207,7 +207,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
     log(`starting ${JSON.stringify(shown)}${shown.length < app.argv.length ? ` (first ${shown.length} of ${app.argv.length} words)` : ""} (${app.source}${app.group ? ", signals to its process group" : ""}${user ? `, as ${JSON.stringify(user.spec)} = ${user.uid}:${user.gid} groups ${user.groups.join(",")}` : ""}); stop signal ${signalName(settings.signal)}`);
     const appEnv = appEnvironment(env);
     const started = sup.spawn(app.argv, appEnv, app.group, user);
-    if ("failed" in started) return sup.abort(started.failed, `cannot execute ${app.argv[0]}`);
+    if ("failed" in started) return sup.abort(started.failed, `cannot execute ${app.argv[0]}`).code;
     rec.app = {
       argv: shown, ...(shown.length < app.argv.length ? { argc: app.argv.length } : {}), pid: started.pid, startedAt: new Date().toISOString(), group: app.group,
       startedAfterMs: Math.round(performance.now() * 100) / 100,
@@ -296,7 +296,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
     const h = health.state();
     rec.health = healthRec({ ...h, status: "unhealthy", lastStatus: h.status });
   }
-  return sup.finish(result);
+  return sup.finish(result).code;
 }
 
 /**

@@ -28,6 +28,7 @@
 //   drainKilling   poll                           drainKilling  SIGKILL again to what is left
 //   any            abort                          exited
 // Other signals change no state: forwarded to the app while it runs, SIGHUP held for HUP_WINDOW_MS first.
+// The state changes in one place, enter(), and only along NEXT (anything else is a bug and throws).
 import { EXIT } from "../common/log.ts";
 import type { ExitRecord, StatusRecord } from "../common/report.ts";
 import { SIG_HALT, SIG_KEXEC, SIG_POWEROFF, SIG_REBOOT, SIGCANCEL, SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGTERM, signalName } from "../common/signals.ts";
@@ -159,11 +160,33 @@ export function newCtx(o: { stopSignal: number; stopTimeoutMs: number; pid1: boo
   };
 }
 
+/** The transitions there are; `exited` is also reached from any state by `abort`. */
+export const NEXT: Readonly<Record<SupState, readonly SupState[]>> = {
+  idle: ["running", "ended"],
+  running: ["stopping", "ending", "ended"],
+  ending: ["stopping", "restarting"],
+  restarting: ["running", "ended"],
+  stopping: ["killing", "ended"],
+  killing: ["ended"],
+  ended: ["draining"],
+  draining: ["drainKilling", "exited"],
+  drainKilling: ["exited"],
+  exited: [],
+};
+
+/** The one place the state changes, and only along NEXT. */
+function enter(c: Ctx, s: SupState): void {
+  if (s !== "exited" && !NEXT[c.state].includes(s)) throw new Error(`supervisor: no transition ${c.state} -> ${s}`);
+  c.state = s;
+}
+
 const appRuns = (s: SupState) => s === "running" || s === "ending" || s === "stopping" || s === "killing";
 const target = (app: { pid: number; group: boolean }) => (app.group ? -app.pid : app.pid);
 
 /** The transition function: updates `c` in place and returns what the runner must do, in order. */
-export function step(c: Ctx, input: Input, io: Sensors): Output[] {
+export function step(c: Ctx, input: Input, io: Sensors): readonly Output[] {
+  // SIGCHLD, the hot one under churn (10,000s a second): reap, in any state, with nothing allocated
+  if (input.type === "signal" && input.signo === SIGCHLD) return REAP;
   const out: Output[] = [];
   if (c.state === "exited") return out;
   switch (input.type) {
@@ -179,13 +202,13 @@ export function step(c: Ctx, input: Input, io: Sensors): Output[] {
     case "spawned":
       if (c.state !== "idle" && c.state !== "restarting") throw new Error(`supervisor: app spawned in state ${c.state}`);
       c.app = { pid: input.pid, group: input.group };
-      c.state = "running";
+      enter(c, "running");
       break;
     case "appExited":
       appExited(c, out, input.pid, input.exit);
       break;
     case "noRespawn":
-      if (c.state === "restarting") c.state = "ended";
+      if (c.state === "restarting") enter(c, "ended");
       break;
     case "health":
       health(c, out, input.act, io);
@@ -206,11 +229,12 @@ export function step(c: Ctx, input: Input, io: Sensors): Output[] {
   return out;
 }
 
-/** Every signal decision, in one switch (docs/signals.md has the table). */
+/** SIGCHLD: reap, nothing else; shared, never to be changed */
+export const REAP: readonly Output[] = Object.freeze([Object.freeze({ do: "reap" as const })]);
+
+/** Every signal decision, in one switch (docs/signals.md has the table); SIGCHLD (reap) is answered in step. */
 function signal(c: Ctx, out: Output[], signo: number, io: Sensors): void {
-  if (signo === SIGCHLD) {
-    out.push({ do: "reap" });
-  } else if (signo === SIGCANCEL) {
+  if (signo === SIGCANCEL) {
     out.push({ do: "log", msg: "signal 32 (libc's thread-cancel signal) received: not forwarded, it would kill a glibc app" });
   } else if (STOP_SIGNALS.has(signo)) {
     requestStop(c, out, signo, io);
@@ -245,12 +269,12 @@ function requestStop(c: Ctx, out: Output[], signo: number, io: Sensors): void {
   if (running) {
     out.push({ do: "log", msg: `${signalName(signo)}: stopping the app with ${signalName(c.stopSignal)} (timeout ${c.stopTimeoutMs / 1000} s)` });
     if (c.state === "ending") out.push({ do: "cancel", timer: "end" }); // the stop timer governs from now on
-    c.state = "stopping";
+    enter(c, "stopping");
     sendStopSignal(c, out, c.app!, io);
     out.push({ do: "arm", timer: "stop", ms: c.stopTimeoutMs }, { do: "write", phase: "stopping" });
   } else {
     out.push({ do: "log", msg: `${signalName(signo)}: stop requested ${c.state === "idle" ? "before the app started" : "with no app running"}` });
-    if (c.state === "idle" || c.state === "restarting") c.state = "ended";
+    if (c.state === "idle" || c.state === "restarting") enter(c, "ended");
     out.push({ do: "write" });
   }
   out.push({ do: "stopRequested" });
@@ -272,7 +296,7 @@ function health(c: Ctx, out: Output[], act: HealthAct, io: Sensors): void {
     if (c.app && appRuns(c.state)) out.push({ do: "kill", pid: target(c.app), signo: SIGKILL });
   } else if (c.state === "running" && c.app) {
     // restart: end this app as a stop would (stop signal, SIGKILL at the timeout); a new one follows
-    c.state = "ending";
+    enter(c, "ending");
     out.push({ do: "kill", pid: target(c.app), signo: c.stopSignal }, { do: "arm", timer: "end", ms: c.stopTimeoutMs });
   }
 }
@@ -302,7 +326,7 @@ function escalate(c: Ctx, out: Output[], app: { pid: number; group: boolean }, i
   const appSignalState = io.signalState(app.pid, c.stopSignal);
   out.push({ do: "log", msg: `stop timeout (${c.stopTimeoutMs / 1000} s): the app is still running (${signalName(c.stopSignal)} ${appSignalState}); killing it and its descendants` });
   c.escalation = { at: io.now(), appSignalState };
-  c.state = "killing";
+  enter(c, "killing");
   if (app.group) out.push({ do: "kill", pid: -app.pid, signo: SIGKILL });
   for (const p of io.descendants()) out.push({ do: "kill", pid: p.pid, signo: SIGKILL });
 }
@@ -316,16 +340,17 @@ function appExited(c: Ctx, out: Output[], pid: number, exit: AppExit): void {
   if (c.state === "ending") {
     out.push({ do: "cancel", timer: "end" });
     if (app.group) out.push({ do: "kill", pid: -app.pid, signo: SIGKILL }); // what the old app's group left behind
-    c.state = "restarting";
+    enter(c, "restarting");
   } else {
     out.push({ do: "cancel", timer: "stop" });
-    c.state = "ended";
+    enter(c, "ended");
   }
 }
 
 /** Stop signal to every remaining descendant, wait until the deadline, then SIGKILL what is left. */
 function drain(c: Ctx, out: Output[], io: Sensors): void {
-  c.state = "draining";
+  if (c.state === "idle") enter(c, "ended");
+  enter(c, "draining");
   out.push({ do: "write", phase: "draining" });
   const left = io.descendants();
   const now = io.now();
@@ -355,7 +380,7 @@ function drainTick(c: Ctx, out: Output[], io: Sensors): void {
     out.push({ do: "log", msg: `drain timeout: SIGKILL to ${left.length} process(es)` });
     d.killed = left.length;
     d.giveUp = now + KILL_WAIT_MS;
-    c.state = "drainKilling";
+    enter(c, "drainKilling");
   } else if (now >= d.giveUp) {
     out.push({ do: "log", msg: `still alive after SIGKILL (uninterruptible?): ${left.map((p) => p.pid).join(" ")}` });
     return finish(c, out, outcome(c));
@@ -365,7 +390,7 @@ function drainTick(c: Ctx, out: Output[], io: Sensors): void {
 }
 
 function finish(c: Ctx, out: Output[], o: Outcome): void {
-  c.state = "exited";
+  enter(c, "exited");
   c.outcome = o;
   for (const t of ["hup", "stop", "end", "poll"] as const) out.push({ do: "cancel", timer: t });
   out.push({ do: "finished" });

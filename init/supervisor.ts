@@ -11,11 +11,11 @@ import { launcherPath, launchArgv, resolveExecutable } from "./launch.ts";
 import { descendants } from "./proctree.ts";
 import { trackBunChild, untrackBunChild } from "../common/bun-children.ts";
 import { reap, reapStats } from "./reaper.ts";
-import type { StatusFile } from "./status.ts";
+import type { ExitRecord, StatusFile } from "./status.ts";
 import type { AppUser } from "../common/user.ts";
 import {
   type AppExit, type Ctx, exitRecord, type HealthAct, type Input, newCtx, type Outcome, type Output, type Sensors,
-  type SignalState, step, stopRecord, type SupState, type Timer,
+  REAP, type SignalState, step, stopRecord, type Timer,
 } from "./supervisor-state.ts";
 
 export interface SupervisorOptions {
@@ -26,6 +26,14 @@ export interface SupervisorOptions {
 }
 
 export type { AppExit, SignalState } from "./supervisor-state.ts";
+
+/** One input object per signal number, made once: signals can come by the thousand (SIGCHLD under churn). */
+const SIGNAL_INPUTS = new Map<number, Input>();
+const signalInput = (signo: number): Input => {
+  let i = SIGNAL_INPUTS.get(signo);
+  if (!i) SIGNAL_INPUTS.set(signo, (i = { type: "signal", signo }));
+  return i;
+};
 
 /** The real world behind the state machine's sensors. */
 const SENSORS: Sensors = { now: () => Date.now(), descendants, signalState };
@@ -53,11 +61,6 @@ export class Supervisor {
     this.c = newCtx(opts);
   }
 
-  /** The machine's state, for tests and logs. */
-  get state(): SupState {
-    return this.c.state;
-  }
-
   /** Stop settings come from the env file, read after signal intake is already running. */
   configureStop(signal: number, timeoutMs: number): void {
     this.feed({ type: "configure", signal, timeoutMs });
@@ -74,7 +77,7 @@ export class Supervisor {
   }
 
   handleSignal(signo: number): void {
-    this.feed({ type: "signal", signo });
+    this.feed(signalInput(signo));
   }
 
   /** What MAN8S_HEALTH_ON_FAILURE decided (init/health-action.ts): stop, kill, or end the app for a restart. */
@@ -83,13 +86,16 @@ export class Supervisor {
   }
 
   private feed(input: Input): void {
-    this.queue.push(input);
-    if (this.feeding) return;
+    if (this.feeding) {
+      this.queue.push(input);
+      return;
+    }
     this.feeding = true;
     try {
-      for (let i = this.queue.shift(); i; i = this.queue.shift()) {
+      for (let i: Input | undefined = input; i; i = this.queue.shift()) {
         const outs = step(this.c, i, SENSORS);
-        this.opts.status.record.stop = stopRecord(this.c);
+        // the record's `stop` follows the state; REAP (SIGCHLD, by the thousand under churn) changes nothing
+        if (outs !== REAP && this.c.request) this.opts.status.record.stop = stopRecord(this.c);
         for (const o of outs) this.run(o);
       }
     } finally {
@@ -190,25 +196,25 @@ export class Supervisor {
   }
 
   /** A start-up failure ends the run before (or instead of) the app: the record says why, with `code`. */
-  abort(code: number, reason: string): number {
+  abort(code: number, reason: string): ExitRecord {
     this.feed({ type: "abort", code, reason });
     return this.write(this.c.outcome!);
   }
 
-  /** The end of a run: writes the exit record and returns the init's exit code. */
-  finish(o: Outcome): number {
-    const code = this.write(o);
-    log(`exit ${o.code}: ${o.reason}; ${o.drained} drained, ${reapStats.reaped} orphans reaped`);
-    return code;
+  /** The end of a run: writes the exit record and returns it. */
+  finish(o: Outcome): ExitRecord {
+    const rec = this.write(o);
+    log(`exit ${rec.code}: ${rec.reason}; ${rec.drained} drained, ${rec.orphansReaped} orphans reaped`);
+    return rec;
   }
 
-  /** The one place the exit record is written: the status record's last word. */
-  private write(o: Outcome): number {
+  /** The one place the exit record is built and written: the status record's last word. */
+  private write(o: Outcome): ExitRecord {
     const rec = this.opts.status.record;
     rec.exit = exitRecord(o, reapStats, Date.now());
     rec.phase = "exited";
     this.opts.status.write();
-    return o.code;
+    return rec.exit;
   }
 }
 

@@ -3,11 +3,13 @@
 // record.test.ts, signals.test.ts and health-action.test.ts; these pin the transitions.
 import { describe, expect, test } from "bun:test";
 import {
-  type Ctx, DRAIN_POLL_MS, exitRecord, HUP_WINDOW_MS, type Input, KILL_WAIT_MS, newCtx, type Output, type Proc,
+  type Ctx, DRAIN_POLL_MS, exitRecord, HUP_WINDOW_MS, type Input, KILL_WAIT_MS, NEXT, newCtx, type Output, type Proc,
   type SignalState, step, stopRecord, type Timer,
 } from "../../init/supervisor-state.ts";
 
 const APP = 100;
+/** every transition the tests made, to check that each one in NEXT is exercised */
+const allTransitions = new Set<string>();
 const TIMEOUT = 10_000;
 
 /** A machine with a fake clock, a fake process table and the timers it armed. */
@@ -16,9 +18,14 @@ function machine(o: { pid1?: boolean; signalState?: SignalState } = {}) {
   const procs: Proc[] = [];
   const c: Ctx = newCtx({ stopSignal: 15, stopTimeoutMs: TIMEOUT, pid1: o.pid1 ?? false });
   const armed = new Map<Timer, number>();
+  const transitions = allTransitions;
   const io = { now: () => now, descendants: () => procs.slice(), signalState: () => o.signalState ?? "handled" };
-  const feed = (i: Input): Output[] => {
+  const feed = (i: Input): readonly Output[] => {
+    const from = c.state;
     const out = step(c, i, io);
+    // every test checks each transition it makes against the table (drain from idle passes through ended)
+    if (c.state !== from) expect(NEXT[from].includes(c.state) || c.state === "exited" || (from === "idle" && NEXT.ended.includes(c.state))).toBe(true);
+    transitions.add(`${from}>${c.state}`);
     for (const x of out) {
       if (x.do === "arm") armed.set(x.timer, now + x.ms);
       if (x.do === "cancel") armed.delete(x.timer);
@@ -26,7 +33,7 @@ function machine(o: { pid1?: boolean; signalState?: SignalState } = {}) {
     return out;
   };
   /** advance the clock to the timer's due time and fire it (it must be armed) */
-  const fire = (t: Timer): Output[] => {
+  const fire = (t: Timer): readonly Output[] => {
     const due = armed.get(t);
     if (due === undefined) throw new Error(`timer ${t} is not armed (${[...armed.keys()].join(",")})`);
     now = Math.max(now, due);
@@ -44,9 +51,9 @@ function machine(o: { pid1?: boolean; signalState?: SignalState } = {}) {
   };
   return { c, feed, fire, armed, procs, start, exit, advance: (ms: number) => (now += ms), get now() { return now; } };
 }
-const kills = (o: Output[]) => o.filter((x): x is Extract<Output, { do: "kill" }> => x.do === "kill").map((x) => [x.pid, x.signo]);
-const logs = (o: Output[]) => o.filter((x): x is Extract<Output, { do: "log" }> => x.do === "log").map((x) => x.msg).join("\n");
-const has = (o: Output[], d: Output["do"]) => o.some((x) => x.do === d);
+const kills = (o: readonly Output[]) => o.filter((x): x is Extract<Output, { do: "kill" }> => x.do === "kill").map((x) => [x.pid, x.signo]);
+const logs = (o: readonly Output[]) => o.filter((x): x is Extract<Output, { do: "log" }> => x.do === "log").map((x) => x.msg).join("\n");
+const has = (o: readonly Output[], d: Output["do"]) => o.some((x) => x.do === d);
 
 describe("supervisor state machine", () => {
   test("stop signal → the stop signal once, the grace period, SIGKILL at the timeout → exit 137", () => {
@@ -209,6 +216,20 @@ describe("supervisor state machine", () => {
     expect(m.armed.size).toBe(0);
   });
 
+  test("drain: leftovers that end on the stop signal before the deadline get no SIGKILL", () => {
+    const m = machine();
+    m.start();
+    m.procs.push({ pid: 500, pgid: 500 });
+    m.exit({ code: 0, signal: null });
+    expect(kills(m.feed({ type: "drain" }))).toEqual([[500, 15]]);
+    m.advance(1000);
+    m.procs.splice(0, 1); // it exited and was reaped
+    const out = m.fire("poll");
+    expect(kills(out)).toEqual([]);
+    expect(has(out, "finished")).toBe(true);
+    expect(m.c.outcome).toMatchObject({ code: 0, drained: 1, drainKilled: 0 });
+  });
+
   test("drain: a process that survives SIGKILL (uninterruptible) is given up after KILL_WAIT_MS", () => {
     const m = machine();
     m.start();
@@ -292,6 +313,11 @@ describe("supervisor state machine", () => {
     expect(m.c.state).toBe("exited");
     expect(m.c.outcome).toEqual({ code: 127, reason: "cannot execute nope", app: null, killedAfterTimeout: false, drained: 0, drainKilled: 0 });
     expect(m.feed({ type: "signal", signo: 15 })).toEqual([]); // exited is final
+  });
+
+  test("every transition in NEXT is exercised by the tests above", () => {
+    const missing = Object.entries(NEXT).flatMap(([from, tos]) => tos.map((to) => `${from}>${to}`)).filter((t) => !allTransitions.has(t));
+    expect(missing).toEqual([]);
   });
 
   test("the exit record: the outcome, the app's signal by name, the reaper's counters", () => {
