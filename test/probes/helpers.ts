@@ -1,13 +1,13 @@
-// Shared pieces of the probe tests: temp dirs (prefix m8p), a notify-socket listener, process checks.
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+// Shared pieces of the probe tests: temp dirs (test/scratch.ts, prefix m8p), a notify-socket listener, process checks.
+import { readdirSync, readFileSync, rmSync } from "node:fs";
+import { scratchDir } from "../scratch.ts";
 import { bindUnixDatagram, closeFd, recvDatagram, type Creds } from "../../common/libc-notify.ts";
 
 export const ROOT = `${import.meta.dir}/../..`;
 export const isRoot = process.getuid?.() === 0;
 
 export function tempDir(tag: string): { path: string; remove(): void } {
-  const path = mkdtempSync(`${tmpdir()}/m8p-${tag}-`);
+  const path = scratchDir(`m8p-${tag}`);
   return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
 }
 
