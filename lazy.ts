@@ -2,6 +2,16 @@
 // computed at run time so the bundler cannot inline it: the init's start-up then never loads, or even
 // deserializes, the code of the other roles. (Measured: 12 ms → 5 ms to the init's first statement.)
 // Each lazy module has its own copy of common/: pass errors across by shape (isExitError), not class.
+//
+// Roles (init/, netctl/, hostagent/) never import each other (test/boundaries.test.ts). main.ts loads each
+// role's CLI; the leaves (probes/, common/) are shared by import. The only edges between roles are these
+// load() calls at run time, listed in RUNTIME_EDGES (the test refuses any other):
+//   init -> network (netctl/bringup.ts)       the init brings the container's network up in its own process:
+//                                             one binary, no second exec, and netctl's exit code and log are
+//                                             the init's (a failed network phase ends the container)
+//   init -> report (hostagent/report-client.ts) the init reports its status to the agent with the agent's
+//                                             own client of the report socket, so the framing lives in one
+//                                             role; the record's schema is common/report.ts
 export const LAZY = {
   netctl: "netctl/cli.ts",
   hostagent: "hostagent/cli.ts",
@@ -9,11 +19,16 @@ export const LAZY = {
   machines: "hostagent/machines-cli.ts",
   host: "hostagent/host/cli.ts",
   network: "netctl/bringup.ts",
-  probes: "init/probes/index.ts",
-  notify: "init/probes/notify.ts",
+  probes: "probes/index.ts",
+  notify: "probes/notify.ts",
   report: "hostagent/report-client.ts",
   cli: "common/cli.ts",
 } as const;
+
+/** Lazy modules a role loads from another role, by the loading role (see above). */
+export const RUNTIME_EDGES: Partial<Record<"init" | "netctl" | "hostagent", readonly (keyof typeof LAZY)[]>> = {
+  init: ["network", "report"],
+};
 
 interface Modules {
   netctl: typeof import("./netctl/cli.ts");
@@ -22,8 +37,8 @@ interface Modules {
   machines: typeof import("./hostagent/machines-cli.ts");
   host: typeof import("./hostagent/host/cli.ts");
   network: typeof import("./netctl/bringup.ts");
-  probes: typeof import("./init/probes/index.ts");
-  notify: typeof import("./init/probes/notify.ts");
+  probes: typeof import("./probes/index.ts");
+  notify: typeof import("./probes/notify.ts");
   report: typeof import("./hostagent/report-client.ts");
   /** the argument parser: node:util alone costs the init's start-up ~1 ms, so only bad usage loads it */
   cli: typeof import("./common/cli.ts");

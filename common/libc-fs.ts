@@ -1,53 +1,23 @@
 // Directory-fd-relative file operations Node does not expose (openat2, mkdirat, symlinkat, renameat2,
 // unlinkat, readlinkat), for writing into a tree that someone else may be changing at the same time (a
 // running container's rootfs): every name is resolved below a directory fd we hold, never through a
-// symlink, so swapping a directory for a symlink cannot send a write elsewhere. Errors throw FsAtError
+// symlink, so swapping a directory for a symlink cannot send a write elsewhere. Errors throw ErrnoError
 // with the errno and its symbolic code (so ioError() reports them like Node's). Reference: docs/validation.md.
-import { dlopen, ptr } from "bun:ffi";
-import { errno } from "./libc.ts";
-
-const lib = dlopen("libc.so.6", {
-  syscall: { args: ["i64", "i32", "ptr", "ptr", "u64"], returns: "i64" },
-  openat: { args: ["i32", "ptr", "i32", "u32"], returns: "i32" },
-  mkdirat: { args: ["i32", "ptr", "u32"], returns: "i32" },
-  symlinkat: { args: ["ptr", "i32", "ptr"], returns: "i32" },
-  renameat2: { args: ["i32", "ptr", "i32", "ptr", "u32"], returns: "i32" },
-  unlinkat: { args: ["i32", "ptr", "i32"], returns: "i32" },
-  readlinkat: { args: ["i32", "ptr", "ptr", "u64"], returns: "i64" },
-}).symbols;
+import { ptr } from "bun:ffi";
+import { check, EAGAIN, EINVAL, ENAMETOOLONG, errno, ErrnoError, libc as lib, O_CLOEXEC } from "./libc.ts";
 
 // <asm-generic/fcntl.h> (x86_64), <linux/openat2.h>, <linux/fcntl.h>, <stdio.h>, <asm/unistd_64.h>
 export const O_RDONLY = 0, O_WRONLY = 1, O_CREAT = 0o100, O_EXCL = 0o200, O_DIRECTORY = 0o200000, O_NOFOLLOW = 0o400000;
-export const O_CLOEXEC = 0o2000000, O_PATH = 0o10000000;
+export const O_PATH = 0o10000000;
 export const AT_FDCWD = -100, AT_REMOVEDIR = 0x200;
 export const RESOLVE_NO_MAGICLINKS = 0x02, RESOLVE_NO_SYMLINKS = 0x04, RESOLVE_BENEATH = 0x08;
 export const RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2;
 const SYS_openat2 = 437;
 
-const CODES: Record<number, string> = {
-  1: "EPERM", 2: "ENOENT", 11: "EAGAIN", 13: "EACCES", 17: "EEXIST", 18: "EXDEV", 20: "ENOTDIR", 21: "EISDIR",
-  22: "EINVAL", 28: "ENOSPC", 30: "EROFS", 36: "ENAMETOOLONG", 38: "ENOSYS", 39: "ENOTEMPTY", 40: "ELOOP",
-};
-
-export class FsAtError extends Error {
-  readonly code: string;
-  constructor(readonly errno: number, what: string) {
-    const code = CODES[errno] ?? `errno ${errno}`;
-    super(`${what}: ${code}`);
-    this.code = code;
-  }
-}
-
 const cstr = (s: string) => {
-  if (s.includes("\0")) throw new FsAtError(22, `name ${JSON.stringify(s.slice(0, 80))} contains NUL`);
+  if (s.includes("\0")) throw new ErrnoError(EINVAL, `name ${JSON.stringify(s.slice(0, 80))} contains NUL`);
   return Buffer.from(`${s}\0`);
 };
-
-function check(rc: number | bigint, what: string): number {
-  const n = Number(rc);
-  if (n < 0) throw new FsAtError(errno(), what);
-  return n;
-}
 
 /**
  * openat2(2) with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS: `name` is resolved below
@@ -61,7 +31,7 @@ export function openBeneath(dirfd: number, name: string, flags: number, mode = 0
     const rc = Number(lib.syscall(SYS_openat2, dirfd, ptr(path), ptr(how), 24));
     if (rc >= 0) return rc;
     const e = errno();
-    if (e !== 11 || i >= 16) throw new FsAtError(e, `openat2 ${name}`);
+    if (e !== EAGAIN || i >= 16) throw new ErrnoError(e, `openat2 ${name}`);
   }
 }
 
@@ -89,7 +59,7 @@ export function unlinkAt(dirfd: number, name: string, flags = 0): void {
 export function readlinkAt(dirfd: number, name: string): string {
   const buf = Buffer.alloc(4096);
   const n = check(lib.readlinkat(dirfd, cstr(name), ptr(buf), buf.length), `readlinkat ${name}`);
-  if (n >= buf.length) throw new FsAtError(36, `readlinkat ${name}`);
+  if (n >= buf.length) throw new ErrnoError(ENAMETOOLONG, `readlinkat ${name}`);
   return buf.subarray(0, n).toString("utf8");
 }
 

@@ -1,46 +1,17 @@
-// Socket FFI for netctl: AF_NETLINK (rtnetlink) through libc, plus the struct layouts it needs.
-// Layouts are Linux x86_64 / glibc; each constant and struct names the header it comes from.
-// Bun's own networking has no AF_NETLINK, so this is the only way to talk to the kernel without `ip`.
-import { dlopen, read, type Pointer } from "bun:ffi";
+// Socket FFI for netctl: AF_NETLINK (rtnetlink), raw ICMP and packet sockets, plus the socket constants
+// every socket wrapper (libc-notify.ts, libc-unix.ts) shares. Layouts are Linux x86_64 / glibc; each
+// constant and struct names the header it comes from. Bun's own networking has no AF_NETLINK, so this is
+// the only way to talk to the kernel without `ip`.
+import { EINTR, EINVAL, errno, ErrnoError, libc as lib } from "./libc.ts";
 
-const lib = dlopen("libc.so.6", {
-  socket: { args: ["i32", "i32", "i32"], returns: "i32" },
-  bind: { args: ["i32", "ptr", "u32"], returns: "i32" },
-  send: { args: ["i32", "ptr", "u64", "i32"], returns: "i64" },
-  sendto: { args: ["i32", "ptr", "u64", "i32", "ptr", "u32"], returns: "i64" },
-  recv: { args: ["i32", "ptr", "u64", "i32"], returns: "i64" },
-  setsockopt: { args: ["i32", "i32", "i32", "ptr", "u32"], returns: "i32" },
-  close: { args: ["i32"], returns: "i32" },
-  strerror: { args: ["i32"], returns: "cstring" },
-  __errno_location: { args: [], returns: "ptr" },
-}).symbols;
-
-/** errno of the last failed call on this thread. */
-export function errno(): number {
-  return read.i32(lib.__errno_location() as Pointer, 0);
-}
-
-export function strerror(e: number): string {
-  return String(lib.strerror(e));
-}
-
-// <bits/socket.h>, <linux/netlink.h>, <asm-generic/socket.h>
-export const AF_UNSPEC = 0, AF_INET = 2, AF_INET6 = 10, AF_NETLINK = 16;
-export const SOCK_RAW = 3, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
+// <bits/socket.h>, <bits/socket_type.h>, <linux/netlink.h>, <asm-generic/socket.h>
+export const AF_UNSPEC = 0, AF_UNIX = 1, AF_INET = 2, AF_INET6 = 10, AF_NETLINK = 16;
+export const SOCK_DGRAM = 2, SOCK_RAW = 3, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
 export const NETLINK_ROUTE = 0;
-export const SOL_SOCKET = 1, SO_RCVBUF = 8, SO_RCVTIMEO = 20, SO_RCVBUFFORCE = 33;
+export const SOL_SOCKET = 1, SO_RCVBUF = 8, SO_PASSCRED = 16, SO_PEERCRED = 17, SO_RCVTIMEO = 20, SO_RCVBUFFORCE = 33;
+export const SO_PEERPIDFD = 77; // Linux 6.5
+export const SCM_CREDENTIALS = 2, MSG_DONTWAIT = 0x40, MSG_NOSIGNAL = 0x4000;
 export const SOL_NETLINK = 270, NETLINK_ADD_MEMBERSHIP = 1, NETLINK_EXT_ACK = 11;
-// <asm-generic/errno-base.h>, <asm-generic/errno.h>
-export const ENOENT = 2, EINTR = 4, EAGAIN = 11, EEXIST = 17, EINVAL = 22, ENOBUFS = 105, ESRCH = 3;
-
-export class SocketError extends Error {
-  constructor(
-    readonly errno: number,
-    readonly what: string,
-  ) {
-    super(`${what}: ${strerror(errno)} (errno ${errno})`);
-  }
-}
 
 /**
  * struct sockaddr_nl (<linux/netlink.h>), 12 bytes:
@@ -57,7 +28,7 @@ function sockaddrNl(groups: number): Uint8Array {
 /** Opens and binds a NETLINK_ROUTE socket; `groups` is the legacy RTMGRP_* bitmask. */
 export function netlinkSocket(opts: { groups?: number; nonblock?: boolean; rcvbuf?: number; timeoutMs?: number } = {}): number {
   const fd = lib.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | (opts.nonblock ? SOCK_NONBLOCK : 0), NETLINK_ROUTE);
-  if (fd < 0) throw new SocketError(errno(), "socket(AF_NETLINK, NETLINK_ROUTE)");
+  if (fd < 0) throw new ErrnoError(errno(), "socket(AF_NETLINK, NETLINK_ROUTE)");
   try {
     const one = new Int32Array([1]);
     // extended ACKs carry the kernel's own error text ("Invalid source address" etc.); older kernels ignore it
@@ -70,10 +41,10 @@ export function netlinkSocket(opts: { groups?: number; nonblock?: boolean; rcvbu
     if (opts.timeoutMs) {
       // struct timeval (<bits/types/struct_timeval.h>): i64 tv_sec, i64 tv_usec
       const tv = new BigInt64Array([BigInt(Math.floor(opts.timeoutMs / 1000)), BigInt((opts.timeoutMs % 1000) * 1000)]);
-      if (lib.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16) !== 0) throw new SocketError(errno(), "setsockopt(SO_RCVTIMEO)");
+      if (lib.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16) !== 0) throw new ErrnoError(errno(), "setsockopt(SO_RCVTIMEO)");
     }
     const sa = sockaddrNl(opts.groups ?? 0);
-    if (lib.bind(fd, sa, sa.length) !== 0) throw new SocketError(errno(), "bind(AF_NETLINK)");
+    if (lib.bind(fd, sa, sa.length) !== 0) throw new ErrnoError(errno(), "bind(AF_NETLINK)");
   } catch (e) {
     lib.close(fd);
     throw e;
@@ -81,44 +52,11 @@ export function netlinkSocket(opts: { groups?: number; nonblock?: boolean; rcvbu
   return fd;
 }
 
-// <netinet/in.h>, <netinet/icmp6.h>
-export const IPPROTO_ICMP = 1, IPPROTO_ICMPV6 = 58, ICMP6_FILTER = 1;
-
-/** A raw ICMP (v4) or ICMPv6 socket, non-blocking; needs CAP_NET_RAW. */
-export function icmpSocket(v6: boolean): number {
-  const fd = lib.socket(v6 ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP);
-  if (fd < 0) throw new SocketError(errno(), `socket(${v6 ? "AF_INET6, IPPROTO_ICMPV6" : "AF_INET, IPPROTO_ICMP"})`);
-  if (v6) {
-    // struct icmp6_filter: 256 bits, a set bit blocks that type; pass only echo replies (129)
-    const filter = new Uint32Array(8).fill(0xffffffff);
-    filter[129 >> 5]! &= ~(1 << (129 & 31));
-    filter[129 >> 5] = filter[129 >> 5]! >>> 0;
-    if (lib.setsockopt(fd, IPPROTO_ICMPV6, ICMP6_FILTER, filter, 32) !== 0) {
-      const e = errno();
-      lib.close(fd);
-      throw new SocketError(e, "setsockopt(ICMP6_FILTER)");
-    }
-  }
-  return fd;
-}
-
-/**
- * sendto() a datagram to an IPv4 (struct sockaddr_in, 16 bytes: u16 family, u16 port BE, 4 addr, 8 zero)
- * or IPv6 address (struct sockaddr_in6, 28 bytes: u16 family, u16 port BE, u32 flowinfo, 16 addr, u32 scope).
- */
-export function sockSendTo(fd: number, buf: Uint8Array, addr: Uint8Array, port: number, what: string): void {
-  const v6 = addr.length === 16;
-  const sa = new Uint8Array(v6 ? 28 : 16);
-  const dv = new DataView(sa.buffer);
-  dv.setUint16(0, v6 ? AF_INET6 : AF_INET, true);
-  dv.setUint16(2, port);
-  sa.set(addr, v6 ? 8 : 4);
-  const n = Number(lib.sendto(fd, buf, buf.length, 0, sa, sa.length));
-  if (n !== buf.length) throw new SocketError(n < 0 ? errno() : EINVAL, what);
-}
+// <netinet/in.h>
+export const IPPROTO_ICMP = 1, IPPROTO_ICMPV6 = 58;
 
 // <linux/if_packet.h>, <linux/if_ether.h>
-export const AF_PACKET = 17, SOCK_DGRAM = 2, ETH_P_IPV6 = 0x86dd;
+export const AF_PACKET = 17, ETH_P_IPV6 = 0x86dd;
 
 /**
  * A send-only packet socket (protocol 0: the kernel queues nothing to it). It sends an IPv6 packet we built
@@ -126,7 +64,7 @@ export const AF_PACKET = 17, SOCK_DGRAM = 2, ETH_P_IPV6 = 0x86dd;
  */
 export function packetSocket(): number {
   const fd = lib.socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) throw new SocketError(errno(), "socket(AF_PACKET, SOCK_DGRAM)");
+  if (fd < 0) throw new ErrnoError(errno(), "socket(AF_PACKET, SOCK_DGRAM)");
   return fd;
 }
 
@@ -144,7 +82,7 @@ export function packetSendTo(fd: number, buf: Uint8Array, index: number, protoco
   sa[11] = mac.length;
   sa.set(mac.subarray(0, 8), 12);
   const n = Number(lib.sendto(fd, buf, buf.length, 0, sa, sa.length));
-  if (n !== buf.length) throw new SocketError(n < 0 ? errno() : EINVAL, what);
+  if (n !== buf.length) throw new ErrnoError(n < 0 ? errno() : EINVAL, what);
 }
 
 export function sockSend(fd: number, buf: Uint8Array, what: string): void {
@@ -153,7 +91,7 @@ export function sockSend(fd: number, buf: Uint8Array, what: string): void {
     if (n === buf.length) return;
     const e = n < 0 ? errno() : EINVAL;
     if (e === EINTR) continue;
-    throw new SocketError(e, what);
+    throw new ErrnoError(e, what);
   }
 }
 
@@ -164,10 +102,6 @@ export function sockRecv(fd: number, buf: Uint8Array, what: string): number {
     if (n >= 0) return n;
     const e = errno();
     if (e === EINTR) continue;
-    throw new SocketError(e, what);
+    throw new ErrnoError(e, what);
   }
-}
-
-export function sockClose(fd: number): void {
-  lib.close(fd);
 }

@@ -1,73 +1,22 @@
 // libc sockets through bun:ffi for the probes: AF_UNIX SOCK_DGRAM with sendmsg + SCM_CREDENTIALS (sd_notify)
 // and ICMP echo sockets (unprivileged SOCK_DGRAM/IPPROTO_ICMP, or SOCK_RAW). Bun has neither natively
-// (notes/net-lab.md §5). Layouts are glibc x86_64, the same ABI the bundle ships whatever libc the image
+// (docs/notes.md §6). Layouts are glibc x86_64, the same ABI the bundle ships whatever libc the image
 // has; each struct below names its header. Nothing here blocks: every socket is SOCK_NONBLOCK and
 // callers poll with MSG_DONTWAIT-style reads.
-import { dlopen, ptr, read, type Pointer } from "bun:ffi";
+import { ptr } from "bun:ffi";
+import { EAGAIN, EINTR, errno, ErrnoError, libc as L } from "./libc.ts";
+import { AF_INET, AF_INET6, AF_UNIX, MSG_DONTWAIT, MSG_NOSIGNAL, SCM_CREDENTIALS, SO_PASSCRED, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOL_SOCKET } from "./libc-net.ts";
 
-const L = dlopen("libc.so.6", {
-  socket: { args: ["i32", "i32", "i32"], returns: "i32" },
-  bind: { args: ["i32", "ptr", "u32"], returns: "i32" },
-  close: { args: ["i32"], returns: "i32" },
-  setsockopt: { args: ["i32", "i32", "i32", "ptr", "u32"], returns: "i32" },
-  sendmsg: { args: ["i32", "ptr", "i32"], returns: "i64" },
-  sendto: { args: ["i32", "ptr", "u64", "i32", "ptr", "u32"], returns: "i64" },
-  recvmsg: { args: ["i32", "ptr", "i32"], returns: "i64" },
-  getuid: { args: [], returns: "u32" },
-  getgid: { args: [], returns: "u32" },
-  getpid: { args: [], returns: "i32" },
-  strerror: { args: ["i32"], returns: "cstring" },
-  __errno_location: { args: [], returns: "ptr" },
-}).symbols;
-
-// <bits/socket.h>, <bits/socket_type.h>, <netinet/in.h>, <asm-generic/socket.h>
-export const AF_UNIX = 1, AF_INET = 2, AF_INET6 = 10;
-export const SOCK_DGRAM = 2, SOCK_RAW = 3, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
-export const SOL_SOCKET = 1, SO_PASSCRED = 16, SCM_CREDENTIALS = 2;
-export const IPPROTO_ICMP = 1, IPPROTO_ICMPV6 = 58;
-export const MSG_DONTWAIT = 0x40, MSG_NOSIGNAL = 0x4000;
-// <asm-generic/errno-base.h>, <asm-generic/errno.h>
-export const EPERM = 1, ENOENT = 2, EINTR = 4, EAGAIN = 11, EACCES = 13, ECONNREFUSED = 111;
-
-export function errno(): number {
-  return read.i32(L.__errno_location() as Pointer, 0);
-}
-
-export function strerror(e: number): string {
-  return String(L.strerror(e));
-}
-
-/** An Error carrying errno, message "what: strerror (errno N)". */
-export class SysError extends Error {
-  constructor(
-    readonly what: string,
-    readonly errno: number,
-  ) {
-    super(`${what}: ${strerror(errno)} (errno ${errno})`);
-  }
-}
-
-export function getuid(): number {
-  return L.getuid();
-}
-export function getgid(): number {
-  return L.getgid();
-}
-
-/** socket(2), always non-blocking and close-on-exec. Throws SysError. */
+/** socket(2), always non-blocking and close-on-exec. Throws ErrnoError. */
 export function openSocket(family: number, type: number, protocol: number): number {
   const fd = L.socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
-  if (fd < 0) throw new SysError("socket", errno());
+  if (fd < 0) throw new ErrnoError(errno(), "socket");
   return fd;
-}
-
-export function closeFd(fd: number): void {
-  L.close(fd);
 }
 
 export function setIntOption(fd: number, level: number, name: number, value: number): void {
   const v = new Int32Array([value]);
-  if (L.setsockopt(fd, level, name, v, 4) !== 0) throw new SysError("setsockopt", errno());
+  if (L.setsockopt(fd, level, name, v, 4) !== 0) throw new ErrnoError(errno(), "setsockopt");
 }
 
 /**
@@ -148,7 +97,7 @@ function msghdr(name: Uint8Array | null, namelen: number, iov: BigUint64Array, c
 /**
  * sendmsg(2) of one datagram to a unix socket path, with explicit SCM_CREDENTIALS when `creds` is given
  * (the kernel accepts a pid other than our own only with CAP_SYS_ADMIN over the pid namespace).
- * Throws SysError (EPERM for a refused claim, ENOENT/ECONNREFUSED for a missing listener).
+ * Throws ErrnoError (EPERM for a refused claim, ENOENT/ECONNREFUSED for a missing listener).
  */
 export function sendUnixDatagram(path: string, data: Uint8Array, creds?: Creds): number {
   const { buf: sa, len: salen } = sockaddrUn(path);
@@ -169,7 +118,7 @@ export function sendUnixDatagram(path: string, data: Uint8Array, creds?: Creds):
     }
     const m = msghdr(sa, salen, iov, control);
     const n = Number(L.sendmsg(fd, m, MSG_NOSIGNAL));
-    if (n < 0) throw new SysError("sendmsg", errno());
+    if (n < 0) throw new ErrnoError(errno(), "sendmsg");
     return n;
   } finally {
     L.close(fd);
@@ -184,7 +133,7 @@ export function bindUnixDatagram(path: string): number {
   if (L.bind(fd, buf, len) !== 0) {
     const e = errno();
     L.close(fd);
-    throw new SysError(`bind ${path}`, e);
+    throw new ErrnoError(e, `bind ${path}`);
   }
   return fd;
 }
@@ -197,7 +146,7 @@ export interface Datagram {
   creds: Creds | null;
 }
 
-/** Non-blocking recvmsg(2): null when nothing is queued (EAGAIN); throws SysError otherwise. */
+/** Non-blocking recvmsg(2): null when nothing is queued (EAGAIN); throws ErrnoError otherwise. */
 export function recvDatagram(fd: number, max = 65536): Datagram | null {
   const data = new Uint8Array(max);
   const name = new Uint8Array(128);
@@ -208,7 +157,7 @@ export function recvDatagram(fd: number, max = 65536): Datagram | null {
   if (n < 0) {
     const e = errno();
     if (e === EAGAIN || e === EINTR) return null;
-    throw new SysError("recvmsg", e);
+    throw new ErrnoError(e, "recvmsg");
   }
   let creds: Creds | null = null;
   const controllen = Number(m[5]);
@@ -225,10 +174,10 @@ export function recvDatagram(fd: number, max = 65536): Datagram | null {
   return { data: data.slice(0, n), from: namelen > 0 ? sockaddrInAddress(name.slice(0, namelen)) : null, creds };
 }
 
-/** sendto(2) of one datagram to an IPv4/IPv6 address (ICMP sockets). Throws SysError. */
+/** sendto(2) of one datagram to an IPv4/IPv6 address (ICMP sockets). Throws ErrnoError. */
 export function sendToAddress(fd: number, data: Uint8Array, addr: Uint8Array, scopeId = 0): number {
   const sa = sockaddrIn(addr, 0, scopeId);
   const n = Number(L.sendto(fd, data, data.length, MSG_NOSIGNAL, sa, sa.length));
-  if (n < 0) throw new SysError("sendto", errno());
+  if (n < 0) throw new ErrnoError(errno(), "sendto");
   return n;
 }

@@ -1,20 +1,11 @@
 // Unix-socket bindings the host agent needs and Bun does not expose: the peer's credentials of an
 // accepted AF_UNIX connection (SO_PEERCRED), a pidfd for the peer (SO_PEERPIDFD) so a check cannot be
 // fooled by pid reuse, and the owner of a process's user namespace (NS_GET_OWNER_UID).
-import { dlopen, ptr } from "bun:ffi";
+import { ptr } from "bun:ffi";
 import { closeSync, constants, openSync } from "node:fs";
+import { libc as lib } from "./libc.ts";
+import { SO_PEERCRED, SO_PEERPIDFD, SOL_SOCKET } from "./libc-net.ts";
 
-const lib = dlopen("libc.so.6", {
-  getsockopt: { args: ["i32", "i32", "i32", "ptr", "ptr"], returns: "i32" },
-  ioctl: { args: ["i32", "u64", "ptr"], returns: "i32" },
-  syscall: { args: ["i64", "i64", "i64", "i64", "i64"], returns: "i64" },
-  close: { args: ["i32"], returns: "i32" },
-}).symbols;
-
-// <asm-generic/socket.h> (x86_64 uses the generic values)
-const SOL_SOCKET = 1;
-const SO_PEERCRED = 17;
-const SO_PEERPIDFD = 77; // Linux 6.5
 // <linux/nsfs.h>: _IO(0xb7, 0x4)
 const NS_GET_OWNER_UID = 0xb704;
 // <asm/unistd_64.h>
@@ -53,10 +44,6 @@ export function peerPidfd(fd: number): number | null {
 /** Is the process behind this pidfd still running (so its pid still names it)? */
 export function pidfdAlive(pidfd: number): boolean {
   return lib.syscall(SYS_pidfd_send_signal, pidfd, 0, 0, 0) === 0n;
-}
-
-export function closeFd(fd: number): void {
-  lib.close(fd);
 }
 
 /** The uid (in our namespace) that created the user namespace of `pid`, or null. */

@@ -3,7 +3,7 @@
 // so what it installs is what the init accepts. A leaf module on the init's start-up path: no imports
 // beyond common/log.ts and common/signals.ts (see lazy.ts). Reference: docs/validation.md.
 import { ExitError, EXIT } from "./log.ts";
-import { parseSignal } from "./signals.ts";
+import { parseSignal, SIGCANCEL, SIGSETXID, SIGSTOP, SIGTERM } from "./signals.ts";
 
 /** A bad setting: exit 65 in the init, E_BAD_CONFIG in the agent; `key` names the env variable. */
 export class SettingError extends ExitError {
@@ -36,12 +36,12 @@ export const MAX_STOP_TIMEOUT_S = 80;
 
 // SIGKILL and SIGSTOP cannot be caught; SIGSTOP would freeze the app instead of stopping it, SIGKILL
 // leaves no clean stop; 32 and 33 belong to glibc's threads
-const UNUSABLE_STOP = new Set([19, 32, 33]);
+const UNUSABLE_STOP = new Set([SIGSTOP, SIGCANCEL, SIGSETXID]);
 
 /** MAN8S_STOP_SIGNAL (default SIGTERM). */
 export function stopSignal(env: Env): number {
   const text = env.MAN8S_STOP_SIGNAL;
-  if (!text) return 15;
+  if (!text) return SIGTERM;
   return stopSignalValue(text, "MAN8S_STOP_SIGNAL");
 }
 

@@ -1,9 +1,9 @@
 // The one validator of a container's env settings: every check the init makes when it reads the env file,
 // made in the same order with the same functions, without starting anything. The agent runs it on the
 // env it renders (hostagent/validate.ts), so an install never hands the init a file it exits 65 on.
-// The init itself keeps its lazy phases (settings.ts at start-up, probe-settings.ts with the probes,
+// The init itself keeps its lazy phases (settings.ts at start-up, probes/settings.ts with the probes,
 // ygg-settings.ts with the network) and calls the very same parsers there. Reference: docs/validation.md.
-import { checkProbeEnv } from "./probe-settings.ts";
+import { checkProbeEnv } from "../probes/settings.ts";
 import { argvJson, networkSettings, SettingError, stopSignal, stopTimeout, userSpec, wantsNetwork, wantsProbes, type Env } from "./settings.ts";
 import { yggConfigFromEnv } from "./ygg-settings.ts";
 

@@ -1,7 +1,7 @@
 // The yggdrasil settings of the env file (MAN8S_YGGDRASIL_ADDRESS, _PREFIX, _GATEWAY), parsed here for the
 // init's network phase (netctl/yggdrasil.ts) and for the agent's validate-env.ts. Not on the init's start-up
-// path: the address math (netctl/addrmath.ts, with ip-num) is loaded with the network module only.
-import { addressForName, formatIPv6, inPrefix6, parseIPv6, parsePrefix6, type Prefix6 } from "../netctl/addrmath.ts";
+// path: the address math (common/net/addrmath.ts, with ip-num) is loaded with the network module only.
+import { addressForName, formatIPv6, inPrefix6, parseIPv6, parsePrefix6, type Prefix6 } from "./net/addrmath.ts";
 import { clip, SettingError } from "./settings.ts";
 
 export const YGG_SPACE: Prefix6 = { network: parseIPv6("200::")!, len: 7 };

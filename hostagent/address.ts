@@ -1,6 +1,6 @@
-// The `address` command's math, delegated to netctl/addrmath.ts so host and container compute the same
-// mbctl-compatible yggdrasil address (notes/man8s-reference.md §3).
-import { addressForName, formatIPv6, parsePrefix6 } from "../netctl/addrmath.ts";
+// The `address` command's math, delegated to common/net/addrmath.ts so host and container compute the same
+// mbctl-compatible yggdrasil address (docs/notes.md §10).
+import { addressForName, formatIPv6, parsePrefix6 } from "../common/net/addrmath.ts";
 import { AgentError, ERR } from "./errors.ts";
 
 /** The container's address in a yggdrasil /64 (host bits of the prefix are cleared, like mbctl). */

@@ -14,12 +14,6 @@ export function optStr(a: Args, k: string, max = 4096): string | undefined {
   return v;
 }
 
-export function reqStr(a: Args, k: string, max = 4096): string {
-  const v = optStr(a, k, max);
-  if (v === undefined) throw bad(`${k} is required`);
-  return v;
-}
-
 export function optBool(a: Args, k: string): boolean | undefined {
   const v = a[k];
   if (v === undefined || v === null) return undefined;

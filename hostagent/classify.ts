@@ -2,6 +2,7 @@
 // a fixed order and the first match wins; every decision records its evidence (file, config field).
 // All file access goes through rootfs.ts, so symlinks resolve inside the image, never on the host.
 import { basename } from "node:path";
+import { shellForm, SHELLS } from "../common/shell-form.ts";
 import { parseSignal, signalName } from "../common/signals.ts";
 import type { ImageConfig } from "./image-config.ts";
 import { DOCKER_PATH, existsIn, readHead, whichIn, type Resolved } from "./rootfs.ts";
@@ -79,7 +80,6 @@ const ROW: Record<InitKind, { mode: InitMode; processTwo: boolean; killSignal: s
 
 const STRINGS_SCAN = 16 * 1024 * 1024;
 const SCRIPT_SCAN = 256 * 1024;
-const SHELLS = new Set(["sh", "bash", "ash", "dash", "ksh", "zsh", "busybox", "mksh"]);
 const PRIV_DROPPERS = new Set(["gosu", "su-exec", "setpriv", "chpst", "s6-setuidgid", "runuser", "setuidgid", "tini-static"]);
 
 interface Probe {
@@ -153,16 +153,13 @@ function classifyArgv(ctx: Ctx, argv: string[], depth: number): Result {
     ctx.warnings.push("the image has neither Entrypoint nor Cmd: there is nothing to run");
     return { kind: "none", why: "no Entrypoint and no Cmd" };
   }
-  // shell form: Docker writes ["/bin/sh", "-c", "cmd"] (or Config.Shell + cmd)
-  const shell = ctx.cfg.shell ?? ["/bin/sh", "-c"];
-  const viaShell = argv.length >= shell.length + 1 && shell.every((w, i) => argv[i] === w);
-  const viaSh = argv.length >= 3 && ["/bin/sh", "sh", "/bin/bash", "bash"].includes(argv[0]!) && argv[1] === "-c";
-  if (viaShell || viaSh) {
-    // the script is the word after the shell's own words (Config.Shell may be ["x"] with argv ["x", "-c"])
-    const script = argv[viaShell ? shell.length : 2]!;
+  // shell form: Docker writes ["/bin/sh", "-c", "cmd"] (or Config.Shell + cmd); the rule is the init's too
+  const sf = shellForm(argv, ctx.cfg.shell);
+  if (sf) {
+    const script = sf.script;
     const words = script.trim().split(/\s+/);
     const first = words[0] === "exec" ? words[1] : words[0];
-    ctx.ev.push({ decision: "shell-form command", source: "config argv[0..1]", detail: `${argv[0]} ${argv[1]} '${script.slice(0, 200)}'` });
+    ctx.ev.push({ decision: "shell-form command", source: "config argv[0..1]", detail: `${argv.slice(0, sf.index).join(" ")} '${script.slice(0, 200)}'` });
     // a PID-1 init behind sh -c still needs PID 1 (podman strips sh -c the same way)
     if (first && depth === 0) {
       const inner = probe(ctx, first);

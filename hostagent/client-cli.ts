@@ -5,6 +5,7 @@ import { resolve } from "node:path";
 import { AgentClient } from "./client.ts";
 import { AgentError } from "./errors.ts";
 import { DEFAULT_SOCKET } from "./layout.ts";
+import { DEFAULT_STOP_TIMEOUT_S } from "../common/settings.ts";
 import { isUsageError, parseCli, UsageError, usageExit } from "../common/cli.ts";
 import type { Classification } from "./classify.ts";
 import { type ContainerStatus, isFinal } from "./state.ts";
@@ -24,7 +25,7 @@ render options:
   --ygg-prefix P | --ygg-address A   the container's yggdrasil address (or its host's /64)
   --image-url URL                    recorded as MAN8S_OCI_IMAGE_URL
   --env KEY=VALUE                    extra env (repeatable, wins over the image's)
-  --stop-timeout SECONDS             MAN8S_STOP_TIMEOUT (default 10)
+  --stop-timeout SECONDS             MAN8S_STOP_TIMEOUT (default ${DEFAULT_STOP_TIMEOUT_S})
   --bridge NAME | --private-network  VirtualEthernet on a bridge (default srvgrp0), or loopback only
   --no-private-users                 no PrivateUsers=pick / idmap
   --bundle-mode bind|copy            bind the host bundle read-only (default) or expect a copy

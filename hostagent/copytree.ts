@@ -4,7 +4,7 @@
 // are skipped. The copy is built under a temporary sibling name and renamed into place, so the
 // destination either does not exist or is complete. Bounded in entries and bytes (an image is untrusted).
 import { applyMeta } from "../common/file-meta.ts";
-import { randomBytes } from "node:crypto";
+import { tempSibling } from "../common/atomic-file.ts";
 import {
   closeSync, constants, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readSync,
   readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, writeSync, type Stats,
@@ -22,8 +22,6 @@ export interface CopyStats {
   bytes: number;
   skipped: number;
 }
-
-export const tempSibling = (p: string, tag: string) => `${dirname(p)}/.${basename(p)}.${tag}-${randomBytes(6).toString("hex")}`;
 
 /** Remove what a killed copy to `p` left beside it (tempSibling names); returns what was removed. */
 export function removeStaleTemps(p: string): string[] {

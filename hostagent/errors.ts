@@ -1,5 +1,5 @@
 // Error codes of the agent protocol. Every failed request gets exactly one of these, so clients can
-// branch on the code and humans read the message. The list is part of the public interface (docs/hostagent.md).
+// branch on the code and humans read the message. The list is part of the public interface (docs/protocol.md).
 export const ERR = {
   /** frame length above MAX_FRAME; the connection is closed after the reply */
   FRAME_TOO_LARGE: "E_FRAME_TOO_LARGE",

@@ -5,9 +5,10 @@ import { closeSync, fchmodSync, fstatSync, fsyncSync, readdirSync, write } from 
 import { lstat, mkdir, readdir, readlink, rm } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import {
-  AT_REMOVEDIR, fdPath, FsAtError, mkdirAt, O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_PATH, O_RDONLY, O_WRONLY,
+  AT_REMOVEDIR, fdPath, mkdirAt, O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_PATH, O_RDONLY, O_WRONLY,
   openBeneath, openDirPath, readlinkAt, RENAME_EXCHANGE, RENAME_NOREPLACE, renameAt, symlinkAt, unlinkAt,
 } from "../common/libc-fs.ts";
+import { ErrnoError } from "../common/libc.ts";
 import { AgentError, ERR, ioError } from "./errors.ts";
 import { IN_CONTAINER_BUNDLE } from "./layout.ts";
 
@@ -138,14 +139,14 @@ export async function injectCopy(rootfs: string, bundle: string): Promise<{ mode
     try {
       renameAt(rootFd, tmpName, rootFd, destName, RENAME_NOREPLACE);
     } catch (e) {
-      if ((e as FsAtError).code !== "EEXIST") throw e;
+      if ((e as ErrnoError).code !== "EEXIST") throw e;
       renameAt(rootFd, tmpName, rootFd, destName, RENAME_EXCHANGE);
     }
     if (!sameEntry(rootFd, destName, ours)) throw new AgentError(ERR.VERIFY_FAILED, `${dest} was replaced while it was put in place`);
     return { mode: "copy", path: dest, files: got, verified: true };
   } catch (e) {
     // a symlink or another entry where we just created ours: someone is changing the rootfs under us
-    if (e instanceof FsAtError && RACE_ERRNOS.has(e.code))
+    if (e instanceof ErrnoError && RACE_ERRNOS.has(e.code))
       throw new AgentError(ERR.VERIFY_FAILED, `injecting ${bundle} into ${rootfs}: the rootfs changed during the copy (${e.message})`);
     throw ioError(e, `injecting ${bundle} into ${rootfs}`);
   } finally {
@@ -240,7 +241,7 @@ function removeAt(dir: number, name: string, depth: number, budget: { left: numb
     unlinkAt(dir, name);
     return;
   } catch (e) {
-    const code = (e as FsAtError).code;
+    const code = (e as ErrnoError).code;
     if (code === "ENOENT") return;
     if (code !== "EISDIR" && code !== "EPERM") throw e;
   }

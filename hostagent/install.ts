@@ -12,11 +12,11 @@
 // recover() removes (it runs when the agent starts and before every install). A container is installed
 // exactly when both files resolve to regular files (isInstalled), which `status` and `install` share.
 // The *.rendered copies are the base of the three-way merge that keeps the user's edits (merge.ts).
-import { randomBytes } from "node:crypto";
 import {
-  closeSync, constants, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, renameSync,
-  rmSync, rmdirSync, statSync, symlinkSync, unlinkSync, writeSync,
+  closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync,
+  rmSync, rmdirSync, statSync, unlinkSync,
 } from "node:fs";
+import { replaceSymlink, syncDir, writeFileAtomic, type ReplaceOptions } from "../common/atomic-file.ts";
 import { dirname, relative } from "node:path";
 import { log } from "../common/log.ts";
 import { AgentError, ERR, ioError } from "./errors.ts";
@@ -59,43 +59,19 @@ function lstatOrNull(p: string) {
   }
 }
 
-const tmpName = (p: string) => `${dirname(p)}/.${p.split("/").pop()}.tmp-${randomBytes(6).toString("hex")}`;
-
-function fsyncDir(d: string): void {
-  const fd = openSync(d, constants.O_RDONLY | constants.O_DIRECTORY);
+/** common/atomic-file.ts's write, failing with the agent's error code (E_IO, E_NOT_FOUND). */
+export function writeAtomic(path: string, content: string, mode: number, opts: Omit<ReplaceOptions, "mode"> = {}): void {
   try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-export function writeAtomic(path: string, content: string, mode: number): void {
-  const tmp = tmpName(path);
-  let fd = -1;
-  try {
-    fd = openSync(tmp, "wx", mode);
-    const buf = Buffer.from(content, "utf8");
-    let off = 0;
-    while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = -1;
-    renameSync(tmp, path);
+    writeFileAtomic(path, content, { ...opts, mode });
   } catch (e) {
-    if (fd >= 0) closeSync(fd);
-    rmSync(tmp, { force: true });
     throw ioError(e, `writing ${path}`);
   }
 }
 
 function linkAtomic(path: string, target: string): void {
-  const tmp = tmpName(path);
   try {
-    symlinkSync(target, tmp);
-    renameSync(tmp, path);
+    replaceSymlink(path, target);
   } catch (e) {
-    rmSync(tmp, { force: true });
     throw ioError(e, `linking ${path}`);
   }
 }
@@ -230,7 +206,7 @@ function adopt(root: string, name: string): void {
       const text = readSmall(p);
       if (text !== null) writeAtomic(`${g}/${p.split("/").pop()}`, text, 0o644);
     }
-    fsyncDir(g);
+    syncDir(g);
     linkAtomic(cur, "generations/gen-0");
     target = g;
   }
@@ -239,7 +215,7 @@ function adopt(root: string, name: string): void {
     if (text !== null) writeAtomic(`${target}/${p.split("/").pop()}`, text, 0o644);
     linkAtomic(p, `current/${p.split("/").pop()}`);
   }
-  fsyncDir(configDir(root, name));
+  syncDir(configDir(root, name));
 }
 
 function nextGeneration(root: string, name: string): number {
@@ -301,8 +277,8 @@ export function installFiles(root: string, name: string, r: Rendered, force: boo
     writeAtomic(`${gen}/${ENV}${RENDERED}`, r.env, 0o444);
     writeAtomic(`${gen}/${NSPAWN}${RENDERED}`, r.nspawn, 0o444);
     if (hooks.rootfs) writeAtomic(`${gen}/install.json`, `${JSON.stringify({ rootfs: hooks.rootfs, at: new Date().toISOString() })}\n`, 0o444);
-    fsyncDir(gen);
-    fsyncDir(dirname(gen));
+    syncDir(gen);
+    syncDir(dirname(gen));
     fault("after-generation");
     // the volumes and /run copies the new files refer to; a killed seed is found through the generation
     undo = hooks.prepare?.();
@@ -322,7 +298,7 @@ export function installFiles(root: string, name: string, r: Rendered, force: boo
     const old = lstatOrNull(currentLink(root, name))?.isSymbolicLink() ? readlinkSync(currentLink(root, name)) : null;
     linkAtomic(currentLink(root, name), `generations/gen-${n}`); // the switch: from here on, no rollback
     try {
-      fsyncDir(dir);
+      syncDir(dir);
       fault("after-switch");
       if (old && old !== `generations/gen-${n}`) rmSync(`${dir}/${old}`, { recursive: true, force: true });
     } catch (e) {

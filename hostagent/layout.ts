@@ -1,4 +1,4 @@
-// Where things live, mbctl-compatible (notes/man8s-reference.md §4.1), under a configurable root so tests
+// Where things live, mbctl-compatible (docs/notes.md §11), under a configurable root so tests
 // can use a temporary directory as "/". All functions take already-validated names.
 import { readdirSync } from "node:fs";
 import { join } from "node:path";

@@ -160,7 +160,7 @@ export async function pullMachine(root: string, o: PullOptions): Promise<{ name:
     if (existing) throw new AgentError(ERR.EXISTS, `machine '${name}' already exists (${existing}); remove it first`);
     const jp = journalPath(root, name);
     mkdirSync(dirname(jp), { recursive: true, mode: 0o700 });
-    writeAtomic(jp, `${JSON.stringify({ name, storageExisted: lexists(storageDir(root, name)), at: new Date().toISOString() } satisfies Journal)}\n`, 0o600);
+    writeAtomic(jp, `${JSON.stringify({ name, storageExisted: lexists(storageDir(root, name)), at: new Date().toISOString() } satisfies Journal)}\n`, 0o600, { durable: true }); // on disk before anything it undoes
     const rootfs = rootfsDir(root, name);
     let bundle = "";
     try {

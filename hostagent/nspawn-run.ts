@@ -11,10 +11,12 @@
 // SIGKILL after the stop timeout and a grace.
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { bindUnixDatagram, closeFd, recvDatagram } from "../common/libc-notify.ts";
+import { closeFd } from "../common/libc.ts";
+import { bindUnixDatagram, recvDatagram } from "../common/libc-notify.ts";
 import type { Subprocess } from "bun";
 import { log } from "../common/log.ts";
 import { sleepLong } from "../common/timer.ts";
+import { DEFAULT_STOP_TIMEOUT_S } from "../common/settings.ts";
 import { AgentError, ERR } from "./errors.ts";
 import { nspawnLink, rootfsDir } from "./layout.ts";
 
@@ -181,7 +183,7 @@ export class MachineRunner {
   }
 
   /** At agent shutdown: the supervised machines are stopped as at a host shutdown. */
-  async stopAll(timeoutS = 10): Promise<void> {
+  async stopAll(timeoutS = DEFAULT_STOP_TIMEOUT_S): Promise<void> {
     await Promise.all([...this.running.keys()].map((n) => this.stop(n, timeoutS).catch(() => undefined)));
   }
 }

@@ -4,7 +4,8 @@
 // Unlike mbctl this copies instead of moving, so it can run again (install --force, inject) and always
 // reflects the image: a new copy is built under a temporary name and swapped in.
 import { lstatSync, readdirSync, renameSync, rmSync } from "node:fs";
-import { copyInto, removeStaleTemps, tempSibling, type CopyStats } from "./copytree.ts";
+import { tempSibling } from "../common/atomic-file.ts";
+import { copyInto, removeStaleTemps, type CopyStats } from "./copytree.ts";
 import { ioError } from "./errors.ts";
 import { resolveIn } from "./rootfs.ts";
 

@@ -1,12 +1,14 @@
 // Renders a container's two files from a classification: the `.nspawn` settings (mbctl's keys and layout,
-// notes/man8s-reference.md §4.4) and `man8env.env`, which the init reads as literal KEY=VALUE lines.
+// docs/notes.md §11) and `man8env.env`, which the init reads as literal KEY=VALUE lines.
 // Rendering is pure: nothing is written here, so a value that cannot be written fails before any file exists.
 import { VERSION } from "../common/version.ts";
 import type { Classification } from "./classify.ts";
 import { AgentError, ERR } from "./errors.ts";
 import type { ImageConfig } from "./image-config.ts";
 import { IN_CONTAINER_BUNDLE, IN_CONTAINER_ENV, IN_CONTAINER_REPORT_DIR, IN_CONTAINER_REPORT_SOCKET, envFile, reportDir } from "./layout.ts";
-import { shlexJoin } from "./shlex.ts";
+import { shlexJoin } from "../common/shellwords.ts";
+import { READY_WORDS } from "../probes/settings.ts";
+import { parseProbeUrl, ProbeUrlError } from "../probes/url.ts";
 import { checkSettings } from "./validate.ts";
 import type { VolumePlan } from "./volumes.ts";
 
@@ -49,14 +51,18 @@ export function templateOf(cls: Classification): string {
   return cls.kind === "systemd" ? "netns-systemd" : "netns-init";
 }
 
-/** MAN8S_READY keywords; anything else must be a probe URL (the init validates it fully at start). */
-export const READY_KEYWORDS = ["healthy", "start", "none"] as const;
-
+/** --ready: a MAN8S_READY word or a probe URL, checked by the probes' own parser (docs/probes.md). */
 export function checkReady(v: string): string {
   const t = v.trim();
-  if ((READY_KEYWORDS as readonly string[]).includes(t)) return t;
-  if (t.length > 2048 || /[\n\r\0]/.test(t) || !/^(tcp|http|https|icmp):\/\/[^\s]+$|^exec:\S/.test(t)) {
-    throw new AgentError(ERR.BAD_ARGS, `ready must be healthy, start, none or a probe URL (tcp://, http://, https://, icmp://, exec:), got '${t.slice(0, 80)}'`);
+  if ((READY_WORDS as readonly string[]).includes(t)) return t;
+  const bad = (why: string) =>
+    new AgentError(ERR.BAD_ARGS, `ready must be healthy, start, none or a probe URL (tcp://, http://, https://, icmp://, exec:), got '${t.slice(0, 80)}': ${why}`);
+  if (t.length > 2048 || /[\n\r\0]/.test(t)) throw bad("too long or more than one line");
+  try {
+    parseProbeUrl(t);
+  } catch (e) {
+    if (e instanceof ProbeUrlError) throw bad(e.message);
+    throw e;
   }
   return t;
 }

@@ -19,10 +19,10 @@ import { RENEWS_DIR, checkName, configDir, imageRecord, rootfsDir } from "./layo
 import { type ImageRecord, machineLock, readImageRecord } from "./machines.ts";
 import type { Rendered } from "./render.ts";
 import { isFinal } from "./state.ts";
-import type { AgentServer } from "./server.ts";
+import type { AgentServices } from "./services.ts";
 
 export interface RenewHooks {
-  server: AgentServer;
+  server: AgentServices;
   progress: (step: string, message: string, layer?: LayerProgress) => void;
   /** inject + install the new rootfs with the recorded options (force: the three-way merge) */
   install: (rootfs: string, configBlob: string, digest: string, record: ImageRecord) => Promise<unknown>;
@@ -40,7 +40,7 @@ const journalPath = (root: string, name: string) => join(root, RENEWS_DIR, `${na
 
 function writeJournal(root: string, name: string, j: RenewJournal): void {
   mkdirSync(join(root, RENEWS_DIR), { recursive: true, mode: 0o700 });
-  writeAtomic(journalPath(root, name), `${JSON.stringify(j)}\n`, 0o600);
+  writeAtomic(journalPath(root, name), `${JSON.stringify(j)}\n`, 0o600, { durable: true }); // on disk before anything it undoes
 }
 
 /** At agent start: every renew the agent did not finish is rolled back (the machine is left stopped). */

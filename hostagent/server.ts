@@ -3,7 +3,8 @@
 import type { Socket, UnixSocketListener } from "bun";
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, unlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { closeFd, peerCred, peerPidfd, pidfdAlive, userNsOwner } from "../common/libc-unix.ts";
+import { closeFd } from "../common/libc.ts";
+import { peerCred, peerPidfd, pidfdAlive, userNsOwner } from "../common/libc-unix.ts";
 import { REPORT_LIMITS } from "../common/report.ts";
 import { log } from "../common/log.ts";
 import { AgentError, ERR } from "./errors.ts";
@@ -13,9 +14,10 @@ import { MachineRunner } from "./nspawn-run.ts";
 import { recoverAllRenews } from "./renew.ts";
 import { configDir, containerNames, reportDir, reportSocket, statusFile } from "./layout.ts";
 import { FrameReader, MAX_FRAME, errorReply, okReply, parseRequest, type RequestId } from "./protocol.ts";
-import { procStart } from "./proc.ts";
+import { procStat } from "../common/procstat.ts";
 import { StateStore, isFinal } from "./state.ts";
 import { COMMANDS, type CallContext } from "./commands/index.ts";
+import type { AgentServices, CallConn } from "./services.ts";
 
 export interface ServerOptions {
   socketPath: string;
@@ -89,7 +91,7 @@ const MAX_QUEUE = 16 * 1024 * 1024;
 
 type Kind = { admin: true } | { admin: false; container: string };
 
-export class Conn {
+export class Conn implements CallConn {
   readonly reader: FrameReader;
   private queue: Uint8Array[] = [];
   private queued = 0;
@@ -144,7 +146,7 @@ export class Conn {
   }
 }
 
-export class AgentServer {
+export class AgentServer implements AgentServices {
   readonly state: StateStore;
   /** machines started by this agent (or by systemd for it) */
   readonly runner: MachineRunner;
@@ -370,7 +372,7 @@ export class AgentServer {
       return this.opts.allowUids.includes(cred.uid) ? null : `uid ${cred.uid} may not use the admin socket`;
     }
     const conn = this.conns.get(sock);
-    if (conn) conn.peer = { pid: cred.pid, start: procStart(cred.pid) };
+    if (conn) conn.peer = { pid: cred.pid, start: procStat(cred.pid)?.startTime ?? null };
     const pidfd = peerPidfd(fd);
     try {
       const userNs = readNs(String(cred.pid), "user");

@@ -8,7 +8,7 @@ import { log } from "../common/log.ts";
 import { type ContainerStatus, FIRST_PHASES, type ReportPhase, type ReportRecord, ReportError, parseReport as parseShared, trimStatus } from "../common/report.ts";
 import { AgentError, ERR } from "./errors.ts";
 import { writeAtomic } from "./install.ts";
-import { procStart } from "./proc.ts";
+import { procStat } from "../common/procstat.ts";
 import { readRegular } from "./regular-file.ts";
 
 export { isFinal, type ContainerStatus, type ExitInfo, type ReportPhase as Phase } from "../common/report.ts";
@@ -172,7 +172,7 @@ export class StateStore {
       delete s.initAlive;
       return;
     }
-    s.initAlive = peer.start !== null && procStart(peer.pid) === peer.start;
+    s.initAlive = peer.start !== null && procStat(peer.pid)?.startTime === peer.start;
   }
 
   /**

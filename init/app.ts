@@ -1,9 +1,9 @@
 // Which command the init runs, and how it is signalled (DESIGN §3.1 step 6).
 import { existsSync } from "node:fs";
-import { basename } from "node:path";
 import { ExitError, EXIT } from "../common/log.ts";
 import { argvJson } from "../common/settings.ts";
-import { splitWords } from "./shellwords.ts";
+import { isShellForm } from "../common/shell-form.ts";
+import { splitWords } from "../common/shellwords.ts";
 
 export interface AppCommand {
   argv: string[];
@@ -11,13 +11,6 @@ export interface AppCommand {
   source: string;
   /** signal the app's process group rather than its pid (shell-form commands leave children behind) */
   group: boolean;
-}
-
-const SHELLS = new Set(["sh", "bash", "ash", "dash", "zsh", "ksh", "mksh", "busybox"]);
-
-/** `sh -c ...` and friends: the shell stays in front of the real work, so signal the whole group. */
-export function isShellForm(argv: readonly string[]): boolean {
-  return argv.length >= 2 && SHELLS.has(basename(argv[0]!)) && argv.slice(1).some((a) => a === "-c" || /^-[a-z]*c[a-z]*$/.test(a));
 }
 
 export function resolveApp(override: string[] | null, env: Record<string, string | undefined>, shell = "/bin/sh"): AppCommand {

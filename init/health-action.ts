@@ -1,6 +1,7 @@
 // MAN8S_HEALTH_ON_FAILURE: what the init does when the health check turns the app "unhealthy" (podman's
 // --health-on-failure). The states are explicit: idle → acted; restart re-arms (acted → idle) once the new
-// app runs, the others end the container.
+// app runs, the others end the container. The supervisor carries the action out (its `health` input) and
+// knows from its own state what it did to the exit code (init/supervisor-state.ts).
 //   none     only report (default)
 //   restart  the image's stop signal to the app (SIGKILL at the stop timeout); when it has exited, a new one
 //            starts after a backoff that doubles from 1 s up to 30 s; each restart is counted in the record
@@ -44,16 +45,6 @@ export class HealthOnFailure {
     this.record.restarts = (this.record.restarts ?? 0) + 1;
     this.record.lastDelayMs = delayMs;
     this.state = "idle";
-  }
-
-  /** the container ended because of this action (for the exit code and reason) */
-  get acted(): boolean {
-    return this.state === "acted" && this.action !== "restart";
-  }
-
-  /** restart: the app was ended by this action and has not been replaced yet */
-  get restartPending(): boolean {
-    return this.state === "acted" && this.action === "restart";
   }
 
   onStatus(status: string): void {

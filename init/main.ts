@@ -3,23 +3,23 @@
 import { existsSync } from "node:fs";
 import { ExitError, EXIT, isExitError, log, setLogPrefix } from "../common/log.ts";
 import { ENOENT, execve, libc, sigactionStruct } from "../common/libc.ts";
-import { signalName } from "../common/signals.ts";
+import { SIGPIPE, SIGTERM, signalName } from "../common/signals.ts";
 import { DEFAULT_STOP_TIMEOUT_S, MAX_STOP_TIMEOUT_S, stopSignal, stopTimeout, userSpec, wantsNetwork, wantsProbes } from "../common/settings.ts";
 import { IN_CONTAINER_ENV, IN_CONTAINER_REPORT_SOCKET, IN_CONTAINER_STATUS } from "../common/paths.ts";
 import { VERSION } from "../common/version.ts";
 import { resolveApp, resolveExecInit } from "./app.ts";
 import { appEnvironment, duplicateSummary, loadEnvFile } from "./env.ts";
 import { copyTree, PROTECTED_DIRS } from "./protected.ts";
-import { becomeSubreaper, reap, reapStats } from "./reaper.ts";
+import { becomeSubreaper, reap } from "./reaper.ts";
 import { onSignal, signalsHandled } from "./signals.ts";
 import { newRecord, type Phase, StatusFile } from "./status.ts";
 import { Supervisor } from "./supervisor.ts";
 import { appUserFromEnv } from "../common/user.ts";
 import { HealthOnFailure, healthAction, restartDelayMs } from "./health-action.ts";
-import { type LongTimer, setLongTimeout, sleepLong } from "../common/timer.ts";
+import { sleepLong } from "../common/timer.ts";
 import { probeWrapper } from "./launch.ts";
 import { load } from "../lazy.ts";
-import type { HealthHandle, ReadyHandle } from "./probes/index.ts";
+import type { HealthHandle, ReadyHandle } from "../probes/index.ts";
 
 const SWEEP_MS = 1000;
 
@@ -32,7 +32,7 @@ Started as init, man8s-init or 00-init.sh, the binary is this command.
 
 environment: MAN8S_ENV_FILE (default /man8env.env), MAN8S_STATUS_FILE (default /run/man8s/status.json),
 and from the env file MAN8S_APPLICATION_ARGV, MAN8S_APPLICATION_ARGS, MAN8S_STOP_SIGNAL,
-MAN8S_STOP_TIMEOUT, MAN8S_SIGNAL_GROUP, MAN8S_NETWORK. See README.md.
+MAN8S_STOP_TIMEOUT, MAN8S_SIGNAL_GROUP, MAN8S_NETWORK. See docs/init.md.
 exit codes: 64 usage, 65 bad env file, 67 MAN8S_APPLICATION_USER unknown to the rootfs, 69 network, 70 internal, 75 dependency timeout,
 126/127 app not executable/not found, otherwise the app's code (128+n for signal n, 137 if killed after the stop timeout).
 `;
@@ -58,7 +58,7 @@ export async function runInit(args: string[]): Promise<number> {
   // the first write waits for a phase that takes time (network, dependencies) or the app's start: off
   // the fast path; the agent, though, is told at once that a new run began
   if (reporter) status.write();
-  const sup = new Supervisor({ stopSignal: 15, stopTimeoutMs: DEFAULT_STOP_TIMEOUT_S * 1000, pid1, status });
+  const sup = new Supervisor({ stopSignal: SIGTERM, stopTimeoutMs: DEFAULT_STOP_TIMEOUT_S * 1000, pid1, status });
   onSignal((s) => sup.handleSignal(s));
   const sweep = setInterval(reap, SWEEP_MS);
 
@@ -70,13 +70,7 @@ export async function runInit(args: string[]): Promise<number> {
   } catch (e) {
     const err = isExitError(e) ? e : new ExitError(EXIT.internal, `internal error: ${(e as Error).stack ?? e}`);
     log(err.message);
-    status.record.exit = {
-      code: err.code, reason: err.message, app: null, killedAfterTimeout: false, drained: 0,
-      orphansReaped: sup.orphansReaped(), at: new Date().toISOString(),
-    };
-    status.record.phase = "exited";
-    status.write();
-    return err.code;
+    return sup.abort(err.code, err.message);
   } finally {
     clearInterval(sweep);
     await reporter?.flush();
@@ -213,15 +207,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
     log(`starting ${JSON.stringify(shown)}${shown.length < app.argv.length ? ` (first ${shown.length} of ${app.argv.length} words)` : ""} (${app.source}${app.group ? ", signals to its process group" : ""}${user ? `, as ${JSON.stringify(user.spec)} = ${user.uid}:${user.gid} groups ${user.groups.join(",")}` : ""}); stop signal ${signalName(settings.signal)}`);
     const appEnv = appEnvironment(env);
     const started = sup.spawn(app.argv, appEnv, app.group, user);
-    if ("failed" in started) {
-      rec.exit = {
-        code: started.failed, reason: `cannot execute ${app.argv[0]}`, app: null, killedAfterTimeout: false,
-        drained: 0, orphansReaped: sup.orphansReaped(), at: new Date().toISOString(),
-      };
-      rec.phase = "exited";
-      status.write();
-      return started.failed;
-    }
+    if ("failed" in started) return sup.abort(started.failed, `cannot execute ${app.argv[0]}`);
     rec.app = {
       argv: shown, ...(shown.length < app.argv.length ? { argc: app.argv.length } : {}), pid: started.pid, startedAt: new Date().toISOString(), group: app.group,
       startedAfterMs: Math.round(performance.now() * 100) / 100,
@@ -237,17 +223,12 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
     }
     if (probes) {
       const p = probes;
-      let pid = started.pid;
-      let endTimer: LongTimer | null = null;
+      // the supervisor carries out the action: its state machine owns every signal sent to the app
       guard = new HealthOnFailure(onFailure, {
         log,
-        stop: () => sup.requestStop(15), // as a stop request (SIGTERM): the image's stop signal, timeout, drain
-        kill: () => libc.kill(app.group ? -pid : pid, 9),
-        endApp: () => {
-          const old = pid;
-          libc.kill(app.group ? -old : old, settings.signal);
-          endTimer = setLongTimeout(() => libc.kill(app.group ? -old : old, 9), settings.timeoutMs);
-        },
+        stop: () => sup.health("stop"),
+        kill: () => sup.health("kill"),
+        endApp: () => sup.health("restart"),
       });
       const startHealth = () =>
         p.startHealth(env, {
@@ -268,11 +249,9 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
         const g = guard;
         const stopWait = new AbortController();
         sup.onStop(() => stopWait.abort());
+        // the supervisor calls this only for the app the action ended (its state "restarting"): an app that
+        // exited by itself ends the container as always
         sup.respawn = async () => {
-          // an app that exited by itself ends the container as always; only the one we ended is replaced
-          if (!g.restartPending) return false;
-          endTimer?.clear();
-          if (app.group) libc.kill(-pid, 9); // what the old app's group left behind
           await health?.stop();
           const delay = restartDelayMs((g.record.restarts ?? 0) + 1);
           log(`health: restarting the app in ${delay / 1000} s (restart ${(g.record.restarts ?? 0) + 1})`);
@@ -280,9 +259,8 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
           if (sup.stopping) return false;
           const again = sup.spawn(app.argv, appEnv, app.group, user);
           if ("failed" in again) return false;
-          pid = again.pid;
           g.restarted(delay);
-          rec.app = { ...rec.app!, pid, startedAt: new Date().toISOString(), startedAfterMs: Math.round(performance.now() * 100) / 100 };
+          rec.app = { ...rec.app!, pid: again.pid, startedAt: new Date().toISOString(), startedAfterMs: Math.round(performance.now() * 100) / 100 };
           rec.phase = "running";
           health = startHealth();
           if (health) rec.health = healthRec(health.state());
@@ -318,22 +296,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
     const h = health.state();
     rec.health = healthRec({ ...h, status: "unhealthy", lastStatus: h.status });
   }
-  if (guard?.acted && guard.action === "kill") {
-    result.code = EXIT.unhealthy;
-    result.reason = `app unhealthy: killed (MAN8S_HEALTH_ON_FAILURE=kill), exit ${EXIT.unhealthy}`;
-  } else if (guard?.acted) {
-    result.reason += `; the app was unhealthy (MAN8S_HEALTH_ON_FAILURE=${guard.action})`;
-  }
-  rec.phase = "exited";
-  rec.exit = {
-    code: result.code, reason: result.reason,
-    app: result.app ? { code: result.app.signal ? null : result.app.code, signal: result.app.signal ? signalName(result.app.signal) : null } : null,
-    killedAfterTimeout: result.killedAfterTimeout, drained: result.drained, drainKilled: result.drainKilled,
-    orphansReaped: sup.orphansReaped(), largestReap: reapStats.largestBatch, at: new Date().toISOString(),
-  };
-  status.write();
-  log(`exit ${result.code}: ${result.reason}; ${result.drained} drained, ${sup.orphansReaped()} orphans reaped`);
-  return result.code;
+  return sup.finish(result);
 }
 
 /**
@@ -358,7 +321,7 @@ async function execImageInit(argv: string[], env: Record<string, string>, status
     if (!n.sent) log(`READY=1 not sent: ${n.error}`);
   }
   log(`exec ${JSON.stringify(argv)}: the image's init takes over as pid ${process.pid}`);
-  libc.sigaction(13, sigactionStruct(0n, 0), null); // SIGPIPE back to SIG_DFL: Bun ignores it, exec would keep that
+  libc.sigaction(SIGPIPE, sigactionStruct(0n, 0), null); // SIGPIPE back to SIG_DFL: Bun ignores it, exec would keep that
   const err = execve(path, argv, env);
   log(`cannot execute ${path}: ${err === ENOENT ? "not found" : `errno ${err}`}`);
   return err === ENOENT ? EXIT.notFound : EXIT.notExecutable;

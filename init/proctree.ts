@@ -3,21 +3,11 @@
 // Walks /proc/PID/task/TID/children (cheap: touches only our tree); kernels without
 // CONFIG_PROC_CHILDREN fall back to a scan of every /proc/PID/stat.
 import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { procStat } from "../common/procstat.ts";
 
 export interface Proc {
   pid: number;
   pgid: number;
-}
-
-/** /proc/PID/stat fields after the command name (which may contain spaces and parentheses). */
-function statOf(pid: number | string): { state: string; ppid: number; pgid: number } | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return { state: f[0]!, ppid: Number(f[1]), pgid: Number(f[2]) };
-  } catch {
-    return null; // exited meanwhile
-  }
 }
 
 function childrenOf(pid: number): number[] {
@@ -50,7 +40,7 @@ function walk(root: number): Proc[] {
   const queue = [root];
   while (queue.length) {
     for (const pid of childrenOf(queue.pop()!)) {
-      const st = statOf(pid);
+      const st = procStat(pid);
       if (!st || st.state === "Z") continue;
       out.push({ pid, pgid: st.pgid });
       queue.push(pid);
@@ -64,7 +54,7 @@ function scan(root: number): Proc[] {
   for (const name of readdirSync("/proc")) {
     const c = name.charCodeAt(0);
     if (c < 48 || c > 57) continue;
-    const st = statOf(name);
+    const st = procStat(name);
     if (!st || st.state === "Z") continue;
     const p = { pid: Number(name), pgid: st.pgid };
     const list = children.get(st.ppid);

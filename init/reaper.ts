@@ -1,30 +1,18 @@
 // Zombie reaping beside Bun.spawn. A plain waitpid(-1) would steal the exit status of the app (Bun
 // waits for its children through a pidfd and its promise then rejects with ECHILD), so we peek with
-// waitid(WNOWAIT) and reap only pids that are not Bun's (notes/bun-lab.md §3).
+// waitid(WNOWAIT) and reap only pids that are not Bun's (docs/notes.md §3).
 //
 // Every Bun.spawn in the init (the app in supervisor.ts, exec: probes in probes/run.ts) registers its
-// child here right after the call, on the JS thread where reap() also runs, so no zombie of Bun's can be
-// seen before it is known. (An earlier version found Bun's children by scanning /proc/self/fd for pidfds
-// on every reap: under churn, 10,000 orphans cost 10,000 scans and kept ~1 MB of RssAnon.)
+// child in common/bun-children.ts right after the call, on the JS thread where reap() also runs, so no
+// zombie of Bun's can be seen before it is known. (An earlier version found Bun's children by scanning
+// /proc/self/fd for pidfds on every reap: under churn, 10,000 orphans cost 10,000 scans and kept ~1 MB of
+// RssAnon.)
+import { isBunChild } from "../common/bun-children.ts";
 import { libc, P_ALL, PR_SET_CHILD_SUBREAPER, SIGINFO_SIZE, siginfo, WEXITED, WNOHANG, WNOWAIT } from "../common/libc.ts";
 
 const info = new Uint8Array(SIGINFO_SIZE);
 const infoView = new DataView(info.buffer);
 const status = new Int32Array(1);
-
-/**
- * Pids started through Bun (the app, probes); never reaped here: Bun waits for them itself. One set per
- * process, kept on globalThis: the probes are a lazy module with their own copy of this file (lazy.ts), and
- * a probe child registered only in that copy would be reaped by this one (Bun's wait then fails: ECHILD).
- */
-const shared = globalThis as typeof globalThis & { __man8sBunChildren?: Set<number> };
-const bunChildren = (shared.__man8sBunChildren ??= new Set<number>());
-export function trackBunChild(pid: number): void {
-  bunChildren.add(pid);
-}
-export function untrackBunChild(pid: number): void {
-  bunChildren.delete(pid);
-}
 
 export function becomeSubreaper(): boolean {
   return libc.prctl(PR_SET_CHILD_SUBREAPER, 1n, 0n, 0n, 0n) === 0;
@@ -53,7 +41,7 @@ export function reap(): number {
     if (libc.waitid(P_ALL, 0, info, WEXITED | WNOHANG | WNOWAIT) !== 0) break; // ECHILD: no children
     const pid = siginfo.pid(infoView);
     if (pid === 0) break; // children exist, none has exited
-    if (bunChildren.has(pid)) {
+    if (isBunChild(pid)) {
       retry ??= setTimeout(() => {
         retry = null;
         reap();

@@ -2,14 +2,14 @@
 // first), so a signal at any moment of start-up is queued, never fatal.
 //
 // Bun's process.on cannot catch real-time signals and signalfd does not work (Bun's event loop waits
-// with an empty signal mask; notes/bun-lab.md §2). Earlier versions used libc's eventfd_write as the
+// with an empty signal mask; docs/notes.md §2). Earlier versions used libc's eventfd_write as the
 // kernel handler, which needed an eventfd at fd number == signo: inherited fds, eventfd() returning
 // that very number and Bun's stream copying fds to the lowest free number all broke it (issue 10).
 // Now every signal has the same tiny native handler, 97 bytes of x86_64 code placed in an executable
 // page: it writes the signal number as one byte to a non-blocking self-pipe, whose read end JS drains
 // through the event loop. No fd number matters, a burst of one signal keeps its count (one byte each,
 // up to the pipe's 64 KiB), and for fault signals it tells a kill from a real fault by si_code.
-import { toArrayBuffer, type Pointer } from "bun:ffi";
+import { ptr, toArrayBuffer, type Pointer } from "bun:ffi";
 import {
   libc,
   MAP_ANONYMOUS,
@@ -27,7 +27,10 @@ import {
   sigset,
   SYS_rt_sigaction,
 } from "../common/libc.ts";
-import { SIGRTMAX, SIGRTMIN, signalName } from "../common/signals.ts";
+import {
+  SIGABRT, SIGBUS, SIGCANCEL, SIGFPE, SIGILL, SIGKILL, SIGPIPE, SIGPWR, SIGRTMAX, SIGRTMIN, SIGSEGV, SIGSETXID, SIGSTOP,
+  SIGSYS, SIGTRAP, SIGUSR1, signalName,
+} from "../common/signals.ts";
 
 /**
  * The handler page. Entry `user` (offset 0) for every signal; entry `fault` (0x18) for the signals the
@@ -66,7 +69,7 @@ const CODE =
 const ENTRY_USER = 0x00, ENTRY_FAULT = 0x18, FD_SLOT = 0x80, PREV_TABLE = 0x88, PAGE = 4096;
 
 /** Raised by the CPU on a real fault (and SIGSYS by seccomp); sent by kill they are forwarded like any other. */
-export const FAULT_SIGNALS = new Set([4, 5, 6, 7, 8, 11, 31]); // ILL TRAP ABRT BUS FPE SEGV SYS
+export const FAULT_SIGNALS = new Set([SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV, SIGSYS]);
 
 /**
  * Signals 1–64 that keep their disposition, and why (docs/signals.md has the table):
@@ -78,10 +81,10 @@ export const FAULT_SIGNALS = new Set([4, 5, 6, 7, 8, 11, 31]); // ILL TRAP ABRT 
  * its default would kill the init.
  */
 export const NOT_HANDLED = new Map<number, string>([
-  [9, "uncatchable"], [19, "uncatchable"], [13, "ignored (our own writes raise it)"],
-  [30, "the JS engine's thread-suspend signal"], [33, "glibc's SIGSETXID"],
+  [SIGKILL, "uncatchable"], [SIGSTOP, "uncatchable"], [SIGPIPE, "ignored (our own writes raise it)"],
+  [SIGPWR, "the JS engine's thread-suspend signal"], [SIGSETXID, "glibc's SIGSETXID"],
 ]);
-const RAW_ONLY = 32;
+const RAW_ONLY = SIGCANCEL;
 
 type Listener = (signo: number) => void;
 let listener: Listener | null = null;
@@ -154,11 +157,11 @@ export function installSignalIntake(): void {
  */
 function installRaw(signo: number, entry: bigint): boolean {
   const k = new BigUint64Array(4);
-  if (Number(libc.syscall(SYS_rt_sigaction, 10, null, k, 8)) !== 0) return false;
+  if (Number(libc.syscall(SYS_rt_sigaction, SIGUSR1, 0, ptr(k), 8)) !== 0) return false;
   k[0] = entry;
   const back = new BigUint64Array(4);
-  return Number(libc.syscall(SYS_rt_sigaction, signo, k, null, 8)) === 0 &&
-    Number(libc.syscall(SYS_rt_sigaction, signo, null, back, 8)) === 0 && back[0] === entry;
+  return Number(libc.syscall(SYS_rt_sigaction, signo, ptr(k), 0, 8)) === 0 &&
+    Number(libc.syscall(SYS_rt_sigaction, signo, 0, ptr(back), 8)) === 0 && back[0] === entry;
 }
 
 async function drain(fd: number): Promise<void> {

@@ -2,7 +2,7 @@
 // struct ifaddrmsg (<linux/if_addr.h>), 8 bytes: u8 family, u8 prefixlen, u8 flags, u8 scope, u32 index.
 // struct ifa_cacheinfo: u32 ifa_prefered, u32 ifa_valid, u32 cstamp, u32 tstamp.
 import { AF_INET, AF_INET6 } from "../common/libc-net.ts";
-import { formatIP } from "./addrmath.ts";
+import { formatIP } from "../common/net/addrmath.ts";
 import { Attrs, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, parseAttrs, type NlMsg, type Rtnl, RTM_DELADDR, RTM_GETADDR, RTM_NEWADDR, u32At } from "./netlink.ts";
 
 export const IFA_ADDRESS = 1, IFA_LOCAL = 2, IFA_BROADCAST = 4, IFA_CACHEINFO = 6, IFA_FLAGS = 8;

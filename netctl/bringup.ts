@@ -6,12 +6,14 @@
 import { mkdirSync } from "node:fs";
 import { hostname } from "node:os";
 import { networkSettings, type NetMode } from "../common/settings.ts";
-import { AF_INET, AF_INET6, EINVAL } from "../common/libc-net.ts";
+import { EINVAL } from "../common/libc.ts";
+import { AF_INET, AF_INET6 } from "../common/libc-net.ts";
 import { ExitError } from "../common/log.ts";
 import { setLongTimeout } from "../common/timer.ts";
 import { replaceFile } from "../common/atomic-file.ts";
 import { type Addr, IFA_F_PERMANENT, listAddresses, parseAddr } from "./address.ts";
-import { formatIPv4, formatIPv6, inPrefix6 } from "./addrmath.ts";
+import { formatIPv4, formatIPv6, inPrefix6 } from "../common/net/addrmath.ts";
+import { splitCheckTargets } from "../probes/check.ts";
 import { Dhcp4Client, type Lease, type LeaseEvent } from "./dhcp4.ts";
 import { subscribe } from "./events.ts";
 import { hasCarrier, IFF_LOOPBACK, type Link, listLinks, setIpv6Token, setLinkUp } from "./link.ts";
@@ -67,7 +69,7 @@ const DAD_WATCH_MAX_MS = 60_000;
 export function netConfigFromEnv(env: Record<string, string | undefined>): NetConfig {
   const { mode, timeoutMs, iface, fastStart } = networkSettings(env);
   const ygg = mode === "v4" || mode === "none" ? undefined : yggConfigFromEnv(env);
-  const checkTargets = (env.MAN8S_CHECK_TARGETS ?? "").split(/[\s,]+/).filter(Boolean);
+  const checkTargets = splitCheckTargets(env.MAN8S_CHECK_TARGETS);
   const name = env.MAN8S_CONTAINER_NAME || undefined;
   return {
     mode,
@@ -489,8 +491,10 @@ export async function bringUp(
     if (v4 && !result.addresses.ipv4) result.addresses.ipv4 = `${v4.address}/${v4.prefixlen}`;
     if (cfg.checkTargets.length) {
       const tc = performance.now();
-      const { runChecks } = await import("./check.ts");
-      const failed = await runChecks(cfg.checkTargets, { timeoutMs: Math.max(2000, timeLeft()), log, ...(cfg.ygg ? { yggPrefix: cfg.ygg.subnet } : {}) });
+      const { runChecks } = await import("../probes/check.ts");
+      // container names map into the /64 this phase configured (none in mode v4), not only what the env says
+      const yggPrefix = cfg.ygg ? `${formatIPv6(cfg.ygg.subnet.network)}/${cfg.ygg.subnet.len}` : null;
+      const failed = await runChecks(cfg.checkTargets, { timeoutMs: Math.max(2000, timeLeft()), log, env, yggPrefix });
       timings.checks = performance.now() - tc;
       if (failed.length) throw new ExitError(69, `network checks failed (MAN8S_CHECK_TARGETS): ${failed.join("; ")}`);
     }

@@ -36,10 +36,10 @@ point at table 199, and the last DHCPv4 lease recorded by 'up' or the init (/run
   check: `usage: man8s netctl check [TARGET...]
 
 Checks that each TARGET is reachable; without arguments the targets come from MAN8S_CHECK_TARGETS
-(space or comma separated). TARGET is HOST:PORT, [IPV6]:PORT or tcp://HOST:PORT (a TCP connection must
-open) or a bare HOST (it must answer an ICMP echo; needs CAP_NET_RAW). HOST may be an address, a DNS name,
-or a container name without a dot (its yggdrasil address in MAN8S_YGGDRASIL_PREFIX, or in the /64 of
-MAN8S_YGGDRASIL_ADDRESS).
+(space or comma separated). TARGET is a probe URL (tcp://, http(s)://, exec:, icmp://; see 'probe --help'),
+HOST:PORT or [IPV6]:PORT (a TCP connection must open), or a bare HOST (it must answer an ICMP echo). HOST
+resolves as in every probe: an address, localhost, /etc/hosts, a container name (its yggdrasil address in
+MAN8S_YGGDRASIL_PREFIX, or in the /64 of MAN8S_YGGDRASIL_ADDRESS), DNS. Reference: docs/probes.md.
 exit codes: 0 all reachable · 64 bad usage · 69 some target unreachable
 `,
   address: `usage: man8s netctl address getsuffix NAME
@@ -62,7 +62,7 @@ export async function runNetctl(args: string[]): Promise<number> {
       return 0;
     }
     if (cmd === undefined) return usageExit("netctl", "no command (up, status, check, probe or address)");
-    // probes belong to the init (init/probes); their CLI module parses its own arguments and --help
+    // probes are the probes/ leaf; their CLI module parses its own arguments and --help
     if (cmd === "probe") return await (await import("./probe-cli.ts")).runProbe(rest);
     if (!(cmd in HELP) || cmd === "main") return usageExit("netctl", `unknown command '${cmd}'`);
     try {
@@ -109,7 +109,7 @@ async function cmdAddress(args: string[]): Promise<number> {
   const r = parse("address", args, { prefix: { type: "string" } });
   if (!r) return 0;
   const pos = r.positionals;
-  const m = await import("./addrmath.ts");
+  const m = await import("../common/net/addrmath.ts");
   if (pos[0] === "getsuffix") {
     if (pos.length !== 2 || r.values.prefix !== undefined) throw new UsageError("getsuffix takes exactly one NAME");
     out(m.getsuffixLines(pos[1]!));
@@ -131,9 +131,19 @@ async function cmdUp(args: string[]): Promise<number> {
   if (!r) return 0;
   noPositionals(r.positionals);
   const json = r.values.json === true;
+  // the stop signals are ours from the start: one during bring-up ends it (exit 0, said in the log) instead of
+  // the default action killing us half-way
+  const stopSignal = new Promise<"stop">((res) => {
+    for (const s of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.once(s, () => res("stop"));
+  });
   const { bringUp } = await import("./bringup.ts");
   const show = (r: unknown) => (json ? out(`${JSON.stringify(r)}\n`) : undefined);
-  const { result, stop, settled } = await bringUp(process.env, { log, onChange: (r) => show({ event: r.lease?.event, ...r }) });
+  const up = await Promise.race([bringUp(process.env, { log, onChange: (r) => show({ event: r.lease?.event, ...r }) }), stopSignal]);
+  if (up === "stop") {
+    log("stopped by a signal during bring-up");
+    return 0;
+  }
+  const { result, stop, settled } = up;
   if (json) show(result);
   else {
     out(`interface ${result.iface}\n`);
@@ -147,9 +157,7 @@ async function cmdUp(args: string[]): Promise<number> {
     return 0;
   }
   // stay resident so the lease is renewed; a stop signal ends us cleanly
-  await new Promise<void>((res) => {
-    for (const s of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.once(s, () => res());
-  });
+  await stopSignal;
   await stop();
   return 0;
 }
@@ -157,14 +165,11 @@ async function cmdUp(args: string[]): Promise<number> {
 async function cmdCheck(args: string[]): Promise<number> {
   const r = parse("check", args, {});
   if (!r) return 0;
-  const targets = r.positionals.length ? r.positionals : (process.env.MAN8S_CHECK_TARGETS ?? "").split(/[\s,]+/).filter(Boolean);
+  const { runChecks, splitCheckTargets } = await import("../probes/check.ts");
+  const targets = r.positionals.length ? r.positionals : splitCheckTargets(process.env.MAN8S_CHECK_TARGETS);
   if (!targets.length) throw new UsageError("no TARGET given and MAN8S_CHECK_TARGETS is empty");
-  const { runChecks } = await import("./check.ts");
-  const { parsePrefix6 } = await import("./addrmath.ts");
-  // our ygg /64 from the prefix or from our own address; without either, names go to DNS only
-  const p = process.env.MAN8S_YGGDRASIL_PREFIX || (process.env.MAN8S_YGGDRASIL_ADDRESS ? `${process.env.MAN8S_YGGDRASIL_ADDRESS.replace(/\/\d+$/, "")}/64` : "");
-  const yggPrefix = p ? (parsePrefix6(p, 64) ?? undefined) : undefined;
-  const failed = await runChecks(targets, { timeoutMs: 3000, log: (m) => out(`${m}\n`), ...(yggPrefix ? { yggPrefix } : {}) });
+  // names resolve as in every probe (probes/resolve.ts); our ygg /64 comes from the env
+  const failed = await runChecks(targets, { timeoutMs: 3000, log: (m) => out(`${m}\n`) });
   return failed.length ? 69 : 0;
 }
 

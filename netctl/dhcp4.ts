@@ -1,23 +1,22 @@
 // DHCPv4 client that keeps its lease for the life of the process: the runner of the pure state machine in
 // netctl/dhcp4-machine.ts. It owns the I/O: a plain UDP socket on port 68 (broadcasts need a route for
-// 255.255.255.255, which we add on the interface, notes/net-lab.md §3.5, so no AF_PACKET and no
-// SO_BINDTODEVICE are needed), the timers (all through common/timer.ts: Bun fires timers over 2^31-1 ms at
-// once, and leases can be infinite), and applying a lease to the kernel and resolv.conf, all or nothing.
-// The server is untrusted: docs/dhcp.md.
-import { EEXIST } from "../common/libc-net.ts";
+// 255.255.255.255, which we add on the interface, docs/notes.md §5, so no AF_PACKET and no
+// SO_BINDTODEVICE are needed) and the timers (all through common/timer.ts: Bun fires timers over 2^31-1 ms
+// at once, and leases can be infinite). Applying a lease to the kernel and resolv.conf, all or nothing, is
+// netctl/dhcp4-apply.ts. The socket, the applier, the clock and the timers can be injected: the runner is
+// unit-tested without root (test/netctl/dhcp4-runner.test.ts). The server is untrusted: docs/dhcp.md.
 import { type LongTimer, setLongTimeout } from "../common/timer.ts";
-import { addAddress, delAddress } from "./address.ts";
-import { formatIPv4 } from "./addrmath.ts";
+import { formatIPv4 } from "../common/net/addrmath.ts";
+import { KernelApplier, type LeaseApplier } from "./dhcp4-apply.ts";
 import { type Ctx, type DhcpState, type Input, type Lease, type LeaseEvent, newCtx, type Output, step } from "./dhcp4-machine.ts";
 import * as P from "./dhcp4-packet.ts";
-import { NetlinkError, type Rtnl } from "./netlink.ts";
-import { addRoute, delRoute, RTPROT_BOOT, RTPROT_DHCP, RT_SCOPE_LINK } from "./route.ts";
-import { renderResolvConf, writeResolvConf } from "./resolvconf.ts";
+import type { Rtnl } from "./netlink.ts";
 
 export type { DhcpState, Lease, LeaseEvent };
 
 export interface Dhcp4Options {
-  nl: Rtnl;
+  /** netlink, for the kernel applier; not needed when `applier` is given */
+  nl?: Rtnl;
   link: { index: number; name: string; mac: Uint8Array };
   hostname?: string;
   /** where resolv.conf goes; undefined = do not write it */
@@ -28,7 +27,31 @@ export interface Dhcp4Options {
   keepAddress?: boolean;
   /** cap of the DISCOVER backoff in seconds (RFC 2131 says 64; we prefer to come back sooner) */
   maxBackoff?: number;
+  /** injected in unit tests: the socket, the kernel side, the clock and the timers */
+  open?: OpenTransport;
+  applier?: LeaseApplier;
+  now?: () => number;
+  wallNow?: () => number;
+  setTimer?: (fn: () => void, ms: number) => LongTimer;
 }
+
+/** The client's socket: port 68, broadcast allowed. */
+export interface Dhcp4Transport {
+  send(pkt: Uint8Array, port: number, dest: string): void;
+  close(): void;
+}
+export type OpenTransport = (onData: (data: Uint8Array) => void) => Promise<Dhcp4Transport>;
+
+const udpPort68: OpenTransport = async (onData) => {
+  const sock = await Bun.udpSocket({
+    hostname: "0.0.0.0",
+    port: 68,
+    binaryType: "uint8array",
+    socket: { data: (_s, data) => onData(data) },
+  });
+  sock.setBroadcast(true);
+  return { send: (pkt, port, dest) => void sock.send(pkt, port, dest), close: () => sock.close() };
+};
 
 /** a hostile server must not flood the log: lines caused by replies are rate-limited */
 const LOG_BURST = 20;
@@ -40,15 +63,28 @@ export class Dhcp4Client {
   private readonly c: Ctx;
   /** performance.now() of the first ACK received (for timings) */
   firstAckAt: number | undefined;
-  private sock: import("bun").udp.Socket<"uint8array"> | undefined;
+  private sock: Dhcp4Transport | undefined;
+  private readonly applier: LeaseApplier;
+  private readonly setTimer: (fn: () => void, ms: number) => LongTimer;
   private timer: LongTimer | undefined;
   private leaseTimers: LongTimer[] = [];
-  private startedAt = 0;
   private boundWaiters: ((l: Lease) => void)[] = [];
   private quiet = { tokens: LOG_BURST, at: 0, suppressed: 0 };
 
   constructor(private readonly o: Dhcp4Options) {
-    this.c = newCtx(o.maxBackoff !== undefined ? { maxBackoff: o.maxBackoff } : {});
+    this.c = newCtx({
+      ...(o.maxBackoff !== undefined ? { maxBackoff: o.maxBackoff } : {}),
+      ...(o.now ? { now: o.now } : {}),
+      ...(o.wallNow ? { wallNow: o.wallNow } : {}),
+    });
+    this.setTimer = o.setTimer ?? setLongTimeout;
+    if (o.applier) this.applier = o.applier;
+    else if (o.nl) {
+      this.applier = new KernelApplier({
+        nl: o.nl, link: o.link, log: o.log,
+        ...(o.resolvConf !== undefined ? { resolvConf: o.resolvConf } : {}), ...(o.keepAddress ? { keepAddress: true } : {}),
+      });
+    } else throw new Error("dhcp4: neither an applier nor netlink given");
   }
 
   get state(): DhcpState {
@@ -66,28 +102,9 @@ export class Dhcp4Client {
     return this.c.lastProblem;
   }
 
-  /**
-   * A host route for the limited broadcast lets a plain UDP socket send before we have an address. The kernel
-   * flushes every IPv4 route of a device when its last IPv4 address goes, so this is redone before each INIT.
-   */
-  private broadcastRoute(): void {
-    try {
-      addRoute(this.o.nl, { dst: new Uint8Array([255, 255, 255, 255]), dstLen: 32, oif: this.o.link.index, scope: RT_SCOPE_LINK, protocol: RTPROT_BOOT });
-    } catch (e) {
-      this.o.log(`dhcp4: ${(e as Error).message}`);
-    }
-  }
-
   async start(): Promise<void> {
-    this.broadcastRoute();
-    const sock = await Bun.udpSocket({
-      hostname: "0.0.0.0",
-      port: 68,
-      binaryType: "uint8array",
-      socket: { data: (_s, data) => this.receive(data) },
-    });
-    sock.setBroadcast(true);
-    this.sock = sock;
+    this.applier.broadcastRoute();
+    this.sock = await (this.o.open ?? udpPort68)((data) => this.receive(data));
     // the first DISCOVER goes out now, at carrier: no initial random delay (issue 11)
     this.feed({ type: "start" });
   }
@@ -132,42 +149,50 @@ export class Dhcp4Client {
     }
   }
 
+  /** A timer's input: as for a reply, a bug must not take the process down with it. */
+  private fire(input: Input): void {
+    try {
+      this.feed(input);
+    } catch (e) {
+      this.o.log(`dhcp4: internal error handling a timer: ${(e as Error).stack ?? String(e)}`);
+    }
+  }
+
   private run(o: Output): Input | undefined {
     switch (o.do) {
       case "newTransaction":
-        this.startedAt = performance.now();
-        this.broadcastRoute();
+        this.applier.broadcastRoute();
         return undefined;
       case "send":
         this.send(o.msg, o.dest === "broadcast" ? "255.255.255.255" : formatIPv4(o.dest), o.spec);
         return undefined;
       case "timer":
         this.timer?.clear();
-        this.timer = o.ms === Infinity ? undefined : setLongTimeout(() => this.feed({ type: "timer" }), o.ms);
+        this.timer = o.ms === Infinity ? undefined : this.setTimer(() => this.fire({ type: "timer" }), o.ms);
         return undefined;
       case "leaseTimers": {
         for (const t of this.leaseTimers) t.clear();
         this.leaseTimers = [];
-        const l = o.lease;
-        if (l && !l.infinite) {
-          const at = (s: number) => Math.max(0, l.obtainedAt + s * 1000 - performance.now());
+        const at = o.at;
+        // an infinite lease: every time is Infinity, and such a timer never fires (common/timer.ts)
+        if (at) {
           this.leaseTimers.push(
-            setLongTimeout(() => this.feed({ type: "t1" }), at(l.t1)),
-            setLongTimeout(() => this.feed({ type: "t2" }), at(l.t2)),
-            setLongTimeout(() => this.feed({ type: "expire" }), at(l.leaseTime)),
+            this.setTimer(() => this.fire({ type: "t1" }), at.t1),
+            this.setTimer(() => this.fire({ type: "t2" }), at.t2),
+            this.setTimer(() => this.fire({ type: "expire" }), at.expire),
           );
         }
         return undefined;
       }
       case "apply":
         try {
-          this.apply(o.lease, o.cur);
+          this.applier.apply(o.lease, o.cur, o.lifetime);
           return { type: "applied" };
         } catch (e) {
           return { type: "applied", error: (e as Error).message };
         }
       case "deconfigure":
-        this.deconfigure(o.lease);
+        this.applier.deconfigure(o.lease);
         return undefined;
       case "log":
         if (o.noisy) this.noisy(o.msg);
@@ -182,8 +207,7 @@ export class Dhcp4Client {
 
   private send(type: number, dest: string, extra: Partial<P.EncodeSpec>): void {
     if (!this.sock) return;
-    const secs = Math.floor((performance.now() - this.startedAt) / 1000);
-    const pkt = P.encodeMessage({ type, xid: this.c.xid, mac: this.o.link.mac, secs, ...(this.o.hostname && type !== P.DHCPDECLINE ? { hostname: this.o.hostname } : {}), ...extra });
+    const pkt = P.encodeMessage({ type, xid: this.c.xid, mac: this.o.link.mac, ...(this.o.hostname && type !== P.DHCPDECLINE ? { hostname: this.o.hostname } : {}), ...extra });
     try {
       this.sock.send(pkt, 67, dest);
     } catch (e) {
@@ -193,7 +217,7 @@ export class Dhcp4Client {
 
   /** Log lines caused by replies: a burst of LOG_BURST, then one per LOG_EVERY_MS; the rest are counted. */
   private noisy(msg: string): void {
-    const q = this.quiet, now = performance.now();
+    const q = this.quiet, now = this.c.now();
     q.tokens = Math.min(LOG_BURST, q.tokens + (now - q.at) / LOG_EVERY_MS);
     q.at = now;
     if (q.tokens < 1) {
@@ -204,92 +228,4 @@ export class Dhcp4Client {
     this.o.log(`dhcp4: ${msg}${q.suppressed ? ` (${q.suppressed} more such messages suppressed)` : ""}`);
     q.suppressed = 0;
   }
-
-  /**
-   * Address (lifetime = what is left of the lease), a link route to the router when it is outside the
-   * subnet (a /32 lease, a cloud gateway: as systemd-networkd does), the default route, resolv.conf.
-   * All or nothing: on any failure what this call added is removed again and the error rethrown.
-   */
-  private apply(l: Lease, cur: Lease | undefined): void {
-    const { nl, link } = this.o;
-    const undo: (() => void)[] = [];
-    try {
-      const life = this.o.keepAddress || l.infinite ? {} : (() => {
-        const left = Math.max(1, Math.min(0xfffffffe, Math.floor(l.leaseTime - (performance.now() - l.obtainedAt) / 1000)));
-        return { valid: left, preferred: left };
-      })();
-      const isNew = !cur || !sameAddr(cur.address, l.address) || cur.prefixlen !== l.prefixlen;
-      addAddress(nl, { index: link.index, bytes: l.address, prefixlen: l.prefixlen, ...life, replace: true, ...(l.broadcast ? { broadcast: l.broadcast } : {}) });
-      if (isNew) undo.push(() => delAddress(nl, { index: link.index, bytes: l.address, prefixlen: l.prefixlen }));
-      const gw = l.routers[0];
-      if (cur?.routers[0] && !sameAddr(cur.routers[0], gw)) this.dropRoutes(cur);
-      if (gw) {
-        if (!inSubnet(gw, l.address, l.prefixlen)) {
-          const host = { dst: gw, dstLen: 32, oif: link.index, prefsrc: l.address, scope: RT_SCOPE_LINK, protocol: RTPROT_DHCP };
-          addRoute(nl, host);
-          undo.push(() => delRoute(nl, host));
-        }
-        const def = { dst: new Uint8Array(4), dstLen: 0, gateway: gw, oif: link.index, prefsrc: l.address, protocol: RTPROT_DHCP };
-        addRoute(nl, def);
-        undo.push(() => delRoute(nl, def));
-      }
-    } catch (e) {
-      for (const u of undo.reverse()) {
-        try {
-          u();
-        } catch {
-          // already gone (the kernel drops routes with their address)
-        }
-      }
-      throw e;
-    }
-    if (this.o.resolvConf && (l.dns.length || l.domain)) {
-      const text = renderResolvConf(l.dns, l.domain, l.search);
-      const before = cur ? renderResolvConf(cur.dns, cur.domain, cur.search) : "";
-      if (text !== before) {
-        try {
-          writeResolvConf(this.o.resolvConf, text);
-        } catch (e) {
-          this.o.log(`dhcp4: cannot write ${this.o.resolvConf}: ${(e as Error).message}`);
-        }
-      }
-    }
-  }
-
-  /** The default route and the link route to the router of a lease. */
-  private dropRoutes(l: Lease): void {
-    const gw = l.routers[0];
-    if (!gw) return;
-    const tries = [
-      { dst: new Uint8Array(4), dstLen: 0, gateway: gw, oif: this.o.link.index },
-      ...(inSubnet(gw, l.address, l.prefixlen) ? [] : [{ dst: gw, dstLen: 32, oif: this.o.link.index }]),
-    ];
-    for (const r of tries) {
-      try {
-        delRoute(this.o.nl, r);
-      } catch (e) {
-        if (!(e instanceof NetlinkError)) throw e; // already gone with the address: fine
-      }
-    }
-  }
-
-  /** Removes what the lease configured; the kernel drops routes through the address with it. */
-  private deconfigure(l: Lease): void {
-    this.dropRoutes(l);
-    try {
-      delAddress(this.o.nl, { index: this.o.link.index, bytes: l.address, prefixlen: l.prefixlen });
-    } catch (e) {
-      if (!(e instanceof NetlinkError) || e.errno === EEXIST) throw e;
-      // EADDRNOTAVAIL: the kernel removed it already when its lifetime ran out
-    }
-  }
-}
-
-function inSubnet(a: Uint8Array, net: Uint8Array, len: number): boolean {
-  for (let i = 0; i < 4; i++) {
-    const bits = Math.max(0, Math.min(8, len - i * 8));
-    const mask = bits === 0 ? 0 : (0xff << (8 - bits)) & 0xff;
-    if ((a[i]! & mask) !== (net[i]! & mask)) return false;
-  }
-  return len < 32 || sameAddr(a, net);
 }

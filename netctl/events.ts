@@ -1,7 +1,8 @@
 // rtnetlink multicast subscription read through Bun's event loop (no polling).
 // The kernel drops events when the socket buffer overflows and reports ENOBUFS; the stream then ends, and
 // we open a new socket and tell the owner to re-dump (`onResync`), since any event may have been lost.
-import { netlinkSocket, sockClose } from "../common/libc-net.ts";
+import { closeFd } from "../common/libc.ts";
+import { netlinkSocket } from "../common/libc-net.ts";
 import { type NlMsg, splitMessages } from "./netlink.ts";
 
 export interface Subscription {
@@ -31,7 +32,7 @@ export function subscribe(groups: number, onMessages: (msgs: NlMsg[]) => void, o
       }
       if (closed) return;
       // lost events (ENOBUFS) or a dead stream: reopen, then let the owner re-read the whole state
-      sockClose(myFd);
+      closeFd(myFd);
       start();
       onResync(why);
     })();
@@ -42,7 +43,7 @@ export function subscribe(groups: number, onMessages: (msgs: NlMsg[]) => void, o
       if (closed) return;
       closed = true;
       void reader?.cancel().catch(() => {});
-      sockClose(fd);
+      closeFd(fd);
     },
   };
 }

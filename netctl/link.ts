@@ -3,10 +3,9 @@
 import { AF_INET6, AF_UNSPEC } from "../common/libc-net.ts";
 import { Attrs, cstr, NLM_F_DUMP, parseAttrs, type NlMsg, type Rtnl, RTM_GETLINK, RTM_NEWLINK, RTM_SETLINK } from "./netlink.ts";
 
-// <linux/if.h>, <linux/if_link.h>, <linux/if_arp.h>
-export const IFF_UP = 0x1, IFF_LOOPBACK = 0x8, IFF_RUNNING = 0x40, IFF_LOWER_UP = 0x10000;
+// <linux/if.h>, <linux/if_link.h>
+export const IFF_UP = 0x1, IFF_LOOPBACK = 0x8, IFF_LOWER_UP = 0x10000;
 export const IFLA_ADDRESS = 1, IFLA_IFNAME = 3, IFLA_MTU = 4, IFLA_OPERSTATE = 16, IFLA_AF_SPEC = 26, IFLA_INET6_TOKEN = 7;
-export const ARPHRD_ETHER = 1, ARPHRD_LOOPBACK = 772;
 export const OPERSTATES = ["unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up"];
 
 export interface Link {

@@ -1,10 +1,11 @@
 // Our own Router Solicitation at carrier (RFC 4861 §6.3.7). The kernel sends its first RS only after the
 // link-local address has passed DAD (1-2 s); an RS from the unspecified address `::` is allowed before any
-// address exists (§4.1: it then carries no source link-layer address option), and the router answers with a
+// address exists (RFC 4861 §4.1: it then carries no source link-layer address option), and the router answers with a
 // multicast RA that the kernel processes as usual. We send a short, bounded burst and then leave
 // solicitation to the kernel: RS_MAX packets, RS_GAP_MS apart, stopped as soon as an RA has been seen.
 // The retries cover the first frame after link-up, which the host's bridge port sometimes drops.
-import { ETH_P_IPV6, packetSendTo, packetSocket, sockClose } from "../common/libc-net.ts";
+import { closeFd } from "../common/libc.ts";
+import { ETH_P_IPV6, IPPROTO_ICMPV6, packetSendTo, packetSocket } from "../common/libc-net.ts";
 
 /** At most this many of our own solicitations per burst (the first + 2 retries). */
 export const RS_MAX = 3;
@@ -14,7 +15,7 @@ export const RS_GAP_MS = 10;
 const ALL_ROUTERS = new Uint8Array([0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
 /** 33:33 + the low 32 bits of ff02::2 (RFC 2464 §7) */
 const ALL_ROUTERS_MAC = new Uint8Array([0x33, 0x33, 0, 0, 0, 2]);
-const IPPROTO_ICMPV6 = 58, ND_ROUTER_SOLICIT = 133;
+const ND_ROUTER_SOLICIT = 133;
 
 function checksum(parts: Uint8Array[]): number {
   let sum = 0;
@@ -23,7 +24,7 @@ function checksum(parts: Uint8Array[]): number {
   return ~sum & 0xffff;
 }
 
-/** IPv6 header (src ::, dst ff02::2, hop limit 255 as §6.1.1 requires) + an 8-byte RS without options. */
+/** IPv6 header (src ::, dst ff02::2, hop limit 255 as RFC 4861 §6.1.1 requires) + an 8-byte RS without options. */
 export function routerSolicitation(): Uint8Array {
   const icmp = new Uint8Array(8); // type, code, checksum, 4 reserved bytes
   icmp[0] = ND_ROUTER_SOLICIT;
@@ -95,7 +96,7 @@ export class RouterSolicitor {
   stop(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.fd >= 0) sockClose(this.fd);
+    if (this.fd >= 0) closeFd(this.fd);
     this.fd = -1;
     this.state = "done";
   }

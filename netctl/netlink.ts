@@ -1,7 +1,8 @@
 // rtnetlink framing: build requests (nlmsghdr + family header + rtattrs), send them on a blocking
 // NETLINK_ROUTE socket, collect the ACK or dump, and parse replies. Layouts from <linux/netlink.h>,
 // <linux/rtnetlink.h>, <linux/if_addr.h>, <linux/if_link.h>, <linux/fib_rules.h>, rtnetlink(7).
-import { netlinkSocket, sockClose, sockRecv, sockSend, strerror } from "../common/libc-net.ts";
+import { closeFd, ErrnoError } from "../common/libc.ts";
+import { netlinkSocket, sockRecv, sockSend } from "../common/libc-net.ts";
 
 // <linux/netlink.h>
 export const NLMSG_NOOP = 1, NLMSG_ERROR = 2, NLMSG_DONE = 3, NLMSG_OVERRUN = 4;
@@ -20,14 +21,14 @@ export const RTMGRP_IPV6_IFADDR = 0x100, RTMGRP_IPV6_ROUTE = 0x400;
 export const NLMSG_HDRLEN = 16;
 export const align4 = (n: number): number => (n + 3) & ~3;
 
-/** A kernel refusal: errno plus what we asked for, and the kernel's extended-ACK text when it sent one. */
-export class NetlinkError extends Error {
+/** A kernel refusal (not a failed send or recv): errno plus what we asked for, and the kernel's extended-ACK text when it sent one. */
+export class NetlinkError extends ErrnoError {
   constructor(
-    readonly errno: number,
-    readonly what: string,
+    errno: number,
+    what: string,
     readonly kernelMsg?: string,
   ) {
-    super(`${what}: ${strerror(errno)} (errno ${errno})${kernelMsg ? `: ${kernelMsg}` : ""}`);
+    super(errno, what, kernelMsg);
   }
 }
 
@@ -134,7 +135,7 @@ export class Rtnl {
   }
 
   close(): void {
-    if (this.fd >= 0) sockClose(this.fd);
+    if (this.fd >= 0) closeFd(this.fd);
     this.fd = -1;
   }
 

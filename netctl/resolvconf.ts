@@ -3,8 +3,9 @@
 // only RFC 1035 host names (letters, digits, inner hyphens; labels of 1-63, names of at most 253
 // characters) may reach the file, within glibc's classic limits (6 search names, 256 characters of
 // search list, 3 name servers). Anything else would let a server add `nameserver` or `options` lines.
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
-import { formatIPv4 } from "./addrmath.ts";
+import { writeFileSync } from "node:fs";
+import { writeFileAtomic } from "../common/atomic-file.ts";
+import { formatIPv4 } from "../common/net/addrmath.ts";
 
 /** glibc's MAXDNSRCH and the length of its search buffer; MAXNS */
 export const MAX_SEARCH_NAMES = 6;
@@ -58,22 +59,9 @@ export function renderResolvConf(dns: Uint8Array[], domain: string | undefined, 
 
 /** Atomic replace. Falls back to one in-place write when the target is a mount point (EBUSY/EXDEV). */
 export function writeResolvConf(path: string, text: string): void {
-  const tmp = `${path}.man8s-${process.pid}.tmp`;
   try {
-    const fd = openSync(tmp, "w", 0o644);
-    try {
-      writeSync(fd, text);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
+    writeFileAtomic(path, text, { mode: 0o644 });
   } catch (e) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // the temp file was never created or is already renamed
-    }
     const code = (e as NodeJS.ErrnoException).code;
     if (code === "EBUSY" || code === "EXDEV") {
       // a bind-mounted resolv.conf cannot be replaced by rename; a single short write is the best left

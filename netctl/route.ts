@@ -1,7 +1,7 @@
 // Routes over rtnetlink: add/replace/delete/dump, any table (RTA_TABLE carries ids >= 256).
 // struct rtmsg (<linux/rtnetlink.h>), 12 bytes: u8 family, dst_len, src_len, tos, table, protocol, scope, type; u32 flags.
 import { AF_INET, AF_INET6 } from "../common/libc-net.ts";
-import { formatIP } from "./addrmath.ts";
+import { formatIP } from "../common/net/addrmath.ts";
 import { Attrs, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, parseAttrs, type NlMsg, type Rtnl, RTM_DELROUTE, RTM_GETROUTE, RTM_NEWROUTE, u32At } from "./netlink.ts";
 
 export const RTA_DST = 1, RTA_OIF = 4, RTA_GATEWAY = 5, RTA_PRIORITY = 6, RTA_PREFSRC = 7, RTA_TABLE = 15;

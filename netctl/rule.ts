@@ -1,7 +1,7 @@
 // Policy rules over rtnetlink. struct fib_rule_hdr (<linux/fib_rules.h>), 12 bytes:
 // u8 family, dst_len, src_len, tos, table, res1, res2, action; u32 flags.
 import { AF_INET6 } from "../common/libc-net.ts";
-import { formatIP } from "./addrmath.ts";
+import { formatIP } from "../common/net/addrmath.ts";
 import { Attrs, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, parseAttrs, type NlMsg, type Rtnl, RTM_DELRULE, RTM_GETRULE, RTM_NEWRULE, u32At } from "./netlink.ts";
 
 export const FRA_DST = 1, FRA_SRC = 2, FRA_PRIORITY = 6, FRA_TABLE = 15;

@@ -9,7 +9,7 @@
 import { writeFileSync } from "node:fs";
 import { AF_INET6 } from "../common/libc-net.ts";
 import { type Addr, IFA_F_DADFAILED, IFA_F_OPTIMISTIC, IFA_F_PERMANENT, IFA_F_TENTATIVE, RT_SCOPE_UNIVERSE } from "./address.ts";
-import { formatIPv6, inPrefix6, parseIPv6, type Prefix6 } from "./addrmath.ts";
+import { formatIPv6, inPrefix6, parseIPv6, type Prefix6 } from "../common/net/addrmath.ts";
 import type { Rtnl } from "./netlink.ts";
 import { addRoute, listRoutes, RT_TABLE_MAIN, RTPROT_RA, RTPROT_STATIC } from "./route.ts";
 

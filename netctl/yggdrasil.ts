@@ -1,10 +1,11 @@
 // Yggdrasil addressing in the container: a static /64 address (nodad, noprefixroute), table 199 with
 // `<subnet>::/64 dev IF src ADDR` and `200::/7 via GW dev IF src ADDR`, and `to 200::/7 lookup 199`
 // priority 100. The src matters: yggdrasil drops packets whose source is outside the node's /64
-// (notes/net-lab.md G4). nodad because a route with a tentative prefsrc is refused (G1). Idempotent.
-import { AF_INET6, EEXIST } from "../common/libc-net.ts";
+// (docs/notes.md §8). nodad because a route with a tentative prefsrc is refused (same §). Idempotent.
+import { EEXIST } from "../common/libc.ts";
+import { AF_INET6 } from "../common/libc-net.ts";
 import { addAddress, IFA_F_NODAD, IFA_F_NOPREFIXROUTE, listAddresses } from "./address.ts";
-import { formatIPv6 } from "./addrmath.ts";
+import { formatIPv6 } from "../common/net/addrmath.ts";
 import { NetlinkError, type Rtnl } from "./netlink.ts";
 import { addRoute, listRoutes } from "./route.ts";
 import { addRule, listRules } from "./rule.ts";

@@ -12,6 +12,7 @@ import { applyTemplate, TEMPLATES } from "../template.ts";
 import { prepareProtected, type Protected } from "../protect.ts";
 import { readyDefault, renderFiles, type Rendered } from "../render.ts";
 import { HEALTH_ACTIONS } from "../../common/health-on-failure.ts";
+import { DEFAULT_STOP_TIMEOUT_S, MAX_STOP_TIMEOUT_S } from "../../common/settings.ts";
 import { parseVolumeArgs, planVolumes, seedVolumes, type VolumePlan, type VolumeResult } from "../volumes.ts";
 import type { CallContext } from "./index.ts";
 
@@ -75,7 +76,7 @@ function plan(a: Args, ctx: CallContext): Plan {
     yggdrasilAddress: ygg,
     imageUrl: optStr(a, "imageUrl"),
     env: optStrMap(a, "env"),
-    stopTimeout: optInt(a, "stopTimeout", 1, 80) ?? 10,
+    stopTimeout: optInt(a, "stopTimeout", 1, MAX_STOP_TIMEOUT_S) ?? DEFAULT_STOP_TIMEOUT_S,
     bridge: optBool(a, "privateNetwork") ? null : (optStr(a, "bridge", 15) ?? "srvgrp0"),
     privateUsers: optBool(a, "privateUsers") ?? true,
     bindBundle: bundleMode === "bind" ? bundle : undefined,

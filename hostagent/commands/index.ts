@@ -6,14 +6,15 @@ import { optStr } from "../args.ts";
 import { AgentError, ERR } from "../errors.ts";
 import { checkName } from "../layout.ts";
 import { MAX_FRAME, encodeFrame, encodedSize, type RequestId } from "../protocol.ts";
-import type { AgentServer, Conn } from "../server.ts";
+import type { AgentServices, CallConn } from "../services.ts";
 import { type ContainerStatus, parseReport, type StateEvent } from "../state.ts";
 import { classifyCmd, injectCmd, installCmd, renderCmd } from "./image.ts";
 import { enterCmd, listCmd, ociDownloadCmd, pruneCmd, pullCmd, removeCmd, renewCmd, restartCmd, rollbackCmd, startCmd, stopCmd } from "./machines.ts";
 
 export interface CallContext {
-  server: AgentServer;
-  conn: Conn;
+  /** what a command may use of the agent (services.ts), not the server itself */
+  server: AgentServices;
+  conn: CallConn;
   id: RequestId;
   /** set on a report socket: the only container this connection may speak for */
   container?: string;

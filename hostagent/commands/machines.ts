@@ -21,6 +21,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 // the init's resolver of MAN8S_APPLICATION_USER, so exec runs as the app runs (a candidate for common/)
 import { type AppUser, resolveUser } from "../../common/user.ts";
+import { DEFAULT_STOP_TIMEOUT_S, stopTimeout as stopTimeoutSetting } from "../../common/settings.ts";
 import { readRegular } from "../regular-file.ts";
 import { existsIn, resolveIn } from "../rootfs.ts";
 
@@ -164,16 +165,16 @@ export async function removeCmd(a: Args, ctx: CallContext) {
   });
 }
 
-/** MAN8S_STOP_TIMEOUT from the machine's env file (the init's own stop budget), default 10 s. */
-function stopTimeout(root: string, name: string): number {
+/** MAN8S_STOP_TIMEOUT from the machine's env file, read as the init reads it (its own stop budget), in seconds. */
+export function stopTimeout(root: string, name: string): number {
   try {
     const text = readFileSync(envFile(root, name), "utf8").slice(0, 1024 * 1024);
-    const m = /^MAN8S_STOP_TIMEOUT=(\d{1,3})\s*$/m.exec(text);
-    if (m) return Math.min(Number(m[1]), 300);
+    const m = /^MAN8S_STOP_TIMEOUT=(.{0,64})$/m.exec(text);
+    if (m) return stopTimeoutSetting({ MAN8S_STOP_TIMEOUT: m[1] }).ms / 1000;
   } catch {
-    // not readable: the default
+    // not readable, or a value the init refuses (it then does not start): the default
   }
-  return 10;
+  return DEFAULT_STOP_TIMEOUT_S;
 }
 
 function checkStartable(root: string, name: string): void {

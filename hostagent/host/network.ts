@@ -2,7 +2,7 @@
 // router advertisements with a ULA prefix, masquerading, the host's yggdrasil /64 on the bridge as ::1)
 // and the forwarding sysctls routing that /64 and the ULA needs.
 import { isIPv4, isIPv6 } from "node:net";
-import { formatIPv6, parsePrefix6 } from "../../netctl/addrmath.ts";
+import { formatIPv6, parsePrefix6 } from "../../common/net/addrmath.ts";
 import { AgentError, ERR } from "../errors.ts";
 
 export const NETWORK_DIR = "/etc/systemd/network";

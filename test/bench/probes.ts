@@ -2,9 +2,9 @@
 // app's port opening to READY=1 on the notify socket (target: one probe interval + 10 ms).
 // The HTTP/TCP server runs in a separate process so its CPU is not counted; exec: counts only our side
 // (spawn, pipes, wait), not the child's own CPU.
-import { parseProbeUrl } from "../../init/probes/url.ts";
-import { runProbe } from "../../init/probes/run.ts";
-import { startReady } from "../../init/probes/ready.ts";
+import { parseProbeUrl } from "../../probes/url.ts";
+import { runProbe } from "../../probes/run.ts";
+import { startReady } from "../../probes/ready.ts";
 import { NotifyListener, freePort, tempDir } from "../probes/helpers.ts";
 
 const ROOT = `${import.meta.dir}/../..`;

@@ -200,11 +200,14 @@ describe.skipIf(!canRun)("a systemd host", () => {
     const unitState = () => host.exec(["systemctl", "is-active", "systemd-nspawn@m8s-f.service"], { ok: false }).out.trim();
     const t0 = Date.now();
     const starting = host.spawn(["/opt/man8s/man8s", "machines", "start", "m8s-f"]);
-    // systemctl start waits for READY=1 (the app is ready 3 s in); the agent answers meanwhile
-    await Bun.sleep(1000);
+    // systemctl start waits for READY=1 (the app is ready 3 s in); the agent answers meanwhile. Under load
+    // the CLI (and a socket-activated agent) may take a while to reach systemctl: wait for the unit, bounded.
+    let state = unitState();
+    for (const until = Date.now() + 20_000; state !== "activating" && state !== "active" && Date.now() < until; state = unitState()) await Bun.sleep(50);
+    expect(state, `${host.exec(["journalctl", "--no-pager", "-n", "40"], { ok: false }).out}`).toBe("activating");
     const p0 = Date.now();
     expect(man8s("agent", "ping").code).toBe(0);
-    expect(Date.now() - p0).toBeLessThan(1500);
+    expect(Date.now() - p0).toBeLessThan(2500);
     expect(unitState()).toBe("activating");
     const started = await starting;
     const returned = Date.now();

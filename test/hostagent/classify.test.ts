@@ -104,6 +104,21 @@ describe("classify fixture images", () => {
     expect([sh.kind, sh.signalGroup]).toEqual(["shell-form", true]);
   });
 
+  test("shell form has one rule with the init's: options before -c, other shells, Config.Shell", async () => {
+    const bb = fx.get("busybox-app")!;
+    const as = (cmd: string[], shell?: string[]) =>
+      c.request<Classification>("classify", { rootfs: bb.rootfs, config: { config: { Cmd: cmd, ...(shell ? { Shell: shell } : {}) } } });
+    // before: only argv[1] === "-c" after sh/bash counted, so these were plain apps the init signalled as a group
+    for (const cmd of [["/bin/sh", "-e", "-c", "sleep 1 | cat"], ["/bin/sh", "-ec", "sleep 1 | cat"], ["/bin/ash", "-c", "sleep 1 | cat"]]) {
+      const r = await as(cmd);
+      expect([cmd, r.kind, r.mode, r.signalGroup, r.shellForm]).toEqual([cmd, "shell-form", "pid2-group", true, true]);
+    }
+    const custom = await as(["/bin/ash", "-o", "pipefail", "-c", "sleep 1 | cat"], ["/bin/ash", "-o", "pipefail", "-c"]);
+    expect([custom.kind, custom.signalGroup]).toEqual(["shell-form", true]);
+    const notShell = await as(["/bin/sh", "/etc/profile", "-c"]);
+    expect(notShell.kind).not.toBe("shell-form");
+  });
+
   test("an image with no command at all, and a bad StopSignal", async () => {
     const e = await classify("empty");
     expect(e.kind).toBe("none");

@@ -1,9 +1,9 @@
-// Pure parts, checked against real references where one exists (Python's shlex.quote, the rootfs on disk).
+// Pure parts, checked against real references where one exists (the rootfs on disk; shlex.quote moved to
+// test/common/shellwords.test.ts).
 import { afterAll, describe, expect, test } from "bun:test";
 import { encode } from "@msgpack/msgpack";
 import { mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { FrameReader, MAX_FRAME, encodeFrame, parseRequest } from "../../hostagent/protocol.ts";
-import { shlexJoin, shlexQuote } from "../../hostagent/shlex.ts";
 import { resolveIn, whichIn } from "../../hostagent/rootfs.ts";
 import { checkAbsPath, checkName } from "../../hostagent/layout.ts";
 import { cleanup, tmp } from "./helpers.ts";
@@ -67,20 +67,6 @@ describe("FrameReader", () => {
     expect(parseRequest({ id: { x: 1 }, cmd: "ping" })).toMatchObject({ code: "E_BAD_REQUEST", id: null });
     expect(parseRequest({ id: "a", cmd: "ping", args: [1] })).toMatchObject({ code: "E_BAD_REQUEST", id: "a" });
     expect(parseRequest({ id: 7, cmd: "ping" })).toEqual({ req: { id: 7, cmd: "ping", args: {} } });
-  });
-});
-
-describe("shlex", () => {
-  test("matches Python's shlex.quote on tricky words", () => {
-    const words = ["", "plain", "a b", "it's $HOME", "daemon off;", "é", "-g", "a=b,c:d/e.f@g%h+i", "'", '"', "`x`", "tab\there", "*", "~/x", "a\\b", "!x"];
-    const py = Bun.spawnSync(["python3", "-c", "import sys,json,shlex;print(json.dumps([shlex.quote(w) for w in json.load(sys.stdin)]))"], {
-      stdin: new TextEncoder().encode(JSON.stringify(words)),
-    });
-    expect(py.exitCode).toBe(0);
-    expect(words.map(shlexQuote)).toEqual(JSON.parse(py.stdout.toString()));
-    // and a real shell splits the joined line back into the same words
-    const sh = Bun.spawnSync(["/bin/busybox", "sh", "-c", `for w in ${shlexJoin(words)}; do printf '%s\\0' "$w"; done`]);
-    expect(sh.stdout.toString().split("\0").slice(0, -1)).toEqual(words);
   });
 });
 

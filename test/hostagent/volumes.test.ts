@@ -97,7 +97,8 @@ describe("readiness", () => {
     expect(envOf((await c.request<{ env: string }>("render", { name: "h", rootfs: f.rootfs, config: cfg })).env).get("MAN8S_READY")).toBe("tcp://127.0.0.1:8080");
     cfg.config.ExposedPorts = { "53/udp": {}, "9000": {} };
     expect(envOf((await c.request<{ env: string }>("render", { name: "h", rootfs: f.rootfs, config: cfg })).env).get("MAN8S_READY")).toBe("tcp://127.0.0.1:9000");
-    for (const bad of ["soon", "tcp://", "exec:", "a\nb"]) expect(await errorCode(render("rdy", "user-app", { ready: bad }))).toBe("E_BAD_ARGS");
+    // tcp://db (no port): before, only E_BAD_CONFIG from the rendered env; now the probes' parser refuses the argument
+    for (const bad of ["soon", "tcp://", "exec:", "a\nb", "tcp://db", "icmp://db:80"]) expect(await errorCode(render("rdy", "user-app", { ready: bad }))).toBe("E_BAD_ARGS");
   });
 });
 

@@ -1,4 +1,4 @@
-// The env file as the app sees it: every case of notes/man8s-reference.md §2.2, with DESIGN §3.1's
+// The env file as the app sees it: every case of docs/notes.md §9, with DESIGN §3.1's
 // literal semantics (the original loader expanded $… and ran `…`; we must not).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { ensureBuilt, killLeftovers, MODES, runInit, type Mode } from "./harness.ts";

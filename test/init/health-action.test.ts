@@ -106,6 +106,9 @@ describe.skipIf(!canRun)("MAN8S_HEALTH_ON_FAILURE", () => {
     await r.stop();
     expect(await exitOf(r)).toBe(47);
     expect(performance.now() - t0).toBeLessThan(900);
+    // the ended app is gone: the stop signal goes to no one (before: SIGTERM to its old pid, maybe reused)
+    expect(r.status()!.stop).toMatchObject({ signal: "SIGTERM", sent: null });
+    expect(r.stderr()).toContain("SIGTERM: stop requested with no app running");
     await Bun.sleep(1200);
     expect(readFileSync(`${r.dir}/starts`, "utf8").trim().split("\n").length).toBe(1);
   }, 30_000);

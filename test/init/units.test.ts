@@ -1,10 +1,9 @@
-// Pure logic: signal names, the POSIX word splitter, the env-file parser. (Behaviour in real processes
-// is in the other init tests.)
+// Pure logic: signal names, shell form, the env-file parser (the word splitter is tested in
+// test/common/shellwords.test.ts). (Behaviour in real processes is in the other init tests.)
 import { describe, expect, test } from "bun:test";
 import { parseSignal, signalName } from "../../common/signals.ts";
-import { isShellForm } from "../../init/app.ts";
+import { isShellForm } from "../../common/shell-form.ts";
 import { parseEnv } from "../../init/env.ts";
-import { splitWords } from "../../init/shellwords.ts";
 
 describe("signal names", () => {
   test.each([
@@ -17,27 +16,13 @@ describe("signal names", () => {
   });
 });
 
-describe("word splitter", () => {
-  // the lines are what Python's shlex.quote (mbctl) produces
-  test.each([
-    ["/entrypoint.sh /etc/x.yml 'it'\"'\"'s $HOME'", ["/entrypoint.sh", "/etc/x.yml", "it's $HOME"]],
-    ["a  b\tc", ["a", "b", "c"]],
-    ["'' x", ["", "x"]],
-    ['"a \\" \\\\ b"', ['a " \\ b']],
-    ["a\\ b", ["a b"]],
-    ["x # comment", ["x"]],
-    ["a#b", ["a#b"]],
-    ["", []],
-  ])("%p", (line, argv) => expect(splitWords(line as string)).toEqual({ ok: true, argv: argv as string[] }));
-  test.each(["a | b", "a; b", "echo $HOME", "echo `x`", "'open", '"open', "x > y", 'echo "$X"'])("%p needs a shell", (line) => {
-    expect(splitWords(line).ok).toBe(false);
-  });
-});
-
 describe("shell form", () => {
   test.each([
     [["sh", "-c", "x"], true], [["/bin/bash", "-ec", "x"], true], [["/usr/bin/nginx", "-c", "x"], false],
     [["sh", "script.sh"], false], [["python3"], false],
+    // one rule with the agent's classify (common/shell-form.ts): options before -c, busybox's applet
+    [["/bin/sh", "-e", "-c", "x"], true], [["bash", "-o", "pipefail", "-c", "x"], true], [["busybox", "sh", "-c", "x"], true],
+    [["dash", "--", "script.sh", "-c"], false], [["bash", "script.sh", "-c", "x"], false],
   ])("%p → %p", (argv, want) => expect(isShellForm(argv as string[])).toBe(want as boolean));
 });
 

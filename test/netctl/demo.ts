@@ -1,7 +1,7 @@
 // Network demo for the README: the full lab (bridge, dnsmasq, two yggdrasil nodes), one nspawn container
 // whose payload is the bundle (the real init when it runs the network phase), then its addresses, routes,
 // table 199, rule, timings and a few pings. `bun test/netctl/demo.ts` (root); everything is removed after.
-import { addressForName, formatIPv6, parsePrefix6 } from "../../netctl/addrmath.ts";
+import { addressForName, formatIPv6, parsePrefix6 } from "../../common/net/addrmath.ts";
 import { ensureBuilt, haveTools, haveYgg, Lab, waitFor } from "./lab.ts";
 
 export async function runNetDemo(): Promise<void> {

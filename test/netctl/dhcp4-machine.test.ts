@@ -1,7 +1,7 @@
 // The DHCPv4 state machine alone (netctl/dhcp4-machine.ts): no root, no sockets, a fake clock. The same
 // rules are proven end to end against real servers in dhcp-hostile.test.ts; these pin the transitions.
 import { describe, expect, test } from "bun:test";
-import { type Ctx, DECLINE_WAIT_MS, type Input, newCtx, type Output, REQUEST_WAITS_MS, step } from "../../netctl/dhcp4-machine.ts";
+import { type Ctx, DECLINE_WAIT_MS, DHCP_STATES, type Input, NEXT, newCtx, type Output, REQUEST_WAITS_MS, step } from "../../netctl/dhcp4-machine.ts";
 import * as P from "../../netctl/dhcp4-packet.ts";
 
 const SID = [10, 0, 0, 1];
@@ -80,11 +80,15 @@ describe("DHCPv4 state machine", () => {
     const b = bound();
     expect(b.c.state).toBe("bound");
     const lt = b.out.find((o) => o.do === "leaseTimers") as Extract<Output, { do: "leaseTimers" }>;
-    expect(lt.lease?.t1).toBe(1800);
+    expect(lt.at).toEqual({ t1: 1800_000, t2: 3150_000, expire: 3600_000 }); // from the REQUEST's send time
+    expect(b.c.lease?.t1).toBe(1800);
     const inf = bound(0xffffffff);
     expect(inf.c.lease?.infinite).toBe(true);
     expect(inf.out.some((o) => o.do === "log" && o.msg.includes("lease infinite"))).toBe(true);
-    // the runner arms nothing for an infinite lease; even a stray T1 does not start a renewal for it
+    // an infinite lease's timers never fire (Infinity), and its address gets no lifetime
+    expect(inf.out.find((o) => o.do === "leaseTimers")).toEqual({ do: "leaseTimers", at: { t1: Infinity, t2: Infinity, expire: Infinity } });
+    expect(inf.out.find((o) => o.do === "apply")).toMatchObject({ lifetime: "infinite" });
+    // even a stray T1 does not start a renewal for it
     expect(timerOf(inf.out)).toBe(Infinity);
     for (const t of ["t1", "t2", "expire"] as const) expect(inf.feed({ type: t })).toEqual([]);
     expect(inf.c.state).toBe("bound");
@@ -189,6 +193,125 @@ describe("DHCPv4 state machine", () => {
     expect(o.some((x) => x.do === "deconfigure")).toBe(true);
     expect(o.some((x) => x.do === "event" && x.ev === "changed")).toBe(true);
     expect(b.c.lease?.address).toEqual(new Uint8Array([10, 0, 0, 60]));
+  });
+
+  test("a changed address whose apply fails: the old lease is gone, and the runner is told (no stale address)", () => {
+    let fail = false;
+    const b = (() => {
+      const m = machine(() => (fail ? "File exists" : undefined));
+      m.feed({ type: "start" });
+      m.feed({ type: "reply", m: msg(m.c, P.DHCPOFFER, YI, std()) });
+      m.feed({ type: "reply", m: msg(m.c, P.DHCPACK, YI, std()) });
+      return m;
+    })();
+    b.feed({ type: "t1" });
+    fail = true;
+    const o = b.feed({ type: "reply", m: msg(b.c, P.DHCPACK, [10, 0, 0, 60], std()) });
+    const deconf = o.filter((x): x is Extract<Output, { do: "deconfigure" }> => x.do === "deconfigure");
+    expect(deconf.map((x) => [...x.lease.address])).toEqual([YI]); // the old address went, once
+    expect(b.c.lease).toBeUndefined();
+    // before the fix: no event, so the status record kept showing the removed address
+    expect(o.filter((x) => x.do === "event").map((x) => [(x as { ev: string }).ev, (x as { lease?: unknown }).lease])).toEqual([["expired", undefined]]);
+    expect(sends(o)).toEqual(["DISCOVER"]);
+  });
+
+  test("renew: T1 → unicast REQUEST; a lost one is retransmitted at half the time left to T2 (≥ 5 s), none past T2", () => {
+    const b = bound(); // T1 1800 s, T2 3150 s, lease 3600 s
+    b.advance(1800_000);
+    const r = b.feed({ type: "t1" });
+    expect(sends(r)).toEqual(["REQUEST"]);
+    expect(timerOf(r)).toBe((3150_000 - 1800_000) / 2);
+    const xid = b.c.xid;
+    b.advance(timerOf(r)!);
+    const again = b.feed({ type: "timer" }); // no ACK: the REQUEST was lost
+    expect(sends(again)).toEqual(["REQUEST"]);
+    expect(b.c.xid).toBe(xid); // the same transaction
+    expect((again.find((o) => o.do === "send") as Extract<Output, { do: "send" }>).dest).toEqual(new Uint8Array(SID));
+    b.advance(3150_000 - 1800_000 - 675_000 - 3000); // 3 s before T2: the next wait would pass it
+    expect(timerOf(b.feed({ type: "timer" }))).toBe(Infinity);
+    expect(b.c.stats.renews).toBe(3);
+    // a late ACK renews: same address, new times counted from the REQUEST that got it
+    b.advance(1000);
+    const ok = b.feed({ type: "reply", m: msg(b.c, P.DHCPACK, YI, std()) });
+    expect(b.c.state).toBe("bound");
+    expect(ok.filter((o) => o.do === "event").map((o) => (o as { ev: string }).ev)).toEqual(["renewed"]);
+    expect(ok.some((o) => o.do === "deconfigure")).toBe(false);
+    expect(ok.find((o) => o.do === "leaseTimers")).toEqual({ do: "leaseTimers", at: { t1: 1800_000 - 1000, t2: 3150_000 - 1000, expire: 3600_000 - 1000 } });
+    expect(ok.find((o) => o.do === "apply")).toMatchObject({ lifetime: 3599 });
+  });
+
+  test("rebind: T2 → broadcast REQUEST without a server id, a new xid; expiry → the lease is removed, DISCOVER", () => {
+    const b = bound();
+    b.feed({ type: "t1" });
+    const xid = b.c.xid;
+    const r = b.feed({ type: "t2" });
+    expect(b.c.state).toBe("rebinding");
+    const send = r.find((o) => o.do === "send") as Extract<Output, { do: "send" }>;
+    expect([send.dest, send.spec.serverId, send.spec.ciaddr]).toEqual(["broadcast", undefined, new Uint8Array(YI)]);
+    expect(b.c.xid).not.toBe(xid);
+    const e = b.feed({ type: "expire" });
+    expect(e.filter((o) => o.do === "deconfigure").length).toBe(1);
+    expect(e.find((o) => o.do === "leaseTimers")).toEqual({ do: "leaseTimers", at: null });
+    expect([b.c.state, b.c.lease, b.c.stats.expiries]).toEqual(["selecting", undefined, 1]);
+  });
+
+  test("NAK while renewing (from our server) or rebinding (from any server): the lease goes at once, DISCOVER", () => {
+    const b = bound();
+    b.feed({ type: "t1" });
+    const other = b.feed({ type: "reply", m: msg(b.c, P.DHCPNAK, [0, 0, 0, 0], [[54, [10, 0, 0, 9]]]) });
+    expect(other).toEqual([]); // renewing: only the server we renew with may NAK
+    const o = b.feed({ type: "reply", m: msg(b.c, P.DHCPNAK, [0, 0, 0, 0], [[54, SID]]) });
+    expect(o.filter((x) => x.do === "deconfigure").length).toBe(1);
+    expect(o.filter((x) => x.do === "event").map((x) => (x as { ev: string }).ev)).toEqual(["nak"]);
+    expect(sends(o)).toEqual(["DISCOVER"]);
+    expect(b.c.lease).toBeUndefined();
+
+    const r = bound();
+    r.feed({ type: "t2" });
+    r.feed({ type: "reply", m: msg(r.c, P.DHCPNAK, [0, 0, 0, 0], [[54, [10, 0, 0, 9]]]) });
+    expect([r.c.state, r.c.lease]).toEqual(["selecting", undefined]);
+  });
+
+  test("a renewal that makes the lease infinite clears its timers: a stray T2 or expiry no longer acts", () => {
+    const r = bound();
+    r.feed({ type: "t1" });
+    const inf = r.feed({ type: "reply", m: msg(r.c, P.DHCPACK, YI, std(0xffffffff)) });
+    expect(inf.find((o) => o.do === "leaseTimers")).toEqual({ do: "leaseTimers", at: { t1: Infinity, t2: Infinity, expire: Infinity } });
+    expect(inf.find((o) => o.do === "apply")).toMatchObject({ lifetime: "infinite" });
+    expect(r.feed({ type: "t2" })).toEqual([]);
+    expect(r.feed({ type: "expire" })).toEqual([]);
+    expect([r.c.state, r.c.lease?.infinite]).toEqual(["bound", true]);
+  });
+
+  test("the state changes only along NEXT; stop from anywhere", () => {
+    const seen = new Set<string>();
+    const watch = (m: ReturnType<typeof machine>, i: Input) => {
+      const from = m.c.state;
+      m.feed(i);
+      if (m.c.state !== from) seen.add(`${from}>${m.c.state}`);
+    };
+    const b = machine();
+    watch(b, { type: "start" });
+    watch(b, { type: "reply", m: msg(b.c, P.DHCPOFFER, YI, std()) });
+    watch(b, { type: "reply", m: msg(b.c, P.DHCPACK, YI, std()) });
+    watch(b, { type: "t1" });
+    watch(b, { type: "reply", m: msg(b.c, P.DHCPACK, YI, std()) });
+    watch(b, { type: "t2" });
+    watch(b, { type: "reply", m: msg(b.c, P.DHCPACK, YI, std()) });
+    watch(b, { type: "t1" });
+    watch(b, { type: "t2" });
+    watch(b, { type: "expire" });
+    for (const t of seen) {
+      const [from, to] = t.split(">") as [(typeof DHCP_STATES)[number], (typeof DHCP_STATES)[number]];
+      // one input may pass through init (expiry: init, then selecting at once)
+      expect(NEXT[from].includes(to) || (to === "selecting" && NEXT[from].includes("init"))).toBe(true);
+    }
+    expect(seen).toContain("bound>renewing");
+    expect(seen).toContain("renewing>rebinding");
+    expect(seen).toContain("rebinding>bound");
+    watch(b, { type: "stop" });
+    expect(b.c.state).toBe("stopped");
+    expect(NEXT.stopped).toEqual([]);
   });
 
   test("replies with another xid, and anything after stop, do nothing", () => {

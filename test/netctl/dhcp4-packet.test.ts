@@ -1,6 +1,6 @@
 // DHCPv4 message encoding/decoding and lease interpretation (pure logic), and resolv.conf rendering.
 import { describe, expect, test } from "bun:test";
-import { formatIPv4 } from "../../netctl/addrmath.ts";
+import { formatIPv4 } from "../../common/net/addrmath.ts";
 import * as P from "../../netctl/dhcp4-packet.ts";
 import { isDomainName, printable, renderResolvConf } from "../../netctl/resolvconf.ts";
 

@@ -6,7 +6,7 @@
 //   C: container c1: dnsmasq restarted with another range -> NAK at renewal -> new address replaces the old
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
-import { addressForName, formatIPv6, parsePrefix6 } from "../../netctl/addrmath.ts";
+import { addressForName, formatIPv6, parsePrefix6 } from "../../common/net/addrmath.ts";
 import { type Container, dhcpLines, ensureBuilt, haveTools, haveYgg, Lab, waitFor } from "./lab.ts";
 
 /** Starts a container under the real init, which brings the network up and stays resident with the app. */

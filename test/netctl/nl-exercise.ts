@@ -1,7 +1,7 @@
 // Run inside a throwaway netns (by netlink.test.ts) with a veth `m8nc0` whose peer is up.
 // Exercises the rtnetlink library against the real kernel and prints one JSON report.
 import { addAddress, delAddress, IFA_F_NODAD, IFA_F_TENTATIVE, listAddresses } from "../../netctl/address.ts";
-import { parseIPv4, parseIPv6 } from "../../netctl/addrmath.ts";
+import { parseIPv4, parseIPv6 } from "../../common/net/addrmath.ts";
 import { subscribe } from "../../netctl/events.ts";
 import { hasCarrier, listLinks, setLinkUp } from "../../netctl/link.ts";
 import { NetlinkError, RTMGRP_IPV6_IFADDR, Rtnl } from "../../netctl/netlink.ts";

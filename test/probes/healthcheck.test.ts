@@ -5,7 +5,7 @@ import { writeFileSync } from "node:fs";
 import {
   parseHealthcheck, applyResult, nextDelayMs, startHealth, HealthcheckError, DEFAULTS,
   type HealthcheckConfig, type HealthState, type HealthStatus,
-} from "../../init/probes/healthcheck.ts";
+} from "../../probes/healthcheck.ts";
 import { groupExists, tempDir } from "./helpers.ts";
 
 const MS = 1_000_000; // nanoseconds per millisecond

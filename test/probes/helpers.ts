@@ -1,7 +1,8 @@
 // Shared pieces of the probe tests: temp dirs (test/scratch.ts, prefix m8p), a notify-socket listener, process checks.
 import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { scratchDir } from "../scratch.ts";
-import { bindUnixDatagram, closeFd, recvDatagram, type Creds } from "../../common/libc-notify.ts";
+import { closeFd } from "../../common/libc.ts";
+import { bindUnixDatagram, recvDatagram, type Creds } from "../../common/libc-notify.ts";
 
 export const ROOT = `${import.meta.dir}/../..`;
 export const isRoot = process.getuid?.() === 0;

@@ -1,7 +1,8 @@
 // Probes inside a network namespace (prefix m8p): ICMP echo through raw and unprivileged datagram sockets,
 // and a "container" reached by name over its yggdrasil address (mbctl's hash in our /64).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { containerAddress } from "../../init/probes/resolve.ts";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { containerAddress } from "../../probes/resolve.ts";
 import { ROOT, isRoot, sh } from "./helpers.ts";
 
 const canNetns = isRoot && Bun.which("ip") !== null;
@@ -51,6 +52,7 @@ describe.skipIf(!canNetns)("probes in a network namespace", () => {
       await server.exited;
     }
     await sh(`ip netns del ${NS} 2>/dev/null || true`);
+    rmSync(`/etc/netns/${NS}`, { recursive: true, force: true });
   });
 
   test("icmp to loopback v4/v6 through a raw socket (a fresh netns refuses unprivileged ICMP sockets)", async () => {
@@ -104,4 +106,26 @@ describe.skipIf(!canNetns)("probes in a network namespace", () => {
     expect(tcp.json.ok).toBe(false);
     expect(performance.now() - t0).toBeLessThan(6000);
   });
+
+  test("netctl check (the compiled binary) resolves names like every probe: /etc/hosts first, dotted container names", async () => {
+    // `ip netns exec` bind-mounts /etc/netns/NS/hosts over /etc/hosts
+    mkdirSync(`/etc/netns/${NS}`, { recursive: true });
+    writeFileSync(`/etc/netns/${NS}/hosts`, "127.0.0.1 localhost\n10.77.0.1 m8pdb\n");
+    const dotted = "m8p.web";
+    const dottedAddr = (await containerAddress(dotted, { MAN8S_YGGDRASIL_PREFIX: PREFIX }))!;
+    expect((await sh(`ip -n ${NS} addr add ${dottedAddr}/128 dev lo`)).code).toBe(0);
+    const p = Bun.spawn(
+      ["ip", "netns", "exec", NS, `${ROOT}/dist/man8s`, "netctl", "check", "m8pdb", dotted, `${WEB}:${PORT}`, `http://${WEB}:${PORT}/204`, "icmp://m8pdb"],
+      { stdout: "pipe", stderr: "pipe", env: { PATH: process.env.PATH ?? "/usr/bin:/bin", MAN8S_YGGDRASIL_PREFIX: PREFIX } },
+    );
+    const [out, err, code] = [await new Response(p.stdout).text(), await new Response(p.stderr).text(), await p.exited];
+    // before: a dot-less name was always a container address when the prefix was known (m8pdb: FAIL), and a
+    // dotted name went to DNS only (m8p.web: cannot resolve)
+    expect(out).toContain("check m8pdb (10.77.0.1): OK");
+    expect(out).toContain(`check ${dotted} (${dottedAddr}): OK`);
+    expect(out).toContain(`check ${WEB}:${PORT} (${webAddr}): OK`);
+    expect(out).toContain(`check http://${WEB}:${PORT}/204 (${webAddr}): OK`);
+    expect(out).toContain("check icmp://m8pdb (10.77.0.1): OK");
+    expect(code, out + err).toBe(0);
+  }, 20_000);
 });

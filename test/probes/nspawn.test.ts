@@ -1,7 +1,7 @@
 // READY=1 through a real systemd-nspawn --notify-ready=yes, with a listener on nspawn's own NOTIFY_SOCKET.
-// The payload is our notify code (netctl probe --notify-ready, compiled with bun build --compile and patched to
-// the bundle's /man8s-init/lib, in a busybox-static rootfs): it polls tcp://127.0.0.1:PORT (nspawn shares the
-// host network here) and sends READY=1. The host opens PORT only after a delay.
+// The payload is our notify code (test/probes/fixtures/notify-ready.ts, compiled with bun build --compile and
+// patched to the bundle's /man8s-init/lib, in a busybox-static rootfs): it polls tcp://127.0.0.1:PORT (nspawn
+// shares the host network here) and sends READY=1. The host opens PORT only after a delay.
 //   PID 2 (--as-pid2): READY=1 forwarded only because we claim pid 1 with SCM_CREDENTIALS; the control run that
 //   claims its real pid 2 is dropped by nspawn. PID 1: forwarded as is.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -36,8 +36,8 @@ beforeAll(async () => {
   mkdirSync(`${bundle}/lib`, { recursive: true });
   for (const lib of LIBS) copyFileSync(await ldconfigPath(lib), `${bundle}/lib/${lib}`);
   const build = await sh(
-    `'${process.execPath}' build --compile --no-compile-autoload-dotenv --no-compile-autoload-bunfig '${ROOT}/test/probes/fixtures/probe-main.ts' --outfile '${bundle}/probe' && ` +
-      `patchelf --set-interpreter /man8s-init/lib/ld-linux-x86-64.so.2 --set-rpath /man8s-init/lib '${bundle}/probe'`,
+    `'${process.execPath}' build --compile --no-compile-autoload-dotenv --no-compile-autoload-bunfig '${ROOT}/test/probes/fixtures/notify-ready.ts' --outfile '${bundle}/notify-ready' && ` +
+      `patchelf --set-interpreter /man8s-init/lib/ld-linux-x86-64.so.2 --set-rpath /man8s-init/lib '${bundle}/notify-ready'`,
   );
   if (build.code !== 0) throw new Error(`building the payload failed: ${build.out}`);
 }, 60_000);
@@ -65,7 +65,7 @@ async function runContainer(opts: { asPid2: boolean; openAfterMs: number; extra?
     ...(opts.asPid2 ? ["--as-pid2"] : []),
     "--notify-ready=yes", "--resolv-conf=off", "--timezone=off", "--link-journal=no", "--console=pipe",
     "--kill-signal=SIGRTMIN+3", `--bind-ro=${bundle}:/man8s-init`,
-    "/man8s-init/probe", "--notify-ready", `tcp://127.0.0.1:${port}`, "--interval", "100ms", "--linger", "200ms",
+    "/man8s-init/notify-ready", `tcp://127.0.0.1:${port}`, "--interval", "100ms", "--linger", "200ms",
     ...(opts.extra ?? []),
   ];
   const proc = Bun.spawn(args, { stdout: "pipe", stderr: "pipe", env: { ...process.env, NOTIFY_SOCKET: sock } });

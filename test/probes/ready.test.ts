@@ -1,9 +1,9 @@
 // sd_notify over a real AF_UNIX datagram socket (credentials checked with SO_PASSCRED), and MAN8S_READY in-process.
 import { describe, expect, test } from "bun:test";
-import { sdNotify, claimPidFor, notifySocket } from "../../init/probes/notify.ts";
-import { startReady } from "../../init/probes/ready.ts";
-import { startHealth } from "../../init/probes/healthcheck.ts";
-import { checkProbeEnv } from "../../init/probes/config.ts";
+import { sdNotify, claimPidFor, notifySocket } from "../../probes/notify.ts";
+import { startReady } from "../../probes/ready.ts";
+import { startHealth } from "../../probes/healthcheck.ts";
+import { checkProbeEnv } from "../../probes/settings.ts";
 import { NotifyListener, freePort, isRoot, tempDir } from "./helpers.ts";
 import { waitFor } from "../wait.ts";
 

@@ -1,10 +1,10 @@
 // tcp / http / exec probes against real listeners and real processes on the host; name resolution.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
-import { parseProbeUrl } from "../../init/probes/url.ts";
-import { runProbe, runCommand, goDuration, OUTPUT_LIMIT } from "../../init/probes/run.ts";
-import { resolveHost, containerAddress, yggPrefix, lookupHostsFile } from "../../init/probes/resolve.ts";
-import { freePort, groupExists, processExists, tempDir, ROOT } from "./helpers.ts";
+import { parseProbeUrl } from "../../probes/url.ts";
+import { runProbe, runCommand, goDuration, OUTPUT_LIMIT } from "../../probes/run.ts";
+import { resolveHost, containerAddress, yggPrefix, lookupHostsFile } from "../../probes/resolve.ts";
+import { freePort, groupExists, isRoot, processExists, tempDir, ROOT } from "./helpers.ts";
 
 const probe = (url: string, timeoutMs = 2000, env: Record<string, string | undefined> = {}) => runProbe(parseProbeUrl(url), { timeoutMs, env });
 
@@ -112,6 +112,25 @@ describe("exec probes", () => {
     expect(r.spawnError).toContain("/nonexistent/m8p-cmd");
   });
 
+  test.skipIf(!isRoot)("without /bin/sh an exec: probe runs its words, and one that needs a shell fails saying so", async () => {
+    // the compiled binary in a mount namespace whose /usr/bin (and so /bin/sh) is an empty tmpfs
+    const bin = `${ROOT}/dist/man8s`;
+    const noShell = async (cmd: string) => {
+      const p = Bun.spawn(["unshare", "-m", "--propagation", "private", "/bin/sh", "-c", 'mount -t tmpfs m8p-nosh /usr/bin && exec "$0" netctl probe "$1" --json', bin, cmd], { stdout: "pipe", stderr: "pipe" });
+      const [out, err] = [await new Response(p.stdout).text(), await new Response(p.stderr).text()];
+      return { code: await p.exited, out, err };
+    };
+    const words = await noShell(`exec:'${bin}' --version`);
+    expect(words.code, words.err).toBe(0);
+    expect(JSON.parse(words.out)).toMatchObject({ ok: true, exitCode: 0 });
+    // before: the words were ["man8s", "--version", "|", "grep", "nomatch"] and the probe passed
+    const piped = await noShell(`exec:${bin} --version | grep nomatch`);
+    expect(piped.code, piped.err).toBe(1);
+    expect(JSON.parse(piped.out)).toMatchObject({ ok: false, exitCode: -1, output: "exec: shell operator '|' needs a shell, and the image has no /bin/sh" });
+    const seq = await noShell(`exec:${bin} --version; false`);
+    expect(JSON.parse(seq.out).output).toContain("shell operator ';' needs a shell");
+  });
+
   test("output is capped at 4096 bytes with '...' appended", async () => {
     const r = await runCommand(["sh", "-c", "head -c 10000 /dev/zero | tr '\\0' x; echo tail >&2"], { timeoutMs: 5000 });
     expect(r.exitCode).toBe(0);
@@ -172,7 +191,7 @@ describe("exec probes", () => {
 });
 
 describe("host resolution", () => {
-  // notes/man8s-reference.md §3.4 vectors
+  // docs/notes.md §10 vectors
   const env = { MAN8S_YGGDRASIL_PREFIX: "300:2e98:a4b0:1789::/64" };
   test("container names map to mbctl's yggdrasil address in our /64", async () => {
     expect(await containerAddress("TestBWContainer3", env)).toBe("300:2e98:a4b0:1789:1d44:bc13:a177:c4d");
@@ -233,6 +252,10 @@ describe("host resolution", () => {
       const e = cli("--help");
       expect(await new Response(e.stdout).text()).toContain("usage: man8s netctl probe URL");
       expect(await e.exited).toBe(0);
+      // the READY=1 test payload is a test fixture (fixtures/notify-ready.ts), not a hidden mode of the product
+      const f = cli("--notify-ready", `tcp://127.0.0.1:${l.port}`);
+      expect(await new Response(f.stderr).text()).toContain("unknown option '--notify-ready'");
+      expect(await f.exited).toBe(64);
     } finally {
       l.stop(true);
     }

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { parseProbeUrl, parseProbeList, splitWords, ProbeUrlError } from "../../init/probes/url.ts";
+import { parseProbeUrl, parseProbeList, ProbeUrlError } from "../../probes/url.ts";
 
 describe("probe URLs", () => {
   test("the four forms parse into their parts", () => {
@@ -50,10 +50,5 @@ describe("probe URLs", () => {
     expect(list[3]).toMatchObject({ command: 'echo "q"' });
     expect(parseProbeList("")).toEqual([]);
     expect(() => parseProbeList('"exec:x')).toThrow(ProbeUrlError);
-  });
-
-  test("word splitting follows POSIX quoting without expansion", () => {
-    expect(splitWords(`a 'b c' "d \\"e\\" $f" g\\ h`)).toEqual(["a", "b c", 'd "e" $f', "g h"]);
-    expect(splitWords("''")).toEqual([""]);
   });
 });

@@ -1,6 +1,6 @@
 // MAN8S_WAIT_FOR against real listeners that come up late, the timeout (exit 75 naming the target), aborts.
 import { describe, expect, test } from "bun:test";
-import { waitFor, parseWaitTimeoutMs } from "../../init/probes/waitfor.ts";
+import { waitFor, parseWaitTimeoutMs } from "../../probes/waitfor.ts";
 import { ExitError } from "../../common/log.ts";
 import { freePort } from "./helpers.ts";
 

@@ -8,7 +8,7 @@
 // is a container name when our yggdrasil prefix is known (MAN8S_YGGDRASIL_PREFIX, else the /64 of
 // MAN8S_YGGDRASIL_ADDRESS), needing no DNS; any other name goes to DNS, and if DNS fails and the prefix is
 // known it is tried as a container name too (mbctl names may contain dots).
-// The address math (last 64 bits of SHA-256(name) OR'd into the /64) is netctl/addrmath.ts, imported lazily
+// The address math (last 64 bits of SHA-256(name) OR'd into the /64) is common/net/addrmath.ts, imported lazily
 // because it pulls ip-num.
 import { isIP } from "node:net";
 import { readFileSync } from "node:fs";
@@ -22,7 +22,7 @@ export interface Resolved {
 }
 
 export async function yggPrefix(env: Env): Promise<string | null> {
-  const { parsePrefix6, formatIPv6 } = await import("../../netctl/addrmath.ts");
+  const { parsePrefix6, formatIPv6 } = await import("../common/net/addrmath.ts");
   const p = env.MAN8S_YGGDRASIL_PREFIX?.trim();
   if (p) {
     const pr = parsePrefix6(p, 64);
@@ -40,9 +40,14 @@ export async function yggPrefix(env: Env): Promise<string | null> {
 
 export async function containerAddress(name: string, env: Env): Promise<string | null> {
   const prefix = await yggPrefix(env);
-  if (!prefix) return null;
-  const { parsePrefix6, addressForName, formatIPv6 } = await import("../../netctl/addrmath.ts");
-  return formatIPv6(addressForName(name, parsePrefix6(prefix, 64)!));
+  return prefix ? await addressInPrefix(name, prefix) : null;
+}
+
+async function addressInPrefix(name: string, prefix: string): Promise<string> {
+  const { parsePrefix6, addressForName, formatIPv6 } = await import("../common/net/addrmath.ts");
+  const p = parsePrefix6(prefix, 64);
+  if (!p) throw new Error(`'${prefix}' is not an IPv6 prefix`);
+  return formatIPv6(addressForName(name, { network: p.network, len: 64 }));
 }
 
 /** Looks NAME up in an /etc/hosts-format file; null when absent or unreadable. */
@@ -69,14 +74,24 @@ function literal(host: string): Resolved | null {
   return f === 4 || f === 6 ? { address: bare, family: f, via: "address" } : null;
 }
 
-export async function resolveHost(host: string, env: Env, opts: { hostsFile?: string } = {}): Promise<Resolved> {
+export interface ResolveOptions {
+  hostsFile?: string;
+  /** our yggdrasil /64 as text; undefined: from env (yggPrefix()); null: none, names never map to containers */
+  yggPrefix?: string | null;
+}
+
+export async function resolveHost(host: string, env: Env, opts: ResolveOptions = {}): Promise<Resolved> {
+  const container = async (name: string) => {
+    const prefix = opts.yggPrefix === undefined ? await yggPrefix(env) : opts.yggPrefix;
+    return prefix ? await addressInPrefix(name, prefix) : null;
+  };
   const lit = literal(host);
   if (lit) return lit;
   if (host.toLowerCase() === "localhost") return { address: "127.0.0.1", family: 4, via: "localhost" };
   const fromHosts = lookupHostsFile(host, opts.hostsFile);
   if (fromHosts) return { address: fromHosts, family: isIP(fromHosts) === 6 ? 6 : 4, via: "hosts" };
   if (!host.includes(".")) {
-    const c = await containerAddress(host, env);
+    const c = await container(host);
     if (c) return { address: c, family: 6, via: "container" };
   }
   let dnsError: string;
@@ -88,7 +103,7 @@ export async function resolveHost(host: string, env: Env, opts: { hostsFile?: st
   } catch (e) {
     dnsError = (e as Error).message || String(e);
   }
-  const c = await containerAddress(host, env);
+  const c = await container(host);
   if (c) return { address: c, family: 6, via: "container" };
   throw new Error(
     `cannot resolve '${host}': DNS: ${dnsError}; not tried as a container name (no MAN8S_YGGDRASIL_PREFIX or MAN8S_YGGDRASIL_ADDRESS)`,

@@ -2,7 +2,7 @@
 //
 //   runProbe(probe, opts): Promise<ProbeResult>      never throws for probe failures; ok says pass/fail
 //   runCommand(argv, opts): Promise<CommandResult>   the exec engine (also used for HEALTHCHECK CMD)
-//   shellCommand(cmd): string[]                      exec: argv: /bin/sh -c CMD, or split words without a shell
+//   shellCommand(cmd): SplitResult                   exec: argv: /bin/sh -c CMD, or its words without a shell
 //   goDuration(ms): string                           Go's time.Duration text ("30s", "1.5s", "250ms")
 //
 // exec: the command runs with Bun.spawn (so the init's reaper leaves it alone) in its own session and process
@@ -14,10 +14,10 @@
 import { existsSync } from "node:fs";
 import { constants as osConstants } from "node:os";
 import type { Probe } from "./url.ts";
-import { splitWords } from "./url.ts";
+import { type SplitResult, splitWords } from "../common/shellwords.ts";
 import { resolveHost, type Env } from "./resolve.ts";
-import { setLongTimeout, sleepLong } from "../../common/timer.ts";
-import { trackBunChild, untrackBunChild } from "../reaper.ts";
+import { setLongTimeout, sleepLong } from "../common/timer.ts";
+import { trackBunChild, untrackBunChild } from "../common/bun-children.ts";
 
 export const OUTPUT_LIMIT = 4096;
 
@@ -37,6 +37,8 @@ export interface RunOptions {
   timeoutMs: number;
   /** environment for name resolution (MAN8S_YGGDRASIL_*) */
   env?: Env;
+  /** our yggdrasil /64, when the caller knows it (resolve.ts ResolveOptions); default: from env */
+  yggPrefix?: string | null;
   /** environment of exec: commands (default: process.env) */
   spawnEnv?: Record<string, string | undefined>;
   cwd?: string;
@@ -91,9 +93,14 @@ export class LimitedBuffer {
   }
 }
 
-/** argv for an exec: probe: through the image's /bin/sh when present, else our own word splitting. */
-export function shellCommand(cmd: string): string[] {
-  return existsSync("/bin/sh") ? ["/bin/sh", "-c", cmd] : splitWords(cmd);
+/**
+ * argv for an exec: probe: through the image's /bin/sh when present, else its words (common/shellwords.ts,
+ * command mode), refusing what needs a shell (| ; $ ...) rather than passing it on as words.
+ */
+export function shellCommand(cmd: string, shell = "/bin/sh"): SplitResult {
+  if (existsSync(shell)) return { ok: true, argv: [shell, "-c", cmd] };
+  const words = splitWords(cmd);
+  return words.ok ? words : { ok: false, reason: `${words.reason}, and the image has no ${shell}` };
 }
 
 async function drain(stream: ReadableStream<Uint8Array>, buf: LimitedBuffer, stop: Promise<void>): Promise<void> {
@@ -249,13 +256,15 @@ export async function runProbe(probe: Probe, opts: RunOptions): Promise<ProbeRes
   const t0 = performance.now();
   const elapsed = () => performance.now() - t0;
   if (probe.kind === "exec") {
-    const r = await runCommand(shellCommand(probe.command), opts);
+    const argv = shellCommand(probe.command);
+    if (!argv.ok) return { ok: false, exitCode: -1, output: `exec: ${argv.reason}`, timedOut: false, durationMs: elapsed() };
+    const r = await runCommand(argv.argv, opts);
     return { ok: r.exitCode === 0, exitCode: r.exitCode, output: r.timedOut ? `timed out after ${goDuration(opts.timeoutMs)}: ${r.output}` : r.output, timedOut: r.timedOut, durationMs: elapsed() };
   }
   let address: string, family: 4 | 6;
   try {
     const res = await Promise.race([
-      resolveHost(probe.host, opts.env ?? process.env),
+      resolveHost(probe.host, opts.env ?? process.env, opts.yggPrefix !== undefined ? { yggPrefix: opts.yggPrefix } : {}),
       sleepLong(opts.timeoutMs).then(() => null),
     ]);
     if (!res) return { ok: false, exitCode: -1, output: `resolving '${probe.host}' took longer than ${goDuration(opts.timeoutMs)}`, timedOut: true, durationMs: elapsed() };

@@ -3,10 +3,10 @@
 // the init's probes (loaded lazily) and the agent's validate-env.ts. Reference: docs/validation.md.
 //
 //   checkProbeEnv(env, warn): void        every probe variable, at the init's start; throws SettingError (65)
-//   parseHealthcheck(text, opts)          HealthcheckConfig | null (see init/probes/healthcheck.ts for the JSON)
+//   parseHealthcheck(text, opts)          HealthcheckConfig | null (see healthcheck.ts for the JSON)
 //   parseWaitTimeoutMs(text, name, dflt)  seconds ("30", "1.5") or with a unit ("500ms", "2m"); 0 = forever
-import { parseProbeUrl, ProbeUrlError, splitProbeList } from "./probe-url.ts";
-import { clip, SettingError, type Env } from "./settings.ts";
+import { parseProbeUrl, ProbeUrlError, splitProbeList } from "./url.ts";
+import { clip, SettingError, type Env } from "../common/settings.ts";
 
 export interface HealthcheckConfig {
   /** the Test array as given */

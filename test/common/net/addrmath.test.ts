@@ -1,9 +1,9 @@
-// Pure address math: mbctl vectors (notes/man8s-reference.md §3.4), RFC 5952 text, prefix parsing, and the
+// Pure address math: mbctl vectors (docs/notes.md §10), RFC 5952 text, prefix parsing, and the
 // `address` CLI printing exactly what mbctl prints.
 import { describe, expect, test } from "bun:test";
-import { addressForName, formatIPv6, getsuffixLines, inPrefix6, parseIPv4, parseIPv6, parsePrefix6 } from "../../netctl/addrmath.ts";
+import { addressForName, formatIPv6, getsuffixLines, inPrefix6, parseIPv4, parseIPv6, parsePrefix6 } from "../../../common/net/addrmath.ts";
 
-const ROOT = new URL("../..", import.meta.url).pathname;
+const ROOT = new URL("../../..", import.meta.url).pathname;
 
 // name, getsuffix, with 300:2e98:a4b0:1789::/64, with 300:0:0:1::/64
 const VECTORS: [string, string, string, string][] = [

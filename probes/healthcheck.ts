@@ -1,5 +1,5 @@
 // MAN8S_HEALTHCHECK: the image's Docker `Healthcheck`, run with Docker's state machine (moby daemon/health.go;
-// notes/init-anchors.md §4.2).
+// docs/notes.md §12).
 //
 //   parseHealthcheck(text, opts?): HealthcheckConfig | null   null = no healthcheck (unset, Test [] or ["NONE"]);
 //                                                             throws HealthcheckError on bad JSON / values
@@ -24,9 +24,9 @@
 // previous probe; after the start period it is Interval; inside it, it is StartInterval while "starting" and
 // Interval once healthy, each capped by what remains of the start period (moby #52317), so a probe runs right
 // when the start period ends.
-import { setLongTimeout, type LongTimer } from "../../common/timer.ts";
-// the JSON is a setting the agent validates too: its parser lives in common/probe-settings.ts
-import { DEFAULTS, HealthcheckError, parseDurationMs, parseHealthcheck, type HealthcheckConfig } from "../../common/probe-settings.ts";
+import { setLongTimeout, type LongTimer } from "../common/timer.ts";
+// the JSON is a setting the agent validates too: its parser lives in settings.ts
+import { DEFAULTS, HealthcheckError, parseDurationMs, parseHealthcheck, type HealthcheckConfig } from "./settings.ts";
 import { runCommand, goDuration, type RunOptions } from "./run.ts";
 
 export type HealthStatus = "starting" | "healthy" | "unhealthy";

@@ -9,9 +9,10 @@
 // (nspawn.c nspawn_dispatch_notify_fd: ucred->pid != inner_child_pid → "Ignoring"); under --as-pid2 that is
 // the stub init, so our PID-2 init must claim pid 1. The kernel allows claiming another pid only with
 // CAP_SYS_ADMIN over our pid namespace (nspawn keeps it by default). If the claim is refused (EPERM) the
-// message is resent with our real pid and the outcome says so (nspawn will then drop it: notes/net-lab.md §6).
+// message is resent with our real pid and the outcome says so (nspawn will then drop it: docs/notes.md §7).
 // Never throws: a missing socket is not fatal for an init.
-import { getgid, getuid, sendUnixDatagram, SysError, EPERM } from "../../common/libc-notify.ts";
+import { EPERM, ErrnoError } from "../common/libc.ts";
+import { sendUnixDatagram } from "../common/libc-notify.ts";
 
 export interface NotifyOutcome {
   sent: boolean;
@@ -40,12 +41,12 @@ export function sdNotify(
   const text = (Array.isArray(fields) ? fields.join("\n") : fields).replace(/\n*$/, "\n");
   const data = new TextEncoder().encode(text);
   const pid = opts.claimPid ?? claimPidFor(process.pid);
-  const creds = { pid, uid: getuid(), gid: getgid() };
+  const creds = { pid, uid: process.getuid!(), gid: process.getgid!() };
   try {
     sendUnixDatagram(socket, data, creds);
     return { sent: true, claimedPid: pid, socket };
   } catch (e) {
-    if (e instanceof SysError && e.errno === EPERM && pid !== process.pid) {
+    if (e instanceof ErrnoError && e.errno === EPERM && pid !== process.pid) {
       try {
         sendUnixDatagram(socket, data, { ...creds, pid: process.pid });
         return { sent: true, claimedPid: process.pid, socket, error: `claiming pid ${pid} refused (no CAP_SYS_ADMIN?); sent as pid ${process.pid}` };

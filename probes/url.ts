@@ -4,7 +4,8 @@
 //   http://HOST[:PORT][/PATH]   passes on a 2xx or 3xx status (redirects are not followed); port 80
 //   https://HOST[:PORT][/PATH]  the same over TLS (certificate not verified); port 443
 //   exec:CMD                    passes when CMD exits 0; run by /bin/sh -c when the image has /bin/sh,
-//                               otherwise split into words (POSIX quoting) and exec'd directly
+//                               otherwise split into words (common/shellwords.ts, command mode: a CMD that
+//                               needs a shell fails the probe with the reason) and exec'd directly
 //   icmp://HOST                 passes on an ICMP/ICMPv6 echo reply
 // HOST: an IPv4 address, an IPv6 address in brackets ([::1]), a DNS name, or a container name
 // (resolved to its yggdrasil address, see resolve.ts).
@@ -13,7 +14,9 @@
 //   parseProbeUrl(text): Probe        throws ProbeUrlError naming the bad URL
 //   splitProbeList(text): string[]    MAN8S_WAIT_FOR words: space-separated, '…' and "…" quote (for exec:)
 //   parseProbeList(text): Probe[]     both of the above
-//   splitWords(text): string[]        POSIX-like word splitting (quotes and backslash), used for exec:
+// Reference: docs/probes.md.
+
+import { splitWords } from "../common/shellwords.ts";
 
 export type Probe =
   | { kind: "tcp"; url: string; host: string; port: number }
@@ -96,49 +99,11 @@ export function parseProbeUrl(text: string): Probe {
   }
 }
 
-/**
- * POSIX-shell-like word splitting without expansion: blanks separate words, '...' is literal, "..." allows
- * \" \\ \$ \` escapes, a backslash outside quotes escapes the next character. Throws on unclosed quotes.
- */
-export function splitWords(text: string): string[] {
-  const words: string[] = [];
-  let cur = "";
-  let inWord = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (c === " " || c === "\t" || c === "\n") {
-      if (inWord) words.push(cur);
-      cur = "";
-      inWord = false;
-      continue;
-    }
-    inWord = true;
-    if (c === "'") {
-      const end = text.indexOf("'", i + 1);
-      if (end < 0) throw new ProbeUrlError(`unclosed ' in: ${text}`);
-      cur += text.slice(i + 1, end);
-      i = end;
-    } else if (c === '"') {
-      let j = i + 1;
-      for (; j < text.length && text[j] !== '"'; j++) {
-        if (text[j] === "\\" && j + 1 < text.length && '"\\$`'.includes(text[j + 1]!)) j++;
-        cur += text[j];
-      }
-      if (j >= text.length) throw new ProbeUrlError(`unclosed " in: ${text}`);
-      i = j;
-    } else if (c === "\\" && i + 1 < text.length) {
-      cur += text[++i];
-    } else {
-      cur += c;
-    }
-  }
-  if (inWord) words.push(cur);
-  return words;
-}
-
-/** MAN8S_WAIT_FOR: space-separated probe URLs; quote an exec: probe that contains spaces. */
+/** MAN8S_WAIT_FOR: space-separated probe URLs; quote an exec: probe that contains spaces (shellwords.ts, list mode). */
 export function splitProbeList(text: string): string[] {
-  return splitWords(text);
+  const r = splitWords(text, "list");
+  if (!r.ok) throw new ProbeUrlError(`bad probe list: ${r.reason}: ${text.slice(0, 200)}`);
+  return r.argv;
 }
 
 export function parseProbeList(text: string): Probe[] {

@@ -17,7 +17,7 @@ import type { HealthHandle, HealthState, HealthStatus } from "./healthcheck.ts";
 import { parseWaitTimeoutMs } from "./waitfor.ts";
 
 export const DEFAULT_READY_INTERVAL_MS = 100;
-import { sleepLong } from "../../common/timer.ts";
+import { sleepLong } from "../common/timer.ts";
 
 export interface ReadyInfo {
   /** "start", "healthy", or the probe URL */

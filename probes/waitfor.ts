@@ -10,13 +10,13 @@
 // Each target is retried on its own, in parallel: one attempt (timeout = min(MAN8S_WAIT_PROBE_TIMEOUT, default
 // 2 s, and the time left)), and the next attempt starts RETRY_MS (250 ms) after the previous one started (at once
 // if that attempt took longer). Progress is logged when a target passes and every 5 s for targets still failing.
-import { ExitError, EXIT } from "../../common/log.ts";
+import { ExitError, EXIT } from "../common/log.ts";
 import { parseProbeUrl, splitProbeList, ProbeUrlError, type Probe } from "./url.ts";
 import { runProbe } from "./run.ts";
-import { setLongTimeout, sleepLong } from "../../common/timer.ts";
+import { setLongTimeout, sleepLong } from "../common/timer.ts";
 
-// the durations are settings the agent validates too: parsed in common/probe-settings.ts
-import { DEFAULT_ATTEMPT_TIMEOUT_MS, DEFAULT_WAIT_TIMEOUT_MS, parseWaitTimeoutMs } from "../../common/probe-settings.ts";
+// the durations are settings the agent validates too: parsed in settings.ts
+import { DEFAULT_ATTEMPT_TIMEOUT_MS, DEFAULT_WAIT_TIMEOUT_MS, parseWaitTimeoutMs } from "./settings.ts";
 export { DEFAULT_ATTEMPT_TIMEOUT_MS, DEFAULT_WAIT_TIMEOUT_MS, parseWaitTimeoutMs };
 export const RETRY_MS = 250;
 

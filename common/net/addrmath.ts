@@ -1,5 +1,5 @@
 // Address math: IPv4/IPv6 text <-> bytes, RFC 5952 formatting, and mbctl's name -> yggdrasil address hash
-// (suffix = low (128 - prefixlen) bits of SHA-256(UTF-8 name), OR'd into the prefix; notes/man8s-reference.md §3).
+// (suffix = low (128 - prefixlen) bits of SHA-256(UTF-8 name), OR'd into the prefix; docs/notes.md §10).
 import { IPv6CidrRange, Validator } from "ip-num";
 
 export function parseIPv4(s: string): Uint8Array | null {
@@ -157,15 +157,4 @@ export function inPrefix6(addr: Uint8Array, prefix: Prefix6): boolean {
     if ((addr[byte]! & m) !== (prefix.network[byte]! & m)) return false;
   }
   return true;
-}
-
-export function prefixToMask4(len: number): Uint8Array {
-  const v = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-  return new Uint8Array([v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255]);
-}
-
-export function maskToPrefix4(m: Uint8Array): number {
-  let n = 0;
-  for (const b of m) for (let i = 7; i >= 0; i--) if (b & (1 << i)) n++;
-  return n;
 }

@@ -1,2 +1,0 @@
-// Probe URLs are settings the agent validates too: the parser lives in common/probe-url.ts.
-export * from "../../common/probe-url.ts";
