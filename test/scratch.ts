@@ -1,7 +1,9 @@
 // The one place test scratch lives: /tmp/m8t-PID/ for each test process, one private (0700) directory per
 // use inside it (scratchDir). test/preload.ts removes it after the last test file (bun test gives no exit
 // hook); the first use also removes the roots of test processes that are gone (killed runs).
-// Network labs keep their own names (prefix + tag + pid): they hold netns mounts and clean up themselves.
+// Labs (network labs, the real-app lab, the systemd host) take a fixed per-process directory from labDir
+// instead: they remove it themselves, keep it when asked (M8N_KEEP, M8R_KEEP, M8S_KEEP) for inspection,
+// and the systemd host has an overlay mounted in it; the preload's sweep must not touch those.
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 
 const BASE = "/tmp";
@@ -24,6 +26,11 @@ function root(): string {
 /** A new directory SCRATCH/TAG-XXXXXX (mode 0700) for one test, fixture or helper. */
 export function scratchDir(tag: string): string {
   return mkdtempSync(`${root()}/${tag}-`);
+}
+
+/** A lab's own directory, /tmp/NAME-PID (not created; the lab creates, removes or keeps it). */
+export function labDir(name: string): string {
+  return `${BASE}/${name}-${process.pid}`;
 }
 
 /** After the last test of this process (preload): everything under SCRATCH. */

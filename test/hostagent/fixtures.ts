@@ -2,7 +2,7 @@
 // busybox-static, systemd) and hand-made layouts (s6-overlay v3, entrypoint scripts), in
 // the scratch directory (test/scratch.ts).
 import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { scratchDir } from "../scratch.ts";
+import { labDir, scratchDir } from "../scratch.ts";
 import { dirname } from "node:path";
 
 export interface Fixture {
@@ -56,7 +56,7 @@ function own(r: string, path: string, uid: number, gid: number, mode: number): v
 }
 
 /** Host directory the user-app image's symlinks point at: its content must never reach a container. */
-export const HOST_SECRET = `/tmp/m8g-host-secret-${process.pid}`;
+export const HOST_SECRET = labDir("m8g-host-secret");
 
 /** Docker-style image with USER app, a VOLUME with content, /run content (via /var/run -> /run) and a port. */
 function userApp(r: string): void {

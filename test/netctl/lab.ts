@@ -9,6 +9,7 @@ import { appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSyn
 export { BIN, BUNDLE, ensureBuilt, ROOT } from "../build.ts";
 import { BUNDLE } from "../build.ts";
 import { waitFor } from "../wait.ts";
+import { labDir } from "../scratch.ts";
 
 export const isRoot = process.getuid?.() === 0;
 export const haveTools = isRoot && ["/usr/bin/systemd-nspawn", "/usr/sbin/dnsmasq", "/bin/busybox"].every((p) => existsSync(p));
@@ -117,7 +118,7 @@ export class Lab {
   ) {
     const p = (this.prefix = o.prefix ?? "m8n");
     this.clientIf = `${p}c0`;
-    this.dir = `/tmp/${p}-${tag}-${process.pid}`;
+    this.dir = labDir(`${p}-${tag}`);
     this.hostNs = `${p}${tag}h`;
     this.remoteNs = `${p}${tag}r`;
     this.bridge = `${p}${tag}br`;
