@@ -5,6 +5,7 @@
 // A usage error says what is wrong in one line and where the help is; it does not repeat the help.
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { EXIT } from "./log.ts";
+import { PRIORITY } from "./sd-daemon.ts";
 
 /** Bad usage: the message is the PROBLEM of the format above. */
 export class UsageError extends Error {
@@ -57,8 +58,9 @@ export function usageText(cmd: string, problem: string): string {
   return `${name}: ${problem}\nrun '${name} --help' for usage\n`;
 }
 
-/** Writes the usage error to stderr; returns 64 for the command to exit with. */
-export function usageExit(cmd: string, problem: string): number {
-  process.stderr.write(usageText(cmd, problem));
+/** Writes the usage error to stderr (each line at priority err when stderr is the journal); returns 64. */
+export function usageExit(cmd: string, problem: string, journal = false): number {
+  const text = usageText(cmd, problem);
+  process.stderr.write(journal ? text.replace(/^(?=.)/gm, `<${PRIORITY.err}>`) : text);
   return EXIT.usage;
 }

@@ -20,12 +20,13 @@ const HELP = `usage: man8s hostagent serve [options]
 
 export async function runHostagent(args: string[]): Promise<number> {
   setLogPrefix("man8s hostagent");
-  setJournalPriorities(stderrIsJournal());
+  const journal = stderrIsJournal();
+  setJournalPriorities(journal);
   if (args[0] === "--help" || args[0] === "-h" || args[0] === "help") {
     process.stdout.write(HELP);
     return 0;
   }
-  if (args[0] !== "serve") return usageExit("hostagent", args[0] === undefined ? "no command (serve)" : `unknown command '${args[0]}' (serve)`);
+  if (args[0] !== "serve") return usageExit("hostagent", args[0] === undefined ? "no command (serve)" : `unknown command '${args[0]}' (serve)`, journal);
   const opts = {
     socketPath: DEFAULT_SOCKET,
     root: "/",
@@ -68,7 +69,7 @@ export async function runHostagent(args: string[]): Promise<number> {
     }
   } catch (e) {
     // every bad argument is a usage error, checkAbsPath's AgentErrors included
-    return usageExit("hostagent serve", (e as Error).message);
+    return usageExit("hostagent serve", (e as Error).message, journal);
   }
   const server = new AgentServer(opts);
   // the daemon must survive anything one request does; a bug is logged, not fatal

@@ -9,8 +9,8 @@ import { resolve } from "node:path";
 export const ROOT = resolve(import.meta.dir, "..");
 export const BIN = `${ROOT}/dist/man8s`;
 export const BUNDLE = `${ROOT}/dist/man8s-init`;
-/** what build.ts writes; the oldest of them dates the build */
-const OUTPUTS = [BIN, `${BUNDLE}/man8s`, `${BUNDLE}/init`];
+/** what build.ts writes, relative to the root; the oldest of them dates the build */
+const OUTPUTS = ["dist/man8s", "dist/man8s-init/man8s", "dist/man8s-init/init"];
 const SKIP = new Set(["node_modules", "test", "dist", ".git"]);
 
 function isSource(rel: string, name: string): boolean {
@@ -18,12 +18,12 @@ function isSource(rel: string, name: string): boolean {
   return name.endsWith(".ts") || name.endsWith(".c");
 }
 
-/** The first source file newer than the build, or null; "" when there is no build. */
-export function staleBecause(): string | null {
+/** The first source file (relative path) newer than the build, or null; "" when there is no build. */
+export function staleBecause(root = ROOT): string | null {
   let built = Infinity;
   for (const f of OUTPUTS) {
-    if (!existsSync(f)) return "";
-    built = Math.min(built, statSync(f).mtimeMs);
+    if (!existsSync(`${root}/${f}`)) return "";
+    built = Math.min(built, statSync(`${root}/${f}`).mtimeMs);
   }
   const walk = (dir: string, rel: string): string | null => {
     for (const e of readdirSync(dir, { withFileTypes: true })) {
@@ -36,7 +36,7 @@ export function staleBecause(): string | null {
     }
     return null;
   };
-  return walk(ROOT, "");
+  return walk(root, "");
 }
 
 function buildNow(): void {

@@ -26,7 +26,7 @@ setup options:
   --dry-run                print every file it would write, write nothing
   --force                  replace files it did not write (or that were edited since)
 
-check options: --bridge NAME, --socket PATH
+check options: --bridge NAME, --socket PATH, --machines-dir DIR (default /var/lib/machines)
 `;
 
 const usage = (m: string) => new UsageError(m);

@@ -7,6 +7,7 @@
 // rootfs and /run/systemd/nspawn/NAME.nspawn is the agent's link (both on tmpfs mounts only that
 // namespace sees; nspawn searches both places). Everything started is tracked by pid and ended by pid.
 import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
+import { labDir } from "../scratch.ts";
 
 export const NSPAWN_SERVICE_FLAGS = ["--quiet", "--keep-unit", "--boot", "--link-journal=try-guest", "--network-veth", "-U", "--settings=override"];
 
@@ -43,7 +44,7 @@ export class AppLab {
     this.ns = `m8r${tag}h`;
     this.bridge = `m8r${tag}br`;
     this.v4 = `10.${net}.0`;
-    this.dir = `/tmp/m8r-${tag}-${process.pid}`;
+    this.dir = labDir(`m8r-${tag}`);
   }
 
   inNs(argv: string[]): string[] {

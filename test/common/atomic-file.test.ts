@@ -3,14 +3,14 @@
 // resolv.conf writer's fallback for a bind-mounted target (rename onto a mount point is EBUSY).
 import { afterAll, expect, test } from "bun:test";
 import { $ } from "bun";
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { scratchDir } from "../scratch.ts";
 import { join } from "node:path";
 import { replaceFile, replaceSymlink, tempSibling, writeFileAtomic } from "../../common/atomic-file.ts";
 import { removeStaleTemps } from "../../hostagent/copytree.ts";
 import { writeResolvConf } from "../../netctl/resolvconf.ts";
 
-const WORK = mkdtempSync(join(tmpdir(), "m8l-atomic-"));
+const WORK = scratchDir("m8l-atomic");
 afterAll(() => rmSync(WORK, { recursive: true, force: true }));
 let seq = 0;
 const freshDir = () => {

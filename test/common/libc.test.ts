@@ -1,7 +1,8 @@
 // The one libc layer: a single dlopen in the product, and one errno error type that every FFI wrapper
 // throws with the same fields (errno, code, what) and message, exercised through real failing calls.
 import { expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
+import { scratchDir } from "../scratch.ts";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { closeFd, EEXIST, EINVAL, ENOENT, ErrnoError, errnoName } from "../../common/libc.ts";
@@ -25,7 +26,7 @@ test("errno names come from libc", () => {
 });
 
 test("dirfd file calls throw ErrnoError with errno, code and what", () => {
-  const dir = mkdtempSync(join(tmpdir(), "m8l-libc-"));
+  const dir = scratchDir("m8l-libc");
   try {
     const missing = (() => {
       try {

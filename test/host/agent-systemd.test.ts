@@ -1,14 +1,15 @@
 // The agent as systemd starts it: an inherited listening socket (LISTEN_FDS, via systemd-socket-activate,
 // the real activator) and journal priorities when stderr is the stream JOURNAL_STREAM names.
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, closeSync, fstatSync } from "node:fs";
+import { existsSync, openSync, readFileSync, rmSync, statSync, closeSync, fstatSync } from "node:fs";
+import { scratchDir } from "../scratch.ts";
 import { AgentClient } from "../../hostagent/client.ts";
 import { BIN, BUNDLE, ensureBuilt } from "../hostagent/helpers.ts";
 
 setDefaultTimeout(30_000);
 const dirs: string[] = [];
 const tmp = () => {
-  const d = mkdtempSync("/tmp/m8s-agent-");
+  const d = scratchDir("m8s-agent");
   dirs.push(d);
   return d;
 };
@@ -122,6 +123,17 @@ describe("journal priorities", () => {
     expect(log).toMatch(/^<6>man8s hostagent: listening on /m);
     expect(log).toMatch(/^<6>man8s hostagent: SIGTERM: shutting down$/m);
     for (const l of log.trimEnd().split("\n")) expect(l).toMatch(/^<[0-7]>/);
+  });
+
+  test("a usage error on the journal stream: the usage format, each line at priority err", async () => {
+    ensureBuilt();
+    const err = `${tmp()}/stderr`;
+    const fd = openSync(err, "w");
+    const st = fstatSync(fd);
+    const r = Bun.spawnSync([BIN, "hostagent", "serve", "--no-such-flag"], { stdio: ["ignore", "ignore", fd], env: { ...process.env, JOURNAL_STREAM: `${st.dev}:${st.ino}` } });
+    closeSync(fd);
+    expect(r.exitCode).toBe(64);
+    expect(readFileSync(err, "utf8")).toBe("<3>man8s hostagent serve: unknown option '--no-such-flag'\n<3>run 'man8s hostagent serve --help' for usage\n");
   });
 
   test("JOURNAL_STREAM naming another file (inherited by a child with stderr redirected): no prefixes", async () => {

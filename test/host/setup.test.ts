@@ -1,7 +1,8 @@
 // `man8s host setup` and `host check`: what the files say (rendering), and the real binary writing into a
 // temporary root: idempotent, --dry-run writes nothing, files it did not write (or that were edited) stay.
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { scratchDir } from "../scratch.ts";
 import { checkPrefix64, hostAddress, networkFile } from "../../hostagent/host/network.ts";
 import { isOurs, withMarker } from "../../hostagent/host/setup.ts";
 import { agentServiceUnit, agentSocketUnit, nspawnDropIn } from "../../hostagent/host/units.ts";
@@ -10,7 +11,7 @@ import { BIN, ensureBuilt } from "../hostagent/helpers.ts";
 
 const dirs: string[] = [];
 const tmp = () => {
-  const d = mkdtempSync("/tmp/m8s-setup-");
+  const d = scratchDir("m8s-setup");
   dirs.push(d);
   return d;
 };

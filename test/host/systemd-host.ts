@@ -12,6 +12,7 @@
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { CACHE_ROOT } from "../apps/images.ts";
+import { labDir } from "../scratch.ts";
 
 const SUITE = "bookworm";
 /** the recipe: everything that shapes the rootfs is in here (and hashed) */
@@ -102,7 +103,7 @@ export class SystemdHost {
     readonly lower: string,
     readonly dist: string,
   ) {
-    this.dir = `/tmp/${name}-${process.pid}`;
+    this.dir = labDir(name);
     this.merged = `${this.dir}/merged`;
   }
 

@@ -1,7 +1,8 @@
 // Fixture images, built for real with umoci from Debian's binaries (tini, dumb-init, catatonit,
 // busybox-static, systemd) and hand-made layouts (s6-overlay v3, entrypoint scripts), in
-// /tmp/m8a-fixtures-<pid>-*.
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+// the scratch directory (test/scratch.ts).
+import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { labDir, scratchDir } from "../scratch.ts";
 import { dirname } from "node:path";
 
 export interface Fixture {
@@ -55,7 +56,7 @@ function own(r: string, path: string, uid: number, gid: number, mode: number): v
 }
 
 /** Host directory the user-app image's symlinks point at: its content must never reach a container. */
-export const HOST_SECRET = `/tmp/m8g-host-secret-${process.pid}`;
+export const HOST_SECRET = labDir("m8g-host-secret");
 
 /** Docker-style image with USER app, a VOLUME with content, /run content (via /var/run -> /run) and a port. */
 function userApp(r: string): void {
@@ -200,13 +201,12 @@ let users = 0;
 /**
  * The fixtures, built on first use. bun test runs files one after another in one process and gives no
  * exit hook, so users count themselves: each file calls fixtures() in beforeAll and releaseFixtures()
- * in afterAll, and the last release removes the directory. Leftovers of killed runs are removed on build.
+ * in afterAll, and the last release removes the directory. Leftovers of killed runs go with their scratch (test/scratch.ts).
  */
 export function fixtures(): Promise<Map<string, Fixture>> {
   users++;
   built ??= (async () => {
-    removeStale();
-    base = mkdtempSync(`/tmp/m8a-fixtures-${process.pid}-`);
+    base = scratchDir("m8a-fixtures");
     const layout = `${base}/layout`;
     run(["umoci", "init", "--layout", layout]);
     const out = new Map<string, Fixture>();
@@ -221,13 +221,6 @@ export function releaseFixtures(): void {
   rmSync(base, { recursive: true, force: true });
   base = "";
   built = null;
-}
-
-function removeStale(): void {
-  for (const n of readdirSync("/tmp")) {
-    const m = /^m8a-fixtures-(\d+)-/.exec(n);
-    if (m && Number(m[1]) !== process.pid && !existsSync(`/proc/${m[1]}`)) rmSync(`/tmp/${n}`, { recursive: true, force: true });
-  }
 }
 
 function buildOne(layout: string, s: Spec): Fixture {

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { encode } from "@msgpack/msgpack";
 import type { Socket } from "bun";
-import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import type { AgentClient } from "../../hostagent/client.ts";
 import { FrameReader, encodeFrame } from "../../hostagent/protocol.ts";
@@ -13,6 +13,7 @@ import type { ContainerStatus } from "../../hostagent/state.ts";
 import { fixtures, releaseFixtures } from "./fixtures.ts";
 import { type Agent, BIN, BUNDLE, client, errorCode, startAgent, stopAgentAndClient, tmp } from "./helpers.ts";
 import { Raw, framed, header } from "./raw.ts";
+import { Output, waitFor } from "../wait.ts";
 
 let agent: Agent;
 let c: AgentClient;
@@ -121,7 +122,16 @@ describe("a container attacking its own report socket", () => {
 
   test("persistence is coalesced: 40 reports in a burst cost a few fsyncs, not one each", async () => {
     const trace = Bun.spawn(["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync", "-p", String(agent.proc.pid)], { stdout: "ignore", stderr: "pipe" });
-    await Bun.sleep(500); // strace attached
+    // every thread of the agent traced before the burst
+    const task = `/proc/${agent.proc.pid}/task`;
+    const traced = (t: string) => {
+      try {
+        return /^TracerPid:\s*[1-9]/m.test(readFileSync(`${task}/${t}/status`, "utf8"));
+      } catch {
+        return true; // the thread is gone
+      }
+    };
+    await waitFor("strace to attach", () => readdirSync(task).every(traced), 5000, 20);
     const r = await Raw.connect(sockOf(agent, "coalesce"));
     for (let i = 0; i < 40; i++) r.write(encodeFrame({ id: i, cmd: "report", args: { phase: "running", appPid: 100 + i } }));
     await r.waitFrames(40);
@@ -255,11 +265,13 @@ describe("container data on an operator's terminal", () => {
     expect(json.container).toMatchObject({ health: evil.health, addresses: evil.addresses, exit: evil.exit });
     // watch: the current state and then each change, escaped the same way
     const w = Bun.spawn([BIN, "agent", "--socket", agent.socket, "watch", "term"], { stdout: "pipe" });
-    await Bun.sleep(300);
+    const out = new Output(w.stdout);
+    await out.waitLines(1); // subscribed: the current state is printed
     await sendReport(sockOf(agent, "term"), { ...evil, message: "again" }, 1000);
-    await Bun.sleep(300);
+    await out.waitLines(2);
     w.kill();
-    const lines = (await new Response(w.stdout).text()).trim().split("\n");
+    await out.ended;
+    const lines = out.lines();
     expect(lines.length).toBe(2);
     for (const l of lines) expect(l).not.toMatch(/[\x00-\x1f\x7f\u202e]/);
   });

@@ -1,7 +1,8 @@
-// Shared by the hostagent tests: temp dirs (/tmp/m8a-*), the real daemon started from dist/man8s on its
+// Shared by the hostagent tests: temp dirs (test/scratch.ts), the real daemon started from dist/man8s on its
 // own socket, and a connected client. Every process is tracked by pid and ended by pid.
-import { mkdtempSync, rmSync, existsSync, statSync } from "node:fs";
+import { rmSync, existsSync, statSync } from "node:fs";
 import { BUNDLE, ensureBuilt, ROOT } from "../build.ts";
+import { scratchDir } from "../scratch.ts";
 import type { Subprocess } from "bun";
 import { AgentClient } from "../../hostagent/client.ts";
 
@@ -14,7 +15,7 @@ const temps: string[] = [];
 const procs = new Set<Subprocess>();
 
 export function tmp(tag = "t"): string {
-  const d = mkdtempSync(`/tmp/m8a-${tag}-`);
+  const d = scratchDir(`m8a-${tag}`);
   temps.push(d);
   return d;
 }

@@ -10,6 +10,7 @@ import type { ContainerStatus, StateEvent } from "../../hostagent/state.ts";
 import { fixtures, releaseFixtures } from "./fixtures.ts";
 import { type Agent, BIN, client, startAgent, tmp, stopAgentAndClient } from "./helpers.ts";
 import { Raw } from "./raw.ts";
+import { waitFor } from "../wait.ts";
 
 let agent: Agent;
 let c: AgentClient;
@@ -48,7 +49,7 @@ describe("report socket", () => {
     expect(s.history.map((h) => h.phase)).toEqual(["starting", "running", "exited"]);
     // beta's report never touched alpha, and the watcher on alpha never saw beta
     expect((await c.request<{ container: ContainerStatus }>("status", { name: "beta" })).container).toMatchObject({ phase: "running", appPid: 7 });
-    for (let i = 0; i < 50 && events.length < 3; i++) await Bun.sleep(10);
+    await waitFor("the watcher's third event", () => events.length >= 3, 5000, 10);
     expect(events.map((e) => [e.name, e.phase])).toEqual([["alpha", "starting"], ["alpha", "running"], ["alpha", "exited"]]);
     // a new run clears the previous run's fields
     await sendReport(sockOf("alpha"), { phase: "starting" });
@@ -132,7 +133,7 @@ describe("report socket", () => {
     s = (await c.request<{ container: ContainerStatus }>("status", { name: "alpha" })).container;
     expect(s.exit).toEqual({ code: 143, reason: "app killed by SIGTERM", signal: "SIGTERM" });
     // first and last always arrive, in order; intermediate snapshots may be coalesced
-    for (let i = 0; i < 50 && seen.at(-1) !== "exited"; i++) await Bun.sleep(10);
+    await waitFor("the watcher to see exited", () => seen.at(-1) === "exited", 5000, 10);
     expect(seen[0]).toBe("signals");
     expect(seen.at(-1)).toBe("exited");
     expect(seen.indexOf("running")).toBeGreaterThan(0);

@@ -1,14 +1,14 @@
 // The agent waits for a machine's stop as long as its init will take: MAN8S_STOP_TIMEOUT from the
 // machine's env file, read with the init's own parser (common/settings.ts), so default and cap agree.
 import { afterAll, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { scratchDir } from "../scratch.ts";
+import { dirname } from "node:path";
 import { stopTimeout } from "../../hostagent/commands/machines.ts";
 import { envFile } from "../../hostagent/layout.ts";
 import { DEFAULT_STOP_TIMEOUT_S, MAX_STOP_TIMEOUT_S } from "../../common/settings.ts";
 
-const root = mkdtempSync(join(tmpdir(), "m8l-stop-"));
+const root = scratchDir("m8l-stop");
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 test.each([

@@ -2,20 +2,14 @@
 // new pid namespace (unshare), and as PID 2 of a real systemd-nspawn container built from a
 // busybox-static rootfs with the bundle bind-mounted read-only at /man8s-init.
 import { $ } from "zx";
-import { closeSync, existsSync, mkdirSync, openSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 
 $.verbose = false;
 export { BIN, BUNDLE, ensureBuilt, ROOT };
 import { BIN, BUNDLE, ensureBuilt, ROOT } from "../build.ts";
+import { scratchDir } from "../scratch.ts";
 
-const work = mkdtempSync(`${tmpdir()}/m8i-${process.pid}-`);
-process.on("exit", () => rmSync(work, { recursive: true, force: true }));
-// bun test fires neither "exit" nor "beforeExit": each run also removes the dirs of earlier runs whose process is gone
-for (const name of readdirSync(tmpdir())) {
-  const m = /^m8i-(\d+)-/.exec(name);
-  if (m && Number(m[1]) !== process.pid && !existsSync(`/proc/${m[1]}`)) rmSync(`${tmpdir()}/${name}`, { recursive: true, force: true });
-}
+const work = scratchDir("m8i");
 export const WORK = work;
 
 /** Static test helpers from test/fixtures, built with musl-gcc so they run in any rootfs. */

@@ -2,7 +2,16 @@
 // a new pid namespace, and PID 2 of a real systemd-nspawn --as-pid2 container (busybox-static rootfs).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
-import { ensureBuilt, killLeftovers, MODES, runInit, signalCounts, zombiesOf, type Mode, type Running } from "./harness.ts";
+import { childrenOf, ensureBuilt, killLeftovers, MODES, runInit, signalCounts, zombiesOf, type Mode, type Running } from "./harness.ts";
+import { waitFor } from "../wait.ts";
+
+const comm = (pid: number): string => {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+  } catch {
+    return "";
+  }
+};
 
 beforeAll(ensureBuilt, 120_000);
 afterAll(killLeftovers);
@@ -130,7 +139,10 @@ describe.each(MODES)("init as %s", (mode: Mode) => {
   test("a shell-form command (sh -c 'sleep 1000 & sleep 1000') is fully stopped", async () => {
     const r = await runInit(mode, () => ["sh", "-c", "sleep 1000 & sleep 1000"]);
     await r.waitFor(/starting/);
-    await Bun.sleep(300);
+    // both sleeps running (the shell may have become the second one), so the stop has two to end
+    const init = await r.initPid();
+    const sleeps = (pid: number): number => childrenOf(pid).reduce((n, c) => n + sleeps(c) + (comm(c) === "sleep" ? 1 : 0), 0);
+    await waitFor("both sleeps to start", () => sleeps(init) >= 2, 5000, 20);
     const t0 = Date.now();
     await stubStop(r);
     const f = await finish(r);

@@ -3,7 +3,8 @@
 // built with umoci from Debian's busybox and pushed with skopeo; and a throttling TCP proxy in front of
 // it, so a pull can be interrupted half-way. Everything started is tracked by pid and ended by pid.
 import type { Socket, Subprocess, TCPSocketListener } from "bun";
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { scratchDir } from "../scratch.ts";
 import { dirname } from "node:path";
 import { randomBytes } from "node:crypto";
 
@@ -268,7 +269,7 @@ export function buildImages(dir: string, bigBytes = 8 * 1024 * 1024): Images {
 }
 
 export function tmpDir(tag: string): string {
-  return mkdtempSync(`/tmp/m8m-${tag}-`);
+  return scratchDir(`m8m-${tag}`);
 }
 
 /** A test CA, a server certificate for 127.0.0.1 signed by it, an htpasswd file (bcrypt), a cert dir. */

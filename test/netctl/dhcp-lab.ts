@@ -5,6 +5,7 @@
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from "node:fs";
 import { expect } from "bun:test";
 import { BIN } from "./lab.ts";
+import { labDir } from "../scratch.ts";
 
 const SERVER = new URL("./dhcp-server.ts", import.meta.url).pathname;
 
@@ -42,7 +43,7 @@ export class DhcpPair {
     this.srvIf = `m8d${tag}s0`;
     this.cliIf = `m8d${tag}c0`;
     this.net = `10.${octet}.0`;
-    this.dir = `/tmp/m8d-${tag}-${process.pid}`;
+    this.dir = labDir(`m8d-${tag}`);
   }
 
   sh(cmd: string[], ns?: string): string {

@@ -8,6 +8,8 @@ import { appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSyn
 
 export { BIN, BUNDLE, ensureBuilt, ROOT } from "../build.ts";
 import { BUNDLE } from "../build.ts";
+import { waitFor } from "../wait.ts";
+import { labDir } from "../scratch.ts";
 
 export const isRoot = process.getuid?.() === 0;
 export const haveTools = isRoot && ["/usr/bin/systemd-nspawn", "/usr/sbin/dnsmasq", "/bin/busybox"].every((p) => existsSync(p));
@@ -30,17 +32,7 @@ interface Tracked {
   proc: ReturnType<typeof Bun.spawn>;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs: number, stepMs = 100): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(stepMs);
-  }
-}
+export { waitFor };
 
 export class Container {
   constructor(
@@ -126,7 +118,7 @@ export class Lab {
   ) {
     const p = (this.prefix = o.prefix ?? "m8n");
     this.clientIf = `${p}c0`;
-    this.dir = `/tmp/${p}-${tag}-${process.pid}`;
+    this.dir = labDir(`${p}-${tag}`);
     this.hostNs = `${p}${tag}h`;
     this.remoteNs = `${p}${tag}r`;
     this.bridge = `${p}${tag}br`;

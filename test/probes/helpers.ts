@@ -1,6 +1,6 @@
-// Shared pieces of the probe tests: temp dirs (prefix m8p), a notify-socket listener, process checks.
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+// Shared pieces of the probe tests: temp dirs (test/scratch.ts, prefix m8p), a notify-socket listener, process checks.
+import { readdirSync, readFileSync, rmSync } from "node:fs";
+import { scratchDir } from "../scratch.ts";
 import { closeFd } from "../../common/libc.ts";
 import type { Creds } from "../../common/libc-net.ts";
 import { bindUnixDatagram, recvDatagram } from "../../common/libc-notify.ts";
@@ -9,7 +9,7 @@ export const ROOT = `${import.meta.dir}/../..`;
 export const isRoot = process.getuid?.() === 0;
 
 export function tempDir(tag: string): { path: string; remove(): void } {
-  const path = mkdtempSync(`${tmpdir()}/m8p-${tag}-`);
+  const path = scratchDir(`m8p-${tag}`);
   return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
 }
 

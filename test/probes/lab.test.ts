@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { containerAddress } from "../../probes/resolve.ts";
 import { ROOT, isRoot, sh } from "./helpers.ts";
+import { BIN, ensureBuilt } from "../build.ts";
 
 const canNetns = isRoot && Bun.which("ip") !== null;
 const NS = `m8p${process.pid}`;
@@ -27,6 +28,7 @@ async function probeInNs(url: string, extra: string[] = [], env: Record<string, 
 }
 
 describe.skipIf(!canNetns)("probes in a network namespace", () => {
+  beforeAll(ensureBuilt, 120_000);
   beforeAll(async () => {
     webAddr = (await containerAddress(WEB, { MAN8S_YGGDRASIL_PREFIX: PREFIX }))!;
     const setup = [
@@ -115,7 +117,7 @@ describe.skipIf(!canNetns)("probes in a network namespace", () => {
     const dottedAddr = (await containerAddress(dotted, { MAN8S_YGGDRASIL_PREFIX: PREFIX }))!;
     expect((await sh(`ip -n ${NS} addr add ${dottedAddr}/128 dev lo`)).code).toBe(0);
     const p = Bun.spawn(
-      ["ip", "netns", "exec", NS, `${ROOT}/dist/man8s`, "netctl", "check", "m8pdb", dotted, `${WEB}:${PORT}`, `http://${WEB}:${PORT}/204`, "icmp://m8pdb"],
+      ["ip", "netns", "exec", NS, BIN, "netctl", "check", "m8pdb", dotted, `${WEB}:${PORT}`, `http://${WEB}:${PORT}/204`, "icmp://m8pdb"],
       { stdout: "pipe", stderr: "pipe", env: { PATH: process.env.PATH ?? "/usr/bin:/bin", MAN8S_YGGDRASIL_PREFIX: PREFIX } },
     );
     const [out, err, code] = [await new Response(p.stdout).text(), await new Response(p.stderr).text(), await p.exited];

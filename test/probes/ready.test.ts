@@ -5,6 +5,7 @@ import { startReady } from "../../probes/ready.ts";
 import { startHealth } from "../../probes/healthcheck.ts";
 import { checkProbeEnv } from "../../probes/settings.ts";
 import { NotifyListener, freePort, isRoot, tempDir } from "./helpers.ts";
+import { waitFor } from "../wait.ts";
 
 describe("sd_notify with SCM_CREDENTIALS", () => {
   test("one datagram with our credentials to a path socket and to an abstract @socket", async () => {
@@ -67,10 +68,10 @@ describe("MAN8S_READY", () => {
     const readyCalls: unknown[] = [];
     const h = startReady(env, { log: () => {}, onReady: (i) => readyCalls.push(i) });
     try {
-      await Bun.sleep(400);
+      expect(await l.waitFor((m) => m.text.includes(`STATUS=waiting for tcp://127.0.0.1:${port}`), 3000)).not.toBeNull();
+      await Bun.sleep(300); // several intervals with the port closed
       expect(h.isReady()).toBe(false);
       expect(l.messages.some((m) => m.text.includes("READY=1"))).toBe(false);
-      expect(l.messages.some((m) => m.text.includes(`STATUS=waiting for tcp://127.0.0.1:${port}`))).toBe(true);
       server = Bun.listen({ hostname: "127.0.0.1", port, socket: { data() {} } });
       opened = performance.now();
       const m = await l.waitFor((x) => x.text.includes("READY=1"), 3000);
@@ -102,9 +103,9 @@ describe("MAN8S_READY", () => {
     const health = startHealth(env, { log: () => {} })!;
     const h = startReady(env, { log: () => {}, health });
     try {
-      await Bun.sleep(300);
-      expect(h.isReady()).toBe(false);
+      await waitFor("the first health check", () => health.state().status !== "starting", 3000, 10);
       expect(health.state().status).toBe("unhealthy");
+      expect(h.isReady()).toBe(false);
       await Bun.write(flag, "");
       const m = await l.waitFor((x) => x.text.includes("READY=1"), 3000);
       expect(m?.text).toBe("READY=1\nSTATUS=healthy\n");

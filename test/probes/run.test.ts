@@ -5,6 +5,11 @@ import { parseProbeUrl } from "../../probes/url.ts";
 import { runProbe, runCommand, goDuration, OUTPUT_LIMIT } from "../../probes/run.ts";
 import { resolveHost, containerAddress, yggPrefix, lookupHostsFile } from "../../probes/resolve.ts";
 import { freePort, groupExists, isRoot, processExists, tempDir, ROOT } from "./helpers.ts";
+import { BIN, ensureBuilt } from "../build.ts";
+
+beforeAll(() => {
+  if (isRoot) ensureBuilt(); // one test runs the binary
+}, 120_000);
 
 const probe = (url: string, timeoutMs = 2000, env: Record<string, string | undefined> = {}) => runProbe(parseProbeUrl(url), { timeoutMs, env });
 
@@ -114,7 +119,7 @@ describe("exec probes", () => {
 
   test.skipIf(!isRoot)("without /bin/sh an exec: probe runs its words, and one that needs a shell fails saying so", async () => {
     // the compiled binary in a mount namespace whose /usr/bin (and so /bin/sh) is an empty tmpfs
-    const bin = `${ROOT}/dist/man8s`;
+    const bin = BIN;
     const noShell = async (cmd: string) => {
       const p = Bun.spawn(["unshare", "-m", "--propagation", "private", "/bin/sh", "-c", 'mount -t tmpfs m8p-nosh /usr/bin && exec "$0" netctl probe "$1" --json', bin, cmd], { stdout: "pipe", stderr: "pipe" });
       const [out, err] = [await new Response(p.stdout).text(), await new Response(p.stderr).text()];
