@@ -15,6 +15,7 @@ import { onSignal, signalsHandled } from "./signals.ts";
 import { newRecord, type Phase, StatusFile } from "./status.ts";
 import { Supervisor } from "./supervisor.ts";
 import { appUserFromEnv } from "../common/user.ts";
+import { checkProbeEnv } from "../probes/settings.ts";
 import { HealthOnFailure, healthAction, restartDelayMs } from "./health-action.ts";
 import { sleepLong } from "../common/timer.ts";
 import { probeWrapper } from "./launch.ts";
@@ -151,10 +152,11 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
 
   // a start-up phase that waits gives up when a stop is requested: the container then exits 0
   const stopped = new Promise<"stop">((resolve) => sup.onStop(() => resolve("stop")));
-  // probe variables are checked before anything starts; with only NOTIFY_SOCKET (ready when the app has
-  // started) the module can wait until after the app's spawn, off the start-up path
-  let probes = wantsProbes(env) ? await load("probes") : null;
-  probes?.checkProbeEnv(env, log);
+  // probe variables are checked before anything starts, by the light parsers; the probe engine (~1.5 ms to
+  // load) comes before the app only for MAN8S_WAIT_FOR, else right after the app's spawn, off the start-up path
+  const useProbes = wantsProbes(env);
+  if (useProbes) checkProbeEnv(env, log);
+  let probes = useProbes && env.MAN8S_WAIT_FOR?.trim() ? await load("probes") : null;
 
   let network: { stop: () => Promise<void> } | null = null;
   if (wantsNetwork(env) && !sup.stopping) {
@@ -213,6 +215,7 @@ async function phases(override: string[] | null, sup: Supervisor, status: Status
       startedAfterMs: Math.round(performance.now() * 100) / 100,
     };
     rec.phase = "running";
+    if (useProbes) probes ??= await load("probes");
     if (!probes && env.NOTIFY_SOCKET && env.MAN8S_READY?.trim() !== "none") {
       // no readiness probe: ready once the app has started (sd_notify alone, not the probe engine)
       const t = performance.now();

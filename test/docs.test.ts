@@ -184,6 +184,11 @@ describe("this repository", () => {
     expect(files.flatMap((f) => referenceProblems(f, readFileSync(join(ROOT, f), "utf8")))).toEqual([]);
   });
 
+  test("the README's documentation table links every docs file", () => {
+    const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+    expect(markdown.filter((f) => f !== "README.md" && !readme.includes(`](${f})`))).toEqual([]);
+  });
+
   test("the design keeps its section numbers", () => {
     const { sections } = headings(readFileSync(join(ROOT, "docs/design.md"), "utf8"));
     for (const s of ["1", "2", "3", "3.1", "3.2", "3.3", "3.4", "3.5", "3.6", "4", "5", "6", "7", "8"]) expect(sections).toContain(s);

@@ -1,6 +1,7 @@
 // Init benchmarks, man8s beside tini and dumb-init measured in the same run:
 // exec → app's first output, idle memory, reaping 1000 orphans, signal forwarding latency.
 import { readFileSync } from "node:fs";
+import { compile } from "../../build.ts";
 import { BUNDLE, childrenOf, ensureBuilt, fixture, WORK } from "../init/harness.ts";
 
 const N_START = Number(process.env.BENCH_N ?? 40);
@@ -26,19 +27,27 @@ function pct(xs: number[], p: number): number {
 }
 const ms = (x: number) => `${x.toFixed(2)} ms`;
 
-/** Spawn → first byte on stdout, with the app being /bin/echo. */
-async function startToApp(init: Init): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < N_START; i++) {
-    const t0 = performance.now();
-    const p = Bun.spawn(init.argv(["/bin/echo", "x"]), { env, stdout: "pipe", stderr: "ignore" });
-    const reader = p.stdout.getReader();
-    await reader.read();
-    out.push(performance.now() - t0);
-    reader.releaseLock();
-    await p.exited;
+/** Spawn → first byte on stdout, with the app being /bin/echo; also what the process printed. */
+async function startOnce(init: Init, extraEnv: Record<string, string> = {}): Promise<{ ms: number; out: string }> {
+  const t0 = performance.now();
+  const p = Bun.spawn(init.argv(["/bin/echo", "x"]), { env: { ...env, ...extraEnv }, stdout: "pipe", stderr: "ignore" });
+  const reader = p.stdout.getReader();
+  let chunk = await reader.read();
+  const ms = performance.now() - t0;
+  let out = "";
+  const dec = new TextDecoder();
+  while (!chunk.done) {
+    out += dec.decode(chunk.value, { stream: true });
+    chunk = await reader.read();
   }
-  return out;
+  await p.exited;
+  return { ms, out };
+}
+
+/** The init's own clock (status record): the runtime's time origin → its first statement, → the app's spawn. */
+function initView(status: string): { first: number; spawned: number } {
+  const r = JSON.parse(readFileSync(status, "utf8"));
+  return { first: r.phases.runtime, spawned: r.app.startedAfterMs };
 }
 
 function memOf(pid: number): { rss: number; anon: number } {
@@ -109,13 +118,17 @@ async function forwarding(init: Init, sigapp: string): Promise<number[]> {
   return lat;
 }
 
-/** An empty compiled Bun program (same flags as ours): the floor any Bun-based init starts from. */
+/**
+ * An empty compiled Bun program, built exactly as our binary is (build.ts's flags and its own start-up
+ * profile for --bytecode-order): the floor any Bun-based init starts from. It prints "x" and, after it,
+ * the runtime's clock at its first statement.
+ */
 async function emptyBun(): Promise<string> {
   const src = `${WORK}/empty.ts`;
-  await Bun.write(src, 'require("node:fs").writeSync(1, "x\\n");\n'); // unbuffered, like echo
+  // unbuffered, like echo
+  await Bun.write(src, 'const t = performance.now();\nrequire("node:fs").writeSync(1, `x ${t}\\n`);\n');
   const out = `${WORK}/empty-bun`;
-  const p = Bun.spawn([process.execPath, "build", "--compile", "--minify", "--bytecode", "--format=esm", "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig", src, "--outfile", out], { stdout: "ignore", stderr: "inherit" });
-  if ((await p.exited) !== 0) throw new Error("bun build of the empty program failed");
+  await compile([src], out, []);
   return out;
 }
 
@@ -126,12 +139,36 @@ export async function run(): Promise<void> {
   INITS.push({ name: "(empty Bun binary, no init work)", argv: () => [empty] });
   console.log("\n## init (man8s beside tini 0.19 and dumb-init 1.2.5, same run)\n");
 
-  const starts = new Map<string, number[]>();
-  for (const init of INITS) starts.set(init.name, await startToApp(init));
+  // interleaved, so that load from elsewhere on the machine falls on every init alike
+  const starts = new Map<string, number[]>(INITS.map((i) => [i.name, []]));
+  const side = { ready: [] as number[], initFirst: [] as number[], initSpawned: [] as number[], emptyFirst: [] as number[] };
+  const man8s = INITS[0]!;
+  const readyEnv = { MAN8S_READY: "tcp://127.0.0.1:9" }; // the agent's default for an image that exposes a port
+  for (let i = 0; i < N_START; i++) {
+    for (const init of INITS) {
+      const r = await startOnce(init);
+      starts.get(init.name)!.push(r.ms);
+      if (init === man8s) {
+        const v = initView(env.MAN8S_STATUS_FILE);
+        side.initFirst.push(v.first);
+        side.initSpawned.push(v.spawned);
+      } else if (init.name.startsWith("(empty")) side.emptyFirst.push(Number(r.out.split(/\s+/)[1]));
+    }
+    side.ready.push((await startOnce(man8s, readyEnv)).ms);
+  }
   const tini = pct(starts.get("tini")!, 50);
   console.log(`exec → app's first output (/bin/echo), n=${N_START}:`);
   console.log("| init | p50 | p90 | × tini |\n|---|---|---|---|");
   for (const [name, xs] of starts) console.log(`| ${name} | ${ms(pct(xs, 50))} | ${ms(pct(xs, 90))} | ${(pct(xs, 50) / tini).toFixed(2)} |`);
+
+  const init50 = pct(starts.get(man8s.name)!, 50);
+  const emptyStarts = starts.get(INITS.at(-1)!.name)!;
+  console.log(`\nexec → app, the init beside an empty Bun binary built with the same flags (same runs, n=${N_START}):`);
+  console.log("| | man8s init | empty Bun binary | the init's own work |\n|---|---|---|---|");
+  console.log(`| exec → first output, p50 | ${ms(init50)} | ${ms(pct(emptyStarts, 50))} | ${ms(init50 - pct(emptyStarts, 50))} |`);
+  console.log(`| runtime's clock: origin → first statement, p50 | ${ms(pct(side.initFirst, 50))} | ${ms(pct(side.emptyFirst, 50))} | ${ms(pct(side.initFirst, 50) - pct(side.emptyFirst, 50))} |`);
+  console.log(`| runtime's clock: origin → the app's spawn, p50 | ${ms(pct(side.initSpawned, 50))} | | |`);
+  console.log(`| exec → first output with MAN8S_READY=${readyEnv.MAN8S_READY}, p50 | ${ms(pct(side.ready, 50))} | | ${ms(pct(side.ready, 50) - pct(emptyStarts, 50))} |`);
 
   console.log("\nidle memory, 1.5 s after start, app = sleep:");
   console.log("| init | VmRSS | RssAnon |\n|---|---|---|");
