@@ -24,10 +24,11 @@ const names = (s: Snapshot) => s.machines.map((m) => `${m.name}@${m.host}`).sort
 /** a busybox rootfs with the bundle's mount point, and an image config whose app is busybox httpd */
 function image(dir: string): void {
   rootfs = `${dir}/rootfs`;
-  for (const d of ["bin", "etc", "dev", "proc", "sys", "run", "tmp", "man8s-init", "www"]) mkdirSync(`${rootfs}/${d}`, { recursive: true });
+  for (const d of ["bin", "etc", "dev", "proc", "sys", "run", "tmp", "man8s-init", "www", "usr/lib"]) mkdirSync(`${rootfs}/${d}`, { recursive: true });
   cpSync("/bin/busybox", `${rootfs}/bin/busybox`);
   for (const a of ["sh", "httpd", "wget", "sleep", "cat"]) symlinkSync("busybox", `${rootfs}/bin/${a}`);
-  writeFileSync(`${rootfs}/etc/os-release`, "ID=m8e\n");
+  writeFileSync(`${rootfs}/usr/lib/os-release`, "ID=m8e\n");
+  symlinkSync("../usr/lib/os-release", `${rootfs}/etc/os-release`);
   writeFileSync(`${rootfs}/www/index.html`, "hello from m8e\n");
   config = `${dir}/config.json`;
   writeFileSync(config, JSON.stringify({ architecture: "amd64", os: "linux", config: { Cmd: ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"], Env: ["PATH=/bin"], ExposedPorts: { "8080/tcp": {} } }, rootfs: { type: "layers", diff_ids: [] } }));
