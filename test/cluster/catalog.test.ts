@@ -8,7 +8,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdirSync, writeFileSync, cpSync, symlinkSync } from "node:fs";
 import { AgentClient } from "../../hostagent/client.ts";
 import { cleanup as cleanupAgents } from "../hostagent/helpers.ts";
-import { ClusterLab, ask, cli, waitFor } from "./lab.ts";
+import { BIN, ClusterLab, ask, cli, waitFor } from "./lab.ts";
 
 const TTL = 3;
 const lab = new ClusterLab("c", 151, TTL);
@@ -49,6 +49,20 @@ afterAll(async () => {
 });
 
 test("machines are published under the agent's lease; list --cluster on every host shows every host's", async () => {
+  // agent watch --cluster on host1: the snapshot, then host0's new machine as it is published
+  const w = Bun.spawn([BIN, "agent", "--socket", lab.hosts[1]!.agent.socket, "--json", "watch", "--cluster"], { stdout: "pipe", stderr: "pipe" });
+  const lines: string[] = [];
+  void (async () => {
+    const dec = new TextDecoder();
+    let rest = "";
+    for await (const c of w.stdout as ReadableStream<Uint8Array>) {
+      const parts = (rest + dec.decode(c, { stream: true })).split("\n");
+      rest = parts.pop() ?? "";
+      lines.push(...parts);
+    }
+  })();
+  await waitFor("the watch's first line", () => lines.length > 0, 5000, 20);
+  expect(JSON.parse(lines[0]!)).toMatchObject({ type: "cluster", kind: "state", state: "publishing" });
   const r = await install(0, "m8e-web");
   expect(r.err).toBe("");
   expect(r.code).toBe(0);
@@ -58,6 +72,12 @@ test("machines are published under the agent's lease; list --cluster on every ho
     return s.machines.some((m) => m.name === "m8e-web" && m.host === "host0" && m.state === "stopped") && s;
   }, 5000);
   expect(s.hosts.map((h) => h.host)).toEqual(["host0", "host1"]);
+  await waitFor("the watch to stream m8e-web", () => lines.some((l) => {
+    const e = JSON.parse(l) as { kind: string; name?: string; host?: string; entry?: { state: string } };
+    return e.kind === "put" && e.name === "m8e-web" && e.host === "host0" && e.entry?.state === "stopped";
+  }), 5000, 20);
+  w.kill();
+  await w.exited;
   const e = s.machines.find((m) => m.name === "m8e-web")!;
   expect(e.state).toBe("stopped");
   expect(e.yggAddress?.startsWith(lab.hosts[0]!.yggSubnet.replace("::/64", ":"))).toBe(true);
