@@ -8,6 +8,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdirSync, writeFileSync, cpSync, symlinkSync } from "node:fs";
 import { AgentClient } from "../../hostagent/client.ts";
 import { cleanup as cleanupAgents } from "../hostagent/helpers.ts";
+import { reportSocket } from "../../hostagent/layout.ts";
 import { BIN, ClusterLab, ask, cli, waitFor } from "./lab.ts";
 
 const TTL = 3;
@@ -119,6 +120,22 @@ test("lookup: NAME and NAME@HOST through the agent, local and remote", async () 
     expect(await c.request("lookup", { name: "m8e-web@host0" })).toMatchObject({ found: true, host: "host0" });
     expect(await c.request("lookup", { name: "m8e-web@host1" })).toMatchObject({ found: false });
     expect(await c.request("lookup", { name: "m8e-nothing" })).toMatchObject({ found: false, cluster: true });
+  } finally {
+    c.close();
+  }
+});
+
+test("lookup on a container's report socket: allowed, read-only, rate-limited on its own without closing", async () => {
+  const c = await AgentClient.connect(reportSocket(lab.hosts[0]!.agent.root, "m8e-web"));
+  try {
+    const all = await Promise.allSettled(Array.from({ length: 48 }, () => c.request("lookup", { name: "m8e-race" })));
+    const limited = all.filter((r) => r.status === "rejected" && (r.reason as { code?: string }).code === "E_RATE_LIMITED").length;
+    expect(all.filter((r) => r.status === "fulfilled").length).toBeGreaterThanOrEqual(32); // the burst
+    expect(limited).toBeGreaterThan(0);
+    // the connection stays, and admin commands stay refused there
+    await Bun.sleep(200);
+    expect(await c.request("lookup", { name: "m8e-race" })).toMatchObject({ found: true, cluster: true });
+    expect(await c.request("cluster").catch((e: { code: string }) => e.code)).toBe("E_FORBIDDEN");
   } finally {
     c.close();
   }
