@@ -9,6 +9,7 @@ import { DEFAULT_STOP_TIMEOUT_S } from "../common/settings.ts";
 import { isUsageError, parseCli, UsageError, usageExit } from "../common/cli.ts";
 import type { Classification } from "./classify.ts";
 import { type ContainerStatus, isFinal } from "./state.ts";
+import { type ClusterEvent, type ClusterSnapshot, clusterLine } from "./cluster/view.ts";
 
 const HELP = `usage: man8s agent [--socket PATH] [--json] COMMAND ...
 
@@ -20,6 +21,8 @@ const HELP = `usage: man8s agent [--socket PATH] [--json] COMMAND ...
   address NAME [--prefix P]
   status [NAME]
   watch [NAME]
+  watch --cluster                    every host's machines (--etcd), then each change
+  lookup NAME[@HOST]                 a machine's host, yggdrasil address and readiness (as containers ask)
 
 render options:
   --ygg-prefix P | --ygg-address A   the container's yggdrasil address (or its host's /64)
@@ -74,6 +77,7 @@ const OPTIONS = {
   bind: { type: "boolean" },
   nspawn: { type: "boolean" },
   envfile: { type: "boolean" },
+  cluster: { type: "boolean" },
 } as const;
 
 /** null: --help was asked for */
@@ -149,8 +153,16 @@ function requestOf(p: Parsed): [string, Record<string, unknown>] {
       if (!p.pos[0]) throw new UsageError("address needs a NAME");
       return ["address", { name: p.pos[0], prefix: one(p, "--prefix") }];
     case "status":
-    case "watch":
       return [p.cmd, { name: p.pos[0] }];
+    case "watch":
+      if (p.opts.has("--cluster")) {
+        if (p.pos[0]) throw new UsageError("watch --cluster takes no NAME");
+        return ["cluster-watch", {}];
+      }
+      return [p.cmd, { name: p.pos[0] }];
+    case "lookup":
+      if (!p.pos[0]) throw new UsageError("lookup needs a NAME or NAME@HOST");
+      return ["lookup", { name: p.pos[0] }];
     default:
       throw new UsageError(`unknown command '${p.cmd}'`);
   }
@@ -235,6 +247,9 @@ function human(p: Parsed, r: Record<string, unknown>): void {
       return out(`copied ${(r.files as unknown[]).length} entries to ${String(r.path)}, verified`);
     case "address":
       return out(r.address ? String(r.address) : `${String(r.suffix)} (no prefix known: suffix only)`);
+    case "lookup":
+      if (!r.found) return out(`${String(r.name)}: not found${r.cluster ? "" : " (this agent has no cluster catalog: local machines only)"}${r.stale ? " (stale view)" : ""}`);
+      return out(`${String(r.name)}\t${String(r.host ?? "(this host)")}\t${String(r.state)}${r.ready ? " ready" : ""}\t${String(r.address ?? "-")}${r.stale ? "\t(stale view)" : ""}`);
     case "status":
       if (r.container) return out(statusLine(r.container as ContainerStatus));
       for (const s of r.containers as ContainerStatus[]) out(statusLine(s));
@@ -284,10 +299,28 @@ export async function runAgent(args: string[]): Promise<number> {
 
 /** Print the current state, then one line (or JSON object) per change until the agent goes away. */
 function watch(c: AgentClient, p: Parsed, r: Record<string, unknown>): Promise<number> {
+  if (p.opts.has("--cluster")) return watchCluster(c, p, r);
   for (const s of r.containers as ContainerStatus[]) out(p.json ? JSON.stringify(s) : statusLine(s));
   c.eventHandler = (_id, ev) => {
     const e = ev as { status: ContainerStatus };
     out(p.json ? JSON.stringify(e) : statusLine(e.status));
+  };
+  return new Promise((res) => {
+    c.onClose = () => res(0);
+  });
+}
+
+/** `watch --cluster`: the catalog now (one line per machine), then one line per change or state change. */
+function watchCluster(c: AgentClient, p: Parsed, r: Record<string, unknown>): Promise<number> {
+  const snap = r as unknown as ClusterSnapshot;
+  out(p.json ? JSON.stringify({ type: "cluster", kind: "state", state: snap.state, error: snap.error }) : `cluster ${snap.state}${snap.error ? ` (${snap.error})` : ""}`);
+  for (const m of snap.machines) out(p.json ? JSON.stringify({ type: "cluster", kind: "put", name: m.name, host: m.host, entry: m }) : clusterLine(m));
+  c.eventHandler = (_id, ev) => {
+    const e = ev as ClusterEvent;
+    if (p.json) return out(JSON.stringify(e));
+    if (e.kind === "state") out(`cluster ${e.state}${e.error ? ` (${e.error})` : ""}`);
+    else if (e.kind === "put") out(clusterLine(e.entry));
+    else out(`${e.name}@${e.host ?? "?"} gone`);
   };
   return new Promise((res) => {
     c.onClose = () => res(0);

@@ -11,12 +11,14 @@ import { forTerminal } from "./client-cli.ts";
 import { AgentError } from "./errors.ts";
 import { DEFAULT_SOCKET } from "./layout.ts";
 import { isUsageError, parseCli, UsageError, usageExit } from "../common/cli.ts";
+import { type ClusterSnapshot, clusterHeader, clusterLine } from "./cluster/view.ts";
 
 const HELP = `usage: man8s machines [--socket PATH] [--json] COMMAND ...
 
   pull SOURCE NAME [options]   pull an image into the store, unpack it to /var/lib/man8machines/NAME,
                                classify, render, install and inject; refuses an existing NAME
   list                         every machine: name, image and digest, state, yggdrasil address
+  list --cluster               every host's machines (an agent with --etcd): name, host, state, address
   remove NAME [--keep-data]    remove a stopped machine: rootfs, links, config, storage (unless --keep-data)
   shell NAME [--network-only] [-- CMD...]   enter a running machine's namespaces (nsenter), default /bin/sh
                                of the image; --network-only runs a HOST command in its network namespace
@@ -70,6 +72,7 @@ const OPTIONS = {
   "private-network": { type: "boolean" },
   template: { type: "string" },
   start: { type: "boolean" },
+  cluster: { type: "boolean" },
 } as const;
 
 function pairs(list: string[] | undefined, flag: string, what: string): Record<string, string> | undefined {
@@ -143,7 +146,7 @@ function requestOf(group: Group, pos: string[], v: V): [string, Record<string, u
       ];
     case "list":
       need(0, "no arguments");
-      return ["machines", {}];
+      return v.cluster ? ["cluster", {}] : ["machines", {}];
     case "start":
     case "stop":
     case "restart":
@@ -170,6 +173,12 @@ const out = (s: string): void => void process.stdout.write(s.endsWith("\n") ? s 
 
 function human(cmd: string, r: Record<string, unknown>): void {
   switch (cmd) {
+    case "cluster": {
+      const s = r as unknown as ClusterSnapshot;
+      out(clusterHeader(s));
+      for (const m of s.machines) out(clusterLine(m));
+      return;
+    }
     case "pull":
       out(`pulled ${forTerminal(r.name)} from ${forTerminal(r.source)} in ${(r.seconds as number).toFixed(1)} s`);
       out(`  digest ${forTerminal(r.digest)} (${String(r.layers)} layers, ${String(r.reused)} already stored, ${String(r.fetchedBytes)} bytes fetched)`);

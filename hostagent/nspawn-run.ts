@@ -53,6 +53,8 @@ const NOTIFY_POLL_MS = 100;
 
 export class MachineRunner {
   private readonly running = new Map<string, Running>();
+  /** told when a machine becomes ready or its nspawn exits (the cluster catalog publishes it) */
+  onChange: ((name: string) => void) | null = null;
 
   constructor(
     readonly root: string,
@@ -85,7 +87,10 @@ export class MachineRunner {
         }
         if (!d) return;
         if (d.creds?.pid !== r.proc.pid) continue;
-        if (/^READY=1$/m.test(dec.decode(d.data)) && r.readyAt === null) r.readyAt = Date.now();
+        if (/^READY=1$/m.test(dec.decode(d.data)) && r.readyAt === null) {
+          r.readyAt = Date.now();
+          this.onChange?.(name);
+        }
       }
     }, NOTIFY_POLL_MS);
     return {
@@ -144,6 +149,7 @@ export class MachineRunner {
       await streams;
       notify.stop();
       log(`machine ${name}: nspawn exited with ${code}`);
+      this.onChange?.(name);
       return code;
     });
     this.running.set(name, r);

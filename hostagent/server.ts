@@ -13,11 +13,12 @@ import { recoverAllPulls } from "./machines.ts";
 import { MachineRunner } from "./nspawn-run.ts";
 import { recoverAllRenews } from "./renew.ts";
 import { configDir, containerNames, reportDir, reportSocket, statusFile } from "./layout.ts";
-import { FrameReader, MAX_FRAME, errorReply, okReply, parseRequest, type RequestId } from "./protocol.ts";
+import { FrameReader, MAX_FRAME, errorReply, isPlainObject, okReply, parseRequest, type RequestId } from "./protocol.ts";
 import { procStat } from "../common/procstat.ts";
 import { StateStore, isFinal } from "./state.ts";
 import { COMMANDS, type CallContext } from "./commands/index.ts";
 import type { AgentServices, CallConn } from "./services.ts";
+import type { Cluster, ClusterOptions } from "./cluster/index.ts";
 
 export interface ServerOptions {
   socketPath: string;
@@ -36,6 +37,8 @@ export interface ServerOptions {
    * path and mode, and keeps it across agent restarts, so the agent neither creates nor removes the path.
    */
   listenFd?: number;
+  /** --etcd: publish to the cluster catalog (docs/cluster.md) */
+  cluster?: Omit<ClusterOptions, "version" | "yggPrefix">;
 }
 
 /** A frame stalled half-way for this long means a dead or hostile client (default; --frame-timeout). */
@@ -57,6 +60,9 @@ const CONNECT_RATE_PER_S = 20;
 const COOL_DOWN_MS = 1000;
 /** A report connection idle this long is closed (the init's connections last one report). */
 const REPORT_IDLE_S = 30;
+/** Name lookups per container (read-only, answered from memory): their own bucket, so they never cost reports. */
+const LOOKUP_BURST = 32;
+const LOOKUP_RATE_PER_S = 16;
 
 /** A token bucket: take() is false once the burst is spent faster than the rate refills it. */
 class Bucket {
@@ -84,6 +90,7 @@ interface ContainerLimits {
   cooling: ReturnType<typeof setTimeout> | null;
   reports: Bucket;
   connects: Bucket;
+  lookups: Bucket;
 }
 
 /** Replies or events queued for a client that does not read: beyond this it is disconnected. */
@@ -161,6 +168,8 @@ export class AgentServer implements AgentServices {
   readonly maxReportConns: number;
   private sweeper?: ReturnType<typeof setInterval>;
   private stopped = false;
+  /** the cluster catalog, with --etcd */
+  cluster: Cluster | null = null;
 
   constructor(readonly opts: ServerOptions) {
     this.runner = new MachineRunner(opts.root, dirname(opts.socketPath));
@@ -177,7 +186,7 @@ export class AgentServer implements AgentServices {
   private limitsOf(name: string): ContainerLimits {
     let l = this.limits.get(name);
     if (!l) {
-      l = { conns: 0, cooling: null, reports: new Bucket(REPORT_BURST, REPORT_RATE_PER_S), connects: new Bucket(CONNECT_BURST, CONNECT_RATE_PER_S) };
+      l = { conns: 0, cooling: null, reports: new Bucket(REPORT_BURST, REPORT_RATE_PER_S), connects: new Bucket(CONNECT_BURST, CONNECT_RATE_PER_S), lookups: new Bucket(LOOKUP_BURST, LOOKUP_RATE_PER_S) };
       this.limits.set(name, l);
     }
     return l;
@@ -219,6 +228,8 @@ export class AgentServer implements AgentServices {
     recoverAllRenews(this.opts.root);
     // the containers' report sockets first: once the admin socket answers, the agent knows its containers
     this.openReportSocketsForInstalled();
+    // the catalog connects in the background: the agent serves its host whether etcd answers or not
+    if (this.opts.cluster) this.cluster = (await import("./cluster/index.ts")).startCluster(this, this.opts.cluster);
     if (inherited !== undefined) {
       // Bun.listen takes a listening fd (its types only declare it for connect)
       this.admin = Bun.listen({ fd: inherited, socket: this.handlers({ admin: true }) } as unknown as Parameters<typeof Bun.listen>[0]);
@@ -391,7 +402,8 @@ export class AgentServer implements AgentServices {
   }
 
   private onData(conn: Conn, chunk: Uint8Array): void {
-    const bucket = conn.kind.admin ? null : this.limitsOf(conn.kind.container).reports;
+    const limits = conn.kind.admin ? null : this.limitsOf(conn.kind.container);
+    const bucket = limits?.reports ?? null;
     for (const f of conn.reader.push(chunk)) {
       if (conn.closed) return;
       if (f.kind === "too-large") {
@@ -399,7 +411,13 @@ export class AgentServer implements AgentServices {
         conn.close();
         return;
       }
-      if (bucket && !bucket.take()) {
+      if (limits && f.kind === "value" && isPlainObject(f.value) && f.value.cmd === "lookup") {
+        if (!limits.lookups.take()) {
+          const id = typeof f.value.id === "number" || typeof f.value.id === "string" ? f.value.id : null;
+          conn.send(errorReply(id, ERR.RATE_LIMITED, `more than ${LOOKUP_RATE_PER_S} lookups per second: ask again later`));
+          continue;
+        }
+      } else if (bucket && !bucket.take()) {
         conn.send(errorReply(null, ERR.RATE_LIMITED, `more than ${REPORT_RATE_PER_S} reports per second: closing`));
         conn.close();
         if (!conn.kind.admin) this.coolDown(conn.kind.container);
@@ -457,6 +475,7 @@ export class AgentServer implements AgentServices {
   /** Stop listening and remove every socket this process created. */
   stop(): void {
     this.stopped = true;
+    void this.cluster?.close();
     if (this.sweeper) clearInterval(this.sweeper);
     for (const l of this.limits.values()) if (l.cooling) clearTimeout(l.cooling);
     this.state.flush();

@@ -3,6 +3,7 @@
 // never sees the sockets, the connection table or the rate limits.
 import type { MachineRunner } from "./nspawn-run.ts";
 import type { StateStore } from "./state.ts";
+import type { Cluster } from "./cluster/catalog.ts";
 
 export interface AgentServices {
   readonly opts: {
@@ -22,6 +23,8 @@ export interface AgentServices {
   closeReportSocket(name: string): void;
   /** the machine runs, whoever started it */
   isRunning(name: string): boolean;
+  /** the etcd catalog when the agent runs with --etcd (docs/cluster.md), else null */
+  readonly cluster: Cluster | null;
 }
 
 /** The connection a request came on, as a command sees it. */

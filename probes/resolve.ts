@@ -19,7 +19,7 @@ export type Env = Record<string, string | undefined>;
 export interface Resolved {
   address: string;
   family: 4 | 6;
-  via: "address" | "localhost" | "hosts" | "container" | "dns";
+  via: "address" | "localhost" | "hosts" | "container" | "cluster" | "dns";
 }
 
 export async function yggPrefix(env: Env): Promise<string | null> {
@@ -91,6 +91,11 @@ export async function resolveHost(host: string, env: Env, opts: ResolveOptions =
   if (host.toLowerCase() === "localhost") return { address: "127.0.0.1", family: 4, via: "localhost" };
   const fromHosts = lookupHostsFile(host, opts.hostsFile);
   if (fromHosts) return { address: fromHosts, family: isIP(fromHosts) === 6 ? 6 : 4, via: "hosts" };
+  // a container on another host (or NAME@HOST): the agent's cluster catalog knows it (docs/cluster.md)
+  if (!host.includes(".") || host.includes("@")) {
+    const remote = await (await import("../common/cluster-lookup.ts")).resolveInCluster(host, env);
+    if (remote) return { address: remote, family: 6, via: "cluster" };
+  }
   if (!host.includes(".")) {
     const c = await container(host);
     if (c) return { address: c, family: 6, via: "container" };

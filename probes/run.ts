@@ -261,6 +261,10 @@ export async function runProbe(probe: Probe, opts: RunOptions): Promise<ProbeRes
     const r = await runCommand(argv.argv, opts);
     return { ok: r.exitCode === 0, exitCode: r.exitCode, output: r.timedOut ? `timed out after ${goDuration(opts.timeoutMs)}: ${r.output}` : r.output, timedOut: r.timedOut, durationMs: elapsed() };
   }
+  if (probe.kind === "ready") {
+    const r = await (await import("../common/cluster-lookup.ts")).readyProbe(probe.host, opts.env ?? process.env, opts.timeoutMs);
+    return { ok: r.ok, exitCode: r.ok ? 0 : 1, output: r.detail, timedOut: false, durationMs: elapsed(), ...(r.address ? { address: r.address } : {}) };
+  }
   let address: string, family: 4 | 6;
   try {
     const res = await Promise.race([

@@ -7,8 +7,10 @@
 //                               otherwise split into words (common/shellwords.ts, command mode: a CMD that
 //                               needs a shell fails the probe with the reason) and exec'd directly
 //   icmp://HOST                 passes on an ICMP/ICMPv6 echo reply
+//   ready://NAME[@HOST]         passes when that machine reports ready (asked of the host agent; across
+//                               hosts with a cluster catalog, docs/cluster.md)
 // HOST: an IPv4 address, an IPv6 address in brackets ([::1]), a DNS name, or a container name
-// (resolved to its yggdrasil address, see resolve.ts).
+// (resolved to its yggdrasil address, see resolve.ts); NAME@HOST is the container NAME on that host.
 //
 // API:
 //   parseProbeUrl(text): Probe        throws ProbeUrlError naming the bad URL
@@ -22,15 +24,18 @@ export type Probe =
   | { kind: "tcp"; url: string; host: string; port: number }
   | { kind: "http"; url: string; host: string; port: number; path: string; tls: boolean }
   | { kind: "exec"; url: string; command: string }
-  | { kind: "icmp"; url: string; host: string };
+  | { kind: "icmp"; url: string; host: string }
+  | { kind: "ready"; url: string; host: string };
 
 export class ProbeUrlError extends Error {}
 
 // names: DNS names and container names (mbctl accepts any UTF-8, e.g. 容器1); no URL delimiters or blanks
-const HOST_NAME = /^[^\s/?#@:[\]%\\'"]{1,253}$/u;
+const HOST_NAME = /^[^\s/?#@:[\]%\\'"]{1,253}(@[A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$/u;
+/** NAME@HOST: a machine name and a host name of the cluster catalog */
+const CLUSTER_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}@[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
 function bad(url: string, why: string): never {
-  throw new ProbeUrlError(`bad probe URL '${url}': ${why} (forms: tcp://HOST:PORT, http://HOST:PORT/PATH, exec:CMD, icmp://HOST)`);
+  throw new ProbeUrlError(`bad probe URL '${url}': ${why} (forms: tcp://HOST:PORT, http://HOST:PORT/PATH, exec:CMD, icmp://HOST, ready://NAME)`);
 }
 
 /** Splits "HOST[:PORT]" or "[V6][:PORT]". Port is null when absent. */
@@ -71,7 +76,9 @@ export function parseProbeUrl(text: string): Probe {
   const scheme = m[1]!.toLowerCase();
   const authority = m[2]!;
   const tail = m[3]!;
-  if (authority.includes("@")) bad(url, "user information is not supported");
+  // NAME@HOST: a container on a given host of the cluster; anything else with '@' would be user information
+  const at = authority.indexOf("@");
+  if (at >= 0 && !CLUSTER_NAME.test(authority.replace(/:\d*$/, ""))) bad(url, "user information is not supported (NAME@HOST names a container on a host)");
   switch (scheme) {
     case "tcp": {
       if (tail !== "" && tail !== "/") bad(url, "tcp:// takes no path");
@@ -87,6 +94,12 @@ export function parseProbeUrl(text: string): Probe {
       if (/[\s\x00-\x1f\x7f]/.test(tail)) bad(url, "the path contains spaces or control characters");
       const path = tail === "" ? "/" : tail.startsWith("?") ? `/${tail}` : tail;
       return { kind: "http", url, host, port: port ?? (tls ? 443 : 80), path: path.replace(/#.*$/, "") || "/", tls };
+    }
+    case "ready": {
+      if (tail !== "" && tail !== "/") bad(url, "ready:// takes no path");
+      const { host, port } = splitHostPort(url, authority);
+      if (port !== null) bad(url, "ready:// takes no port");
+      return { kind: "ready", url, host };
     }
     case "icmp": {
       if (tail !== "" && tail !== "/") bad(url, "icmp:// takes no path");

@@ -9,6 +9,7 @@ import { MAX_FRAME, encodeFrame, encodedSize, type RequestId } from "../protocol
 import type { AgentServices, CallConn } from "../services.ts";
 import { type ContainerStatus, parseReport, type StateEvent } from "../state.ts";
 import { classifyCmd, injectCmd, installCmd, renderCmd } from "./image.ts";
+import { claimed, clusterListCmd, clusterWatchCmd, lookupCmd } from "../cluster/index.ts";
 import { enterCmd, listCmd, ociDownloadCmd, pruneCmd, pullCmd, removeCmd, renewCmd, restartCmd, rollbackCmd, startCmd, stopCmd } from "./machines.ts";
 
 export interface CallContext {
@@ -58,9 +59,9 @@ export const COMMANDS: Record<string, Command> = {
   classify: admin(classifyCmd),
   render: admin(renderCmd),
   plan: admin(renderCmd),
-  install: admin(installCmd),
+  install: admin(claimed(installCmd)),
   inject: admin(injectCmd),
-  pull: admin(pullCmd),
+  pull: admin(claimed(pullCmd)),
   "oci-download": admin(ociDownloadCmd),
   machines: admin(listCmd),
   remove: admin(removeCmd),
@@ -71,6 +72,10 @@ export const COMMANDS: Record<string, Command> = {
   renew: admin(renewCmd),
   rollback: admin(rollbackCmd),
   "cache-prune": admin(pruneCmd),
+  cluster: admin(clusterListCmd),
+  "cluster-watch": admin(clusterWatchCmd),
+  // read-only, bounded and rate-limited on its own (server.ts): a container resolves names across hosts
+  lookup: { run: lookupCmd, onAdminSocket: true, onReportSocket: true },
   address: admin((a, ctx) => {
     const name = checkName(a.name);
     const prefix = optStr(a, "prefix", 64) ?? ctx.server.opts.yggPrefix;

@@ -15,6 +15,13 @@ describe("probe URLs", () => {
     expect(parseProbeUrl("tcp://容器1:80")).toMatchObject({ host: "容器1" });
   });
 
+  test("cluster forms: NAME@HOST names a container on that host; ready://NAME[@HOST] (docs/cluster.md)", () => {
+    expect(parseProbeUrl("tcp://db@host1:5432")).toEqual({ kind: "tcp", url: "tcp://db@host1:5432", host: "db@host1", port: 5432 });
+    expect(parseProbeUrl("http://web@h2:8080/")).toMatchObject({ kind: "http", host: "web@h2", port: 8080 });
+    expect(parseProbeUrl("ready://db")).toEqual({ kind: "ready", url: "ready://db", host: "db" });
+    expect(parseProbeUrl("ready://db@host1")).toEqual({ kind: "ready", url: "ready://db@host1", host: "db@host1" });
+  });
+
   test("bad URLs throw ProbeUrlError naming the URL and the reason", () => {
     const cases: [string, RegExp][] = [
       ["tcp://db", /needs a port/],
@@ -28,7 +35,11 @@ describe("probe URLs", () => {
       ["exec:", /needs a command/],
       ["icmp://h:3", /no port/],
       ["http://h/a b", /spaces/],
-      ["tcp://user@h:1", /user information/],
+      ["tcp://user:pw@h:1", /user information/],
+      ["tcp://a@b@h:1", /user information/],
+      ["http://@h/", /user information/],
+      ["ready://db:80", /no port/],
+      ["ready://db/x", /no path/],
       ["", /empty/],
     ];
     for (const [url, why] of cases) {

@@ -1,0 +1,120 @@
+// Names across hosts, from inside a container (docs/cluster.md): the init asks its own agent, over its
+// report socket, with the read-only `lookup` request (NAME or NAME@HOST → host, yggdrasil address,
+// readiness); it never talks to etcd itself. Loaded on demand by name resolution and by ready:// probes.
+//
+//   lookupName(name, env): Promise<LookupAnswer | null>   null: no agent here, or it did not answer
+//   resolveInCluster(name, env): Promise<address | null>   an address on another host, else null (local rules apply)
+//   readyProbe(name, env): { ok, detail }                  ready://NAME[@HOST]: the machine reports ready
+import { existsSync } from "node:fs";
+import { IN_CONTAINER_REPORT_SOCKET } from "./paths.ts";
+
+export type Env = Record<string, string | undefined>;
+
+export interface LookupAnswer {
+  name: string;
+  found: boolean;
+  cluster: boolean;
+  local: boolean;
+  stale: boolean;
+  host: string | null;
+  address: string | null;
+  ready: boolean;
+  state: string | null;
+  health: string | null;
+}
+
+/** an answer is a few hundred bytes; anything larger is not one */
+const MAX_ANSWER = 16 * 1024;
+export const LOOKUP_TIMEOUT_MS = 500;
+/** the agent said it has no cluster: names are this host's only, as without an agent (asked once) */
+let noCluster = false;
+let seq = 0;
+
+function socketPath(env: Env): string {
+  return env.MAN8S_REPORT_SOCKET || IN_CONTAINER_REPORT_SOCKET;
+}
+
+/** One `lookup` on the report socket; null when there is no agent, it refuses, or it is slow. */
+export async function lookupName(name: string, env: Env, timeoutMs = LOOKUP_TIMEOUT_MS): Promise<LookupAnswer | null> {
+  const path = socketPath(env);
+  if (!existsSync(path)) return null;
+  const { encode, decode } = await import("@msgpack/msgpack");
+  const id = ++seq;
+  const body = encode({ id, cmd: "lookup", args: { name } });
+  const frame = new Uint8Array(4 + body.length);
+  new DataView(frame.buffer).setUint32(0, body.length, false);
+  frame.set(body, 4);
+  return new Promise<LookupAnswer | null>((resolve) => {
+    let done = false;
+    let sock: { end(): void } | null = null;
+    let buf = new Uint8Array(0);
+    const finish = (v: LookupAnswer | null) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      try {
+        sock?.end();
+      } catch {
+        // closed already
+      }
+      resolve(v);
+    };
+    const timer = setTimeout(() => finish(null), timeoutMs);
+    Bun.connect({
+      unix: path,
+      socket: {
+        open: (s) => {
+          sock = s;
+          if (s.write(frame) !== frame.length) finish(null);
+        },
+        data: (_s, chunk) => {
+          const next = new Uint8Array(buf.length + chunk.length);
+          next.set(buf);
+          next.set(chunk, buf.length);
+          buf = next;
+          if (buf.length > MAX_ANSWER + 4) return finish(null);
+          if (buf.length < 4) return;
+          const len = new DataView(buf.buffer).getUint32(0, false);
+          if (len > MAX_ANSWER) return finish(null);
+          if (buf.length < 4 + len) return;
+          try {
+            const m = decode(buf.subarray(4, 4 + len)) as { id?: unknown; ok?: unknown; result?: unknown };
+            finish(m.id === id && m.ok === true && typeof m.result === "object" && m.result !== null ? (m.result as LookupAnswer) : null);
+          } catch {
+            finish(null);
+          }
+        },
+        close: () => finish(null),
+        error: () => finish(null),
+        connectError: () => finish(null),
+      },
+    }).catch(() => finish(null));
+  });
+}
+
+/**
+ * The yggdrasil address of NAME (or NAME@HOST) when it lives on another host; null when the local rules
+ * apply (no agent, no cluster, a machine of this host, or a name nobody holds). NAME@HOST that cannot be
+ * found throws: there is no local meaning to fall back to.
+ */
+export async function resolveInCluster(name: string, env: Env): Promise<string | null> {
+  const explicit = name.includes("@");
+  if (noCluster && !explicit) return null;
+  const a = await lookupName(name, env);
+  if (a && !a.cluster) noCluster = true;
+  if (a?.found && a.address && (explicit || !a.local)) return a.address;
+  if (explicit) {
+    throw new Error(a === null ? `cannot resolve '${name}': the host agent did not answer` : `cannot resolve '${name}': ${a.found ? "no yggdrasil address published" : "no such machine on that host"}${a.stale ? " (the cluster view is stale)" : ""}`);
+  }
+  return null;
+}
+
+/** ready://NAME[@HOST]: passes when the machine reports ready (and the agent's cluster view is current). */
+export async function readyProbe(name: string, env: Env, timeoutMs: number): Promise<{ ok: boolean; detail: string; address?: string }> {
+  const a = await lookupName(name, env, Math.min(timeoutMs, LOOKUP_TIMEOUT_MS));
+  if (!a) return { ok: false, detail: `${name}: the host agent did not answer` };
+  if (!a.found) return { ok: false, detail: `${name}: no such machine${a.cluster ? " in the cluster" : " on this host"}${a.stale ? " (stale view)" : ""}` };
+  const where = `${a.host ?? "this host"}${a.address ? ` [${a.address}]` : ""}`;
+  if (a.stale && !a.local) return { ok: false, detail: `${name} on ${where}: the cluster view is stale (etcd unreachable)` };
+  return { ok: a.ready, detail: `${name} on ${where}: ${a.ready ? "ready" : `not ready (${a.state ?? "unknown"})`}`, ...(a.address ? { address: a.address } : {}) };
+}
