@@ -47,7 +47,12 @@ const udpPort68: OpenTransport = async (onData) => {
     hostname: "0.0.0.0",
     port: 68,
     binaryType: "uint8array",
-    socket: { data: (_s, data) => onData(data) },
+    socket: {
+      data: (_s, data) => onData(data),
+      // a unicast renewal to a server that is gone comes back as ICMP port unreachable (ECONNREFUSED on the
+      // next receive): the retransmission and rebinding timers already cover it, so it is not an error here
+      error: () => {},
+    },
   });
   sock.setBroadcast(true);
   return { send: (pkt, port, dest) => void sock.send(pkt, port, dest), close: () => sock.close() };
