@@ -46,13 +46,16 @@ async function build(): Promise<void> {
   const t0 = performance.now();
 
   mkdirSync(dist, { recursive: true });
+  rmSync(bundle, { recursive: true, force: true });
+  mkdirSync(`${bundle}/lib`, { recursive: true });
+  // the launcher first: the profile run below starts an app through it (dist/man8s-init/init)
+  const cc = (await $`command -v musl-gcc`.nothrow()).exitCode === 0 ? "musl-gcc" : "gcc";
+  await $`${cc} -static -Os -s -Wall -Werror -o ${bundle}/init ${root}/init/launcher.c`;
+  symlinkSync("init", `${bundle}/00-init.sh`);
   // lazy modules are extra entry points, loaded only by the role that needs them (see lazy.ts); the profile
   // is the init's own start
   const entries = [`${root}/main.ts`, ...Object.values(LAZY).map((m) => `${root}/${m}`)];
   await compile(entries, `${dist}/man8s`, ["init", "--", "/bin/true"]);
-
-  rmSync(bundle, { recursive: true, force: true });
-  mkdirSync(`${bundle}/lib`, { recursive: true });
 
   // libraries: what ldd lists, plus libgcc_s which glibc dlopens for unwinding (pthread_cancel, exit)
   const ldd = (await $`ldd ${dist}/man8s`).stdout;
@@ -80,9 +83,6 @@ async function build(): Promise<void> {
   cpSync(`${dist}/man8s`, `${bundle}/man8s`);
   await $`patchelf --set-interpreter ${BUNDLE_PATH}/lib/${loader} --set-rpath ${BUNDLE_PATH}/lib ${bundle}/man8s`;
 
-  const cc = (await $`command -v musl-gcc`.nothrow()).exitCode === 0 ? "musl-gcc" : "gcc";
-  await $`${cc} -static -Os -s -Wall -Werror -o ${bundle}/init ${root}/init/launcher.c`;
-  symlinkSync("init", `${bundle}/00-init.sh`);
   // a static shell for `man8s machines shell` into images without /bin/sh (Debian's busybox-static); it is
   // bound read-only with the bundle, never copied into the image in bind mode
   if (existsSync("/bin/busybox")) cpSync("/bin/busybox", `${bundle}/busybox`, { dereference: true });

@@ -10,9 +10,8 @@
 //   init -> network (netctl/bringup.ts)       the init brings the container's network up in its own process:
 //                                             one binary, no second exec, and netctl's exit code and log are
 //                                             the init's (a failed network phase ends the container)
-//   init -> report (hostagent/report-client.ts) the init reports its status to the agent with the agent's
-//                                             own client of the report socket, so the framing lives in one
-//                                             role; the record's schema is common/report.ts
+// The init's client of its report socket (common/report-client.ts, lazily: off the start-up path) shares the
+// agent's frames (common/frame.ts) and record schema (common/report.ts) without loading the agent.
 export const LAZY = {
   netctl: "netctl/cli.ts",
   hostagent: "hostagent/cli.ts",
@@ -22,13 +21,13 @@ export const LAZY = {
   network: "netctl/bringup.ts",
   probes: "probes/index.ts",
   notify: "common/sd-notify.ts",
-  report: "hostagent/report-client.ts",
+  report: "common/report-client.ts",
   cli: "common/cli.ts",
 } as const;
 
 /** Lazy modules a role loads from another role, by the loading role (see above). */
 export const RUNTIME_EDGES: Partial<Record<"init" | "netctl" | "hostagent", readonly (keyof typeof LAZY)[]>> = {
-  init: ["network", "report"],
+  init: ["network"],
 };
 
 interface Modules {
@@ -40,7 +39,7 @@ interface Modules {
   network: typeof import("./netctl/bringup.ts");
   probes: typeof import("./probes/index.ts");
   notify: typeof import("./common/sd-notify.ts");
-  report: typeof import("./hostagent/report-client.ts");
+  report: typeof import("./common/report-client.ts");
   /** the argument parser: node:util alone costs the init's start-up ~1 ms, so only bad usage loads it */
   cli: typeof import("./common/cli.ts");
 }

@@ -5,8 +5,8 @@
 //   lookupName(name, env): Promise<LookupAnswer | null>   null: no agent here, or it did not answer
 //   resolveInCluster(name, env): Promise<address | null>   an address on another host, else null (local rules apply)
 //   readyProbe(name, env): { ok, detail }                  ready://NAME[@HOST]: the machine reports ready
-import { existsSync } from "node:fs";
 import { IN_CONTAINER_REPORT_SOCKET } from "./paths.ts";
+import { askAgent } from "./report-client.ts";
 
 export type Env = Record<string, string | undefined>;
 
@@ -28,7 +28,6 @@ const MAX_ANSWER = 16 * 1024;
 export const LOOKUP_TIMEOUT_MS = 500;
 /** the agent said it has no cluster: names are this host's only, as without an agent (asked once) */
 let noCluster = false;
-let seq = 0;
 
 function socketPath(env: Env): string {
   return env.MAN8S_REPORT_SOCKET || IN_CONTAINER_REPORT_SOCKET;
@@ -36,60 +35,8 @@ function socketPath(env: Env): string {
 
 /** One `lookup` on the report socket; null when there is no agent, it refuses, or it is slow. */
 export async function lookupName(name: string, env: Env, timeoutMs = LOOKUP_TIMEOUT_MS): Promise<LookupAnswer | null> {
-  const path = socketPath(env);
-  if (!existsSync(path)) return null;
-  const { encode, decode } = await import("@msgpack/msgpack");
-  const id = ++seq;
-  const body = encode({ id, cmd: "lookup", args: { name } });
-  const frame = new Uint8Array(4 + body.length);
-  new DataView(frame.buffer).setUint32(0, body.length, false);
-  frame.set(body, 4);
-  return new Promise<LookupAnswer | null>((resolve) => {
-    let done = false;
-    let sock: { end(): void } | null = null;
-    let buf = new Uint8Array(0);
-    const finish = (v: LookupAnswer | null) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      try {
-        sock?.end();
-      } catch {
-        // closed already
-      }
-      resolve(v);
-    };
-    const timer = setTimeout(() => finish(null), timeoutMs);
-    Bun.connect({
-      unix: path,
-      socket: {
-        open: (s) => {
-          sock = s;
-          if (s.write(frame) !== frame.length) finish(null);
-        },
-        data: (_s, chunk) => {
-          const next = new Uint8Array(buf.length + chunk.length);
-          next.set(buf);
-          next.set(chunk, buf.length);
-          buf = next;
-          if (buf.length > MAX_ANSWER + 4) return finish(null);
-          if (buf.length < 4) return;
-          const len = new DataView(buf.buffer).getUint32(0, false);
-          if (len > MAX_ANSWER) return finish(null);
-          if (buf.length < 4 + len) return;
-          try {
-            const m = decode(buf.subarray(4, 4 + len)) as { id?: unknown; ok?: unknown; result?: unknown };
-            finish(m.id === id && m.ok === true && typeof m.result === "object" && m.result !== null ? (m.result as LookupAnswer) : null);
-          } catch {
-            finish(null);
-          }
-        },
-        close: () => finish(null),
-        error: () => finish(null),
-        connectError: () => finish(null),
-      },
-    }).catch(() => finish(null));
-  });
+  const a = await askAgent(socketPath(env), "lookup", { name }, timeoutMs, MAX_ANSWER);
+  return a?.ok && typeof a.result === "object" && a.result !== null ? (a.result as LookupAnswer) : null;
 }
 
 /**

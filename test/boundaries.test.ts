@@ -75,7 +75,7 @@ describe("module boundaries", () => {
       put("init/c.ts", `type T = typeof import("../hostagent/w.ts");\nimport { ok } from "../common/fine.ts";\nimport { p } from "../probes/fine.ts";\n`);
       put("common/d.ts", `import type { Q } from "../hostagent/q.ts";\n`);
       put("probes/e.ts", `import { r } from "../init/reaper.ts";\nimport { s } from "./same.ts";\n`);
-      put("netctl/f.ts", `const b = await load("report");\n`);
+      put("netctl/f.ts", `const b = await load("agent");\n`);
       put("init/g.ts", `const b = await load("report");\nconst n = await load("network");\n`);
       expect(crossings(dir).sort()).toEqual([
         "common/d.ts -> hostagent/q.ts",
@@ -83,7 +83,7 @@ describe("module boundaries", () => {
         "hostagent/sub/b.ts -> netctl/y.ts",
         "init/c.ts -> hostagent/w.ts",
         "netctl/a.ts -> init/x.ts",
-        `netctl/f.ts -> load("report") = ${LAZY.report}`,
+        `netctl/f.ts -> load("agent") = ${LAZY.agent}`,
         "probes/e.ts -> init/reaper.ts",
       ]);
     } finally {

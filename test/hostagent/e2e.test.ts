@@ -1,7 +1,7 @@
 // End to end: an OCI image built with umoci (busybox-static app), classified, rendered, injected and
 // installed by the agent into a temporary root, then run under real systemd-nspawn with the rendered
 // .nspawn file; the init reports to the agent and `man8s agent status` shows it running, then stopped.
-// The second test needs the init to call hostagent/report-client.ts (see docs/hostagent.md).
+// The second test needs the init to call common/report-client.ts (see docs/hostagent.md).
 import { afterAll, describe, expect, test } from "bun:test";
 import { decode, encode } from "@msgpack/msgpack";
 import { chmodSync, mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from "node:fs";

@@ -8,7 +8,7 @@ import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "
 import { dirname } from "node:path";
 import type { AgentClient } from "../../hostagent/client.ts";
 import { FrameReader, encodeFrame } from "../../hostagent/protocol.ts";
-import { sendReport } from "../../hostagent/report-client.ts";
+import { sendReport } from "../../common/report-client.ts";
 import type { ContainerStatus } from "../../hostagent/state.ts";
 import { fixtures, releaseFixtures } from "./fixtures.ts";
 import { type Agent, BIN, BUNDLE, client, errorCode, startAgent, stopAgentAndClient, tmp } from "./helpers.ts";

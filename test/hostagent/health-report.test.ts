@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import type { AgentClient } from "../../hostagent/client.ts";
-import { sendReport } from "../../hostagent/report-client.ts";
+import { sendReport } from "../../common/report-client.ts";
 import type { ContainerStatus } from "../../hostagent/state.ts";
 import { fixtures, releaseFixtures } from "./fixtures.ts";
 import { type Agent, BIN, BUNDLE, client, startAgent, stopAgentAndClient, tmp } from "./helpers.ts";

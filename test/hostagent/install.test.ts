@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, realpathSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import type { AgentClient } from "../../hostagent/client.ts";
-import { sendReport } from "../../hostagent/report-client.ts";
+import { sendReport } from "../../common/report-client.ts";
 import { fixtures, releaseFixtures, type Fixture } from "./fixtures.ts";
 import { type Agent, BUNDLE, client, errorCode, startAgent, tmp, stopAgentAndClient } from "./helpers.ts";
 

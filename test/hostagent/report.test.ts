@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync } from "node:fs";
 import type { AgentClient } from "../../hostagent/client.ts";
 import { encodeFrame } from "../../hostagent/protocol.ts";
-import { Reporter, reportFromStatus, sendReport } from "../../hostagent/report-client.ts";
+import { Reporter, reportFromStatus, sendReport } from "../../common/report-client.ts";
 import { newRecord } from "../../init/status.ts";
 import type { ContainerStatus, StateEvent } from "../../hostagent/state.ts";
 import { fixtures, releaseFixtures } from "./fixtures.ts";
@@ -65,7 +65,7 @@ describe("report socket", () => {
   });
 
   test("an init that vanished without an exit report is shown as gone", async () => {
-    const child = Bun.spawn([process.execPath, "-e", `import { sendReport } from "${import.meta.dir}/../../hostagent/report-client.ts"; process.exit((await sendReport(process.argv[1], { phase: "running", appPid: 5 })) ? 0 : 1)`, sockOf("beta")]);
+    const child = Bun.spawn([process.execPath, "-e", `import { sendReport } from "${import.meta.dir}/../../common/report-client.ts"; process.exit((await sendReport(process.argv[1], { phase: "running", appPid: 5 })) ? 0 : 1)`, sockOf("beta")]);
     expect(await child.exited).toBe(0);
     const s = (await c.request<{ container: ContainerStatus }>("status", { name: "beta" })).container;
     expect([s.phase, s.hostPid, s.initAlive]).toEqual(["running", child.pid, false]);

@@ -3,25 +3,35 @@
 // container. The socket is the container's own (bound by the .nspawn file), so records carry no name.
 // Only node:fs is loaded up front; the msgpack code is imported on the first send.
 import { existsSync } from "node:fs";
-import { IN_CONTAINER_REPORT_SOCKET } from "../common/paths.ts";
+import { IN_CONTAINER_REPORT_SOCKET } from "./paths.ts";
 
-import type { ReportRecord, StatusRecord } from "../common/report.ts";
-import type { HealthActionRecord } from "../common/health-on-failure.ts";
-export type { ReportRecord } from "../common/report.ts";
+import type { ReportRecord, StatusRecord } from "./report.ts";
+import type { HealthActionRecord } from "./health-on-failure.ts";
+export type { ReportRecord } from "./report.ts";
 
 let seq = 0;
 
-/** Send one report; resolves true when the agent acknowledged it, false otherwise (never rejects). */
-export async function sendReport(socketPath: string, record: ReportRecord, timeoutMs = 50): Promise<boolean> {
+/** An answer from the agent: its `ok` and `result` (an error reply is ok: false). */
+export interface AgentAnswer {
+  ok: boolean;
+  result: unknown;
+}
+
+/**
+ * One request on an agent socket (the container's report socket): null when there is no agent, the
+ * connection fails, the answer is larger than `maxAnswer` or malformed, or nothing came within `timeoutMs`.
+ * Never rejects. The msgpack code is imported on the first call.
+ */
+export async function askAgent(socketPath: string, cmd: string, args: unknown, timeoutMs: number, maxAnswer = 64 * 1024): Promise<AgentAnswer | null> {
   try {
-    if (!existsSync(socketPath)) return false;
-    const { encodeFrame, FrameReader, isPlainObject } = await import("./protocol.ts");
+    if (!existsSync(socketPath)) return null;
+    const { encodeFrame, FrameReader, isPlainObject } = await import("./frame.ts");
     const id = ++seq;
-    const frame = encodeFrame({ id, cmd: "report", args: record });
-    return await new Promise<boolean>((resolve) => {
+    const frame = encodeFrame({ id, cmd, args });
+    return await new Promise<AgentAnswer | null>((resolve) => {
       let done = false;
       let sock: { end(): void } | null = null;
-      const finish = (ok: boolean) => {
+      const finish = (answer: AgentAnswer | null) => {
         if (done) return;
         done = true;
         clearTimeout(timer);
@@ -30,32 +40,38 @@ export async function sendReport(socketPath: string, record: ReportRecord, timeo
         } catch {
           // already closed
         }
-        resolve(ok);
+        resolve(answer);
       };
-      const timer = setTimeout(() => finish(false), timeoutMs);
-      const reader = new FrameReader();
+      const timer = setTimeout(() => finish(null), timeoutMs);
+      const reader = new FrameReader(maxAnswer);
       Bun.connect({
         unix: socketPath,
         socket: {
           open: (s) => {
             sock = s;
             if (done) s.end();
-            else if (s.write(frame) !== frame.length) finish(false);
+            else if (s.write(frame) !== frame.length) finish(null);
           },
           data: (_s, chunk) => {
             for (const f of reader.push(chunk)) {
-              if (f.kind === "value" && isPlainObject(f.value) && f.value.id === id) finish(f.value.ok === true);
+              if (f.kind !== "value") return finish(null);
+              if (isPlainObject(f.value) && f.value.id === id) return finish({ ok: f.value.ok === true, result: f.value.result });
             }
           },
-          close: () => finish(false),
-          error: () => finish(false),
-          connectError: () => finish(false),
+          close: () => finish(null),
+          error: () => finish(null),
+          connectError: () => finish(null),
         },
-      }).catch(() => finish(false));
+      }).catch(() => finish(null));
     });
   } catch {
-    return false;
+    return null;
   }
+}
+
+/** Send one report; resolves true when the agent acknowledged it, false otherwise (never rejects). */
+export async function sendReport(socketPath: string, record: ReportRecord, timeoutMs = 50): Promise<boolean> {
+  return (await askAgent(socketPath, "report", record, timeoutMs))?.ok === true;
 }
 
 /**
