@@ -116,13 +116,14 @@ export class Reporter {
 
 /** The parts of the init's status record (common/report.ts) a report carries. */
 export type StatusLike = Pick<StatusRecord, "pid" | "mode" | "phase" | "network" | "health"> &
-  Partial<Pick<StatusRecord, "phases" | "app" | "exit">>;
+  Partial<Pick<StatusRecord, "phases" | "app" | "exit" | "ready">>;
 
 /** Map the init's status record to a report. */
 export function reportFromStatus(s: StatusLike): ReportRecord {
   const r: ReportRecord = { phase: s.phase, initPid: s.pid, pid1: s.mode === "pid1" };
   if (s.app?.pid) r.appPid = s.app.pid;
   if (s.phases) r.timings = s.phases;
+  if (s.ready) r.ready = true;
   const net = s.network as { addresses?: Record<string, unknown> } | null | undefined;
   if (net?.addresses) {
     const a: Record<string, string> = {};

@@ -99,6 +99,8 @@ export interface ReportRecord {
   appPid?: number;
   addresses?: Record<string, string | string[]>;
   health?: string;
+  /** the init found the app ready in this run (MAN8S_READY: the status record's `ready`) */
+  ready?: boolean;
   healthAction?: HealthActionInfo;
   exit?: ExitInfo;
   timings?: Record<string, number>;
@@ -170,9 +172,10 @@ export function parseReport(a: Record<string, unknown>): ReportRecord {
     if (!isPid(a[k])) throw new ReportError(`${k} must be a positive integer pid`);
     out[k] = a[k] as number;
   }
-  if (given("pid1")) {
-    if (typeof a.pid1 !== "boolean") throw new ReportError("pid1 must be a boolean");
-    out.pid1 = a.pid1;
+  for (const k of ["pid1", "ready"] as const) {
+    if (!given(k)) continue;
+    if (typeof a[k] !== "boolean") throw new ReportError(`${k} must be a boolean`);
+    out[k] = a[k] as boolean;
   }
   const health = str("health", L.health);
   if (health !== undefined) out.health = health;
@@ -261,7 +264,7 @@ export function trimStatus(v: unknown, name: string): ContainerStatus | null {
     history: [],
   };
   if (phase) {
-    for (const k of ["initPid", "pid1", "appPid", "addresses", "health", "healthAction", "exit", "message", "timings"] as const) {
+    for (const k of ["initPid", "pid1", "appPid", "addresses", "health", "ready", "healthAction", "exit", "message", "timings"] as const) {
       try {
         const one = parseReport({ phase, [k]: v[k] }) as unknown as Record<string, unknown>;
         if (one[k] !== undefined) (s as unknown as Record<string, unknown>)[k] = one[k];

@@ -185,7 +185,7 @@ export class StateStore {
     const last = this.peers.get(name);
     const otherInit = peer !== null && last !== undefined && (last.pid !== peer.pid || last.start !== peer.start);
     if ((FIRST_PHASES as readonly string[]).includes(r.phase) || otherInit) {
-      for (const k of ["initPid", "pid1", "appPid", "addresses", "health", "exit", "message", "timings", "hostPid"] as const) delete s[k];
+      for (const k of ["initPid", "pid1", "appPid", "addresses", "health", "ready", "exit", "message", "timings", "hostPid"] as const) delete s[k];
       this.peers.delete(name);
     }
     Object.assign(s, r);

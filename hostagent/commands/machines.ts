@@ -1,6 +1,7 @@
 // pull, oci-download, machines (list), remove: the machine lifecycle commands (docs/machines.md). Long ones
 // stream progress as events {id, event: {type: "progress", step, message}} before their one reply; a
 // client that goes away cancels the pull (its child is killed and the machine's paths are removed).
+import { isFinal } from "../../common/report.ts";
 import { containerAddress } from "../address.ts";
 import { cgroupProcsFiles } from "../cgroup.ts";
 import type { LayerProgress } from "../pull-progress.ts";
@@ -142,7 +143,8 @@ export function listCmd(_a: Args, ctx: CallContext): { machines: MachineInfo[] }
       phase: s?.phase ?? "unknown",
       running: ctx.server.isRunning(name),
       pid: ctx.server.runner.pid(name),
-      ready: ctx.server.runner.readyAt(name) !== null,
+      // READY=1 seen by the agent's own runner, or (a unit systemd runs) the init's report of this run
+      ready: ctx.server.runner.readyAt(name) !== null || (s?.ready === true && !isFinal(s.phase) && ctx.server.isRunning(name)),
       address: prefix ? containerAddress(prefix, name) : null,
     };
     if (s?.health) info.health = s.health;

@@ -220,6 +220,12 @@ describe.skipIf(!canRun)("a systemd host", () => {
     expect(statSync(ready).mtimeMs).toBeLessThanOrEqual(returned);
     expect(unitState()).toBe("active");
     expect((JSON.parse(man8s("agent", "--json", "status", "m8s-f").out) as { container: Durable }).container.phase).toBe("running");
+    // systemd runs the unit, not the agent: `ready` in the list comes from the init's own report
+    type Listed = { result: { machines: { name: string; running: boolean; ready: boolean }[] } };
+    const listed = () => (JSON.parse(man8s("machines", "--json", "list").out.trim().split("\n").at(-1)!) as Listed).result.machines.find((m) => m.name === "m8s-f");
+    let m = listed();
+    for (const until = Date.now() + 5000; !m?.ready && Date.now() < until; m = listed()) await Bun.sleep(100);
+    expect(m).toMatchObject({ running: true, ready: true });
     const since = Date.now();
     expect(man8s("machines", "stop", "m8s-f").out).toContain("stopped m8s-f");
     // systemctl stop returned once the unit was down: the app got SIGUSR1 (44), the agent has the exit
@@ -227,6 +233,7 @@ describe.skipIf(!canRun)("a systemd host", () => {
     expect(host.exec(["journalctl", "--no-pager", "-o", "cat", "-u", "systemd-nspawn@m8s-f.service"], { ok: false }).out).toContain("app: got SIGUSR1");
     expect((JSON.parse(man8s("agent", "--json", "status", "m8s-f").out) as { container: Durable }).container.exit?.code).toBe(44);
     expect((await exitAfter("m8s-f", since))?.code).toBe(44);
+    expect(listed()).toMatchObject({ running: false, ready: false });
   });
 
   test("--health-on-failure kill under systemd: the unhealthy app's container exits 79, the unit fails, the agent records it", async () => {

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync } from "node:fs";
 import type { AgentClient } from "../../hostagent/client.ts";
 import { encodeFrame } from "../../hostagent/protocol.ts";
-import { Reporter, reportFromStatus, sendReport } from "../../common/report-client.ts";
+import { Reporter, type ReportRecord, reportFromStatus, sendReport } from "../../common/report-client.ts";
 import { newRecord } from "../../init/status.ts";
 import type { ContainerStatus, StateEvent } from "../../hostagent/state.ts";
 import { fixtures, releaseFixtures } from "./fixtures.ts";
@@ -126,6 +126,15 @@ describe("report socket", () => {
     await rep.flush(500);
     let s = (await c.request<{ container: ContainerStatus }>("status", { name: "alpha" })).container;
     expect(s).toMatchObject({ phase: "running", appPid: 31, initPid: rec.pid, pid1: false, addresses: { ipv4: "10.1.0.5", yggdrasil: "300::5" } });
+    expect(s.ready).toBeUndefined();
+    // the app turns ready (MAN8S_READY): the report says so, for units the agent does not run itself
+    rec.ready = { via: "start", status: "app started", afterMs: 1, at: Date.now(), attempts: 1 };
+    rep.send(reportFromStatus(rec));
+    await rep.flush(500);
+    s = (await c.request<{ container: ContainerStatus }>("status", { name: "alpha" })).container;
+    expect(s.ready).toBe(true);
+    // a ready that is not a boolean is refused whole
+    expect(await sendReport(sockOf("alpha"), { phase: "running", ready: "yes" } as unknown as ReportRecord)).toBe(false);
     rec.phase = "exited";
     rec.exit = { code: 143, reason: "app killed by SIGTERM", app: { code: null, signal: "SIGTERM" }, killedAfterTimeout: false, drained: 0, orphansReaped: 0, at: "" };
     rep.send(reportFromStatus(rec));
