@@ -10,15 +10,20 @@ import { askAgent } from "./report-client.ts";
 
 export type Env = Record<string, string | undefined>;
 
+/** The agent's answer to `lookup` (hostagent/cluster/index.ts answers it). */
 export interface LookupAnswer {
   name: string;
   found: boolean;
+  /** the agent runs with --etcd */
   cluster: boolean;
+  /** the machine is on this host */
   local: boolean;
+  /** the cluster view is not current (etcd unreachable): ready is not trusted */
   stale: boolean;
   host: string | null;
   address: string | null;
   ready: boolean;
+  /** installing, stopped, running or ready */
   state: string | null;
   health: string | null;
 }

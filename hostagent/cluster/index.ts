@@ -7,6 +7,7 @@ import { checkName } from "../layout.ts";
 import { encodeFrame } from "../protocol.ts";
 import type { AgentServer } from "../server.ts";
 import type { AgentServices } from "../services.ts";
+import type { LookupAnswer as SharedLookupAnswer } from "../../common/cluster-lookup.ts";
 import type { CallContext, Command } from "../commands/index.ts";
 import { listCmd } from "../commands/machines.ts";
 import { Cluster, type ClusterEvent, type ClusterOptions, type LocalEntry, type MachineEntry } from "./catalog.ts";
@@ -77,21 +78,8 @@ export function clusterWatchCmd(_a: Record<string, unknown>, ctx: CallContext) {
   return c.snapshot();
 }
 
-export interface LookupAnswer {
-  name: string;
-  found: boolean;
-  /** the agent runs with --etcd */
-  cluster: boolean;
-  /** the machine is on this host */
-  local: boolean;
-  /** the cluster view is not current (etcd unreachable): ready is not trusted */
-  stale: boolean;
-  host: string | null;
-  address: string | null;
-  ready: boolean;
-  state: MachineEntry["state"] | null;
-  health: string | null;
-}
+/** The answer to `lookup`, as the init reads it (common/cluster-lookup.ts), with the catalog's states. */
+export type LookupAnswer = Omit<SharedLookupAnswer, "state"> & { state: MachineEntry["state"] | null };
 
 /**
  * `lookup` (also on a container's report socket, read-only): NAME or NAME@HOST → its host, yggdrasil
