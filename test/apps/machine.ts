@@ -8,6 +8,7 @@
 // namespace sees; nspawn searches both places). Everything started is tracked by pid and ended by pid.
 import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import { labDir } from "../scratch.ts";
+import { stopProcess } from "../wait.ts";
 
 export const NSPAWN_SERVICE_FLAGS = ["--quiet", "--keep-unit", "--boot", "--link-journal=try-guest", "--network-veth", "-U", "--settings=override"];
 
@@ -85,14 +86,7 @@ export class AppLab {
 
   async cleanup(): Promise<void> {
     for (const m of this.machines) await m.stop().catch(() => {});
-    for (const p of this.procs.reverse()) {
-      if (p.exitCode === null && p.signalCode === null) {
-        p.kill("SIGTERM");
-        const k = setTimeout(() => p.kill("SIGKILL"), 5000);
-        await p.exited;
-        clearTimeout(k);
-      }
-    }
+    for (const p of this.procs.reverse()) await stopProcess(p);
     Bun.spawnSync(["ip", "netns", "del", this.ns]);
     if (!process.env.M8R_KEEP) rmSync(this.dir, { recursive: true, force: true });
   }

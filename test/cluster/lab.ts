@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { AgentClient } from "../../hostagent/client.ts";
 import { BIN, BUNDLE, startAgent, type Agent } from "../hostagent/helpers.ts";
 import { waitFor } from "../netctl/lab.ts";
+import { stopProcess } from "../wait.ts";
 
 export { BIN, BUNDLE, waitFor };
 
@@ -195,14 +196,7 @@ export class ClusterLab {
 
   async cleanup(): Promise<void> {
     for (const h of this.hosts) await h?.agent.stop().catch(() => 0);
-    for (const p of this.procs.reverse()) {
-      if (p.exitCode === null && p.signalCode === null) {
-        p.kill("SIGTERM");
-        const k = setTimeout(() => p.kill("SIGKILL"), 5000);
-        await p.exited;
-        clearTimeout(k);
-      }
-    }
+    for (const p of this.procs.reverse()) await stopProcess(p);
     for (const ns of this.netns.reverse()) Bun.spawnSync(["ip", "netns", "del", ns]);
     if (!process.env.M8E_KEEP) rmSync(this.dir, { recursive: true, force: true });
   }

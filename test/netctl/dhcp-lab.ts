@@ -6,6 +6,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from
 import { expect } from "bun:test";
 import { BIN } from "./lab.ts";
 import { labDir } from "../scratch.ts";
+import { stopProcess } from "../wait.ts";
 
 const SERVER = new URL("./dhcp-server.ts", import.meta.url).pathname;
 
@@ -148,14 +149,7 @@ export class DhcpPair {
   }
 
   async cleanup(): Promise<void> {
-    for (const p of this.procs.reverse()) {
-      if (p.exitCode === null && p.signalCode === null) {
-        p.kill("SIGTERM");
-        const k = setTimeout(() => p.kill("SIGKILL"), 5000);
-        await p.exited;
-        clearTimeout(k);
-      }
-    }
+    for (const p of this.procs.reverse()) await stopProcess(p);
     for (const ns of [this.cliNs, this.srvNs]) Bun.spawnSync(["ip", "netns", "del", ns]);
     if (!process.env.M8N_KEEP) rmSync(this.dir, { recursive: true, force: true });
   }
@@ -175,11 +169,7 @@ export async function waitUntil(what: string, fn: () => boolean, timeoutMs: numb
 
 /** Stops a resident client with SIGTERM and returns its exit code. */
 export async function stopClient(c: Client): Promise<number> {
-  if (c.proc.exitCode === null) c.proc.kill("SIGTERM");
-  const k = setTimeout(() => c.proc.kill("SIGKILL"), 5000);
-  const code = await c.exited;
-  clearTimeout(k);
-  return code;
+  return stopProcess(c.proc);
 }
 
 /** Checks a resolv.conf the way a resolver reads it: only our lines, valid names, bounded. */

@@ -8,7 +8,7 @@ import { appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSyn
 
 export { BIN, BUNDLE, ensureBuilt, ROOT } from "../build.ts";
 import { BUNDLE } from "../build.ts";
-import { waitFor } from "../wait.ts";
+import { stopProcess, waitFor } from "../wait.ts";
 import { labDir } from "../scratch.ts";
 
 export const isRoot = process.getuid?.() === 0;
@@ -333,14 +333,7 @@ export class Lab {
 
   async cleanup(): Promise<void> {
     for (const c of this.containers) await c.stop().catch(() => {});
-    for (const t of this.tracked.reverse()) {
-      if (t.proc.exitCode === null && t.proc.signalCode === null) {
-        t.proc.kill("SIGTERM");
-        const k = setTimeout(() => t.proc.kill("SIGKILL"), 5000);
-        await t.proc.exited;
-        clearTimeout(k);
-      }
-    }
+    for (const t of this.tracked.reverse()) await stopProcess(t.proc);
     for (const ns of this.netns.reverse()) Bun.spawnSync(["ip", "netns", "del", ns]);
     if (!process.env.M8N_KEEP) rmSync(this.dir, { recursive: true, force: true });
   }
